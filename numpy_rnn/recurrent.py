@@ -1,0 +1,481 @@
+"""Recurrent layers: a ``Step`` (the gate math of one time step) run over time, depth and directions.
+
+The layers here know nothing about gates. They
+
+* project the input of all ``T`` time steps with one matrix product before the time loop,
+* run the step over ``t = 0 .. T-1`` (and ``T-1 .. 0`` for the reverse direction),
+* freeze the state of sequences that have ended (``lengths``), exactly like torch's packed sequences,
+* stack layers, concatenate directions and apply dropout between layers,
+* and in backward run the steps back in time, then turn the per-step gate gradients into the
+  weight gradients and the input gradient with single matrix products after the loop.
+
+Shapes (torch's): ``T`` steps, ``B`` batch, ``F`` input features, ``H`` hidden size, ``Ho`` the size
+of the emitted ``h`` (``proj_size`` if set, else ``H``), ``L`` layers, ``D`` directions.
+
+Memory held for backward, per layer and direction: the input projection ``(T, B, G*H)``, the
+states ``(T+1, B, Ho)`` (and ``(T+1, B, H)`` for ``c``) and the step's cache (LSTM: ``(T, B, 5H)``,
+plus ``(T, B, H+P)`` with a projection; GRU ``(T, B, 6H)``; RNN nothing); plus each layer's input
+and, with dropout, its mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .module import Module, check_array
+from .steps import GRUStep, LSTMStep, RNNStep, State, Step
+
+
+# --------------------------------------------------------------------------------------------
+# One direction of one layer over time. Shared with the cells (which are runs of T = 1).
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class DirectionRun:
+    """Everything one direction of one layer keeps from forward for backward.
+
+    ``states[j]`` is ``(T+1, B, size_j)``. The forward direction reads ``states[j][t]`` and writes
+    ``states[j][t+1]`` at time ``t``; the reverse direction reads ``states[j][t+1]`` and writes
+    ``states[j][t]``. Either way ``prev`` and ``new`` are contiguous ``(T, B, size)`` slices.
+    """
+
+    x: np.ndarray                 # (T, B, F) the input the direction read
+    states: tuple[np.ndarray, ...]
+    cache: Any
+    reverse: bool
+    mask: np.ndarray | None       # (T, B, 1) bool, True where t < length
+
+    def prev(self, j: int) -> np.ndarray:
+        """The state each step read, ``(T, B, size_j)``, indexed by time."""
+        return self.states[j][1:] if self.reverse else self.states[j][:-1]
+
+    def new(self, j: int) -> np.ndarray:
+        """The state each step wrote, ``(T, B, size_j)``, indexed by time."""
+        return self.states[j][:-1] if self.reverse else self.states[j][1:]
+
+    def final(self) -> State:
+        """The state after the direction's last step, ``(B, size)`` each."""
+        return tuple(s[0] if self.reverse else s[-1] for s in self.states)
+
+
+def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarray | None,
+                reverse: bool) -> DirectionRun:
+    """Run ``step`` over the time steps of ``x (T, B, F)`` from the states ``init`` ((B, size) each).
+
+    Where ``mask[t, b]`` is False (the sequence has ended, or in the reverse direction has not
+    started yet) the state is carried unchanged, which is how torch runs packed sequences.
+    """
+    T, B, _ = x.shape
+    dtype = x.dtype
+    # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
+    gx = x.reshape(T * B, -1) @ p["weight_ih"].T
+    if p["bias_ih"] is not None:
+        gx += p["bias_ih"]
+    gx = gx.reshape(T, B, -1)
+    states = tuple(np.empty((T + 1, B, n), dtype) for n in step.state_sizes())
+    first = T if reverse else 0   # slot of the initial state
+    for s, s0 in zip(states, init):
+        s[first] = s0
+    run = DirectionRun(x=x, states=states, cache=step.new_cache(T, B, dtype), reverse=reverse,
+                       mask=mask)
+    order = range(T - 1, -1, -1) if reverse else range(T)
+    d_prev, d_new = (1, 0) if reverse else (0, 1)
+    with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
+        for t in order:
+            prev = tuple(s[t + d_prev] for s in states)
+            new = tuple(s[t + d_new] for s in states)
+            step.forward(p, gx[t], prev, new, run.cache, t)
+            if mask is not None:                  # ended sequences keep their state
+                for sn, sp in zip(new, prev):
+                    np.copyto(sn, sp, where=~mask[t])
+    return run
+
+
+def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarray | None,
+                 dfinal: State) -> tuple[np.ndarray, State]:
+    """Backpropagate one direction through time.
+
+    ``dout (T, B, Ho)`` is the gradient w.r.t. the direction's outputs (None for none) and
+    ``dfinal`` the gradients w.r.t. its final states. Adds the parameter gradients into ``g``
+    (short names) and returns ``(dx (T, B, F), dinit)``.
+    """
+    x, mask = run.x, run.mask
+    T, B, F = x.shape
+    GH = p["weight_ih"].shape[0]
+    dgx = np.empty((T, B, GH), x.dtype)
+    # For RNN and LSTM dgh == dgx, so one buffer serves both; the GRU needs its own.
+    dgh = dgx if step.shares_gate_grads else np.empty_like(dgx)
+    dstate = tuple(np.array(d, copy=True) for d in dfinal)
+    order = range(T) if run.reverse else range(T - 1, -1, -1)
+    d_prev, d_new = (1, 0) if run.reverse else (0, 1)
+    for t in order:
+        prev = tuple(s[t + d_prev] for s in run.states)
+        new = tuple(s[t + d_new] for s in run.states)
+        # The gradient reaching h_t is the sum of what comes from the output at t and what comes
+        # back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
+        dh = dstate[0] + dout[t] if dout is not None else dstate[0]
+        dnew = (dh,) + dstate[1:]
+        if mask is None:
+            dstate = step.backward(p, dnew, prev, new, run.cache, t, dgx[t], dgh[t])
+        else:
+            # Every gradient of a step is linear in dnew, so zeroing the rows of ended sequences
+            # makes their contribution to dgx, dgh and the weights exactly 0; their state
+            # gradient passes through the step unchanged, as their state did.
+            m = mask[t]
+            dpass = step.backward(p, tuple(d * m for d in dnew), prev, new, run.cache, t,
+                                  dgx[t], dgh[t])
+            dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
+    # Weight gradients of all time steps, one matrix product each.
+    dgx2 = dgx.reshape(T * B, GH)
+    dgh2 = dgh.reshape(T * B, GH)
+    h_prev = run.prev(0)
+    g["weight_ih"] += dgx2.T @ x.reshape(T * B, F)
+    g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, -1)
+    if p["bias_ih"] is not None:
+        g["bias_ih"] += dgx2.sum(axis=0)
+        g["bias_hh"] += dgh2.sum(axis=0)
+    step.finish_backward(p, g, run.cache, dgx, dgh, h_prev)
+    dx = (dgx2 @ p["weight_ih"]).reshape(T, B, F)
+    return dx, dstate
+
+
+# --------------------------------------------------------------------------------------------
+# The multi-layer, bidirectional layer
+# --------------------------------------------------------------------------------------------
+
+def _positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return int(v)
+
+
+class Recurrent(Module):
+    """A stack of ``num_layers`` recurrent layers of any ``Step``, torch's ``nn.RNN`` contract.
+
+    ``make_step()`` returns a fresh ``Step`` (one per layer and direction; they are stateless,
+    so one object is enough, but a factory keeps the door open). Parameters use torch's names:
+    ``weight_ih_l{l}{_reverse}``, ``weight_hh_...``, ``bias_ih_...``, ``bias_hh_...`` and the
+    step's extras (``weight_hr_...`` for a projected LSTM), in torch's registration order.
+    """
+
+    def __init__(self, step: Step, input_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float64, seed: int | None = None) -> None:
+        super().__init__(dtype)
+        self.step = step
+        self.input_size = _positive_int("input_size", input_size)
+        self.hidden_size = step.hidden_size
+        self.num_layers = _positive_int("num_layers", num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) \
+                or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
+        self.dropout = float(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.num_directions = 2 if self.bidirectional else 1
+        self._rng = np.random.default_rng(seed)
+        self._ctx: dict | None = None
+        self._injected_masks: list[np.ndarray] | None = None
+
+        # Names and shapes in torch's registration order; draws from U(-1/sqrt(H), 1/sqrt(H)).
+        H, Ho, G, D = self.hidden_size, step.output_size, step.num_gates, self.num_directions
+        k = 1.0 / np.sqrt(H)
+        self._keys: list[dict[str, str]] = []   # per (layer, direction): short name -> full name
+        for layer in range(self.num_layers):
+            f_in = self.input_size if layer == 0 else D * Ho
+            for d in range(D):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                shapes = {"weight_ih": (G * H, f_in), "weight_hh": (G * H, Ho)}
+                if self.bias:
+                    shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
+                shapes.update(step.extra_param_shapes())
+                keys = {}
+                for short, shape in shapes.items():
+                    keys[short] = short + suffix
+                    self._add_param(short + suffix, self._rng.uniform(-k, k, size=shape))
+                self._keys.append(keys)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _step_params(self, k: int) -> dict:
+        keys = self._keys[k]
+        p = {short: self.params[full] for short, full in keys.items()}
+        p.setdefault("bias_ih", None)
+        p.setdefault("bias_hh", None)
+        return p
+
+    def _step_grads(self, k: int) -> dict:
+        return {short: self.grads[full] for short, full in self._keys[k].items()}
+
+    def _inject_dropout_masks(self, masks: list[np.ndarray]) -> None:
+        """Test hook: use these 0/1 masks (time-major ``(T, B, D*Ho)``, one per layer but the
+        last) for the next forward call instead of drawing them."""
+        self._injected_masks = [np.asarray(m) for m in masks]
+
+    def _check_state(self, name: str, s: Any, shape: tuple[int, ...]) -> np.ndarray:
+        s = check_array(name, s, self.dtype, (len(shape),))
+        if s.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {s.shape}")
+        return s
+
+    def _check_lengths(self, lengths: Any, T: int, B: int) -> np.ndarray:
+        arr = np.asarray(lengths)
+        if arr.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be integers, got dtype {arr.dtype.name}")
+        if arr.shape != (B,):
+            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
+        if arr.size and (arr.min() < 1 or arr.max() > T):
+            raise ValueError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
+                             f"max {arr.max()}")
+        return arr.astype(np.int64)
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, hx: Any = None,
+                lengths: Any = None) -> tuple[np.ndarray, State]:
+        """Run the stack. Shapes as torch's (``batch_first`` never applies to states).
+
+        Args:
+            x: ``(T, B, F)``, ``(B, T, F)`` if ``batch_first``, or unbatched ``(T, F)``.
+            hx: tuple of initial states, one per ``step.state_names`` (each may be None = zeros):
+                ``h0 (L*D, B, Ho)`` (``(L*D, Ho)`` unbatched), ``c0 (L*D, B, H)`` for the LSTM.
+            lengths: ``(B,)`` integer valid lengths in ``[1, T]``; as torch's packed sequences.
+
+        Returns:
+            ``out`` ``(T, B, D*Ho)`` (layout of ``x``) and the tuple of final states, shaped like
+            ``hx``. Padded outputs are 0 and final states come from each sequence's last step.
+        """
+        x = check_array("input", x, self.dtype, (2, 3))
+        unbatched = x.ndim == 2
+        if x.shape[-1] != self.input_size:
+            raise ValueError(f"input has {x.shape[-1]} features, expected input_size="
+                             f"{self.input_size}")
+        if unbatched:
+            if lengths is not None:
+                raise ValueError("lengths needs batched input (T, B, F) or (B, T, F)")
+            xt = x[:, None, :]
+        else:
+            xt = x.transpose(1, 0, 2) if self.batch_first else x
+        T, B, _ = xt.shape
+        if T == 0 or B == 0:
+            raise ValueError(f"input must have at least one time step and one sequence, "
+                             f"got shape {x.shape}")
+        LD, names = self.num_layers * self.num_directions, self.step.state_names
+        if hx is None:
+            hx = (None,) * len(names)
+        elif not isinstance(hx, tuple) or len(hx) != len(names):
+            raise TypeError(f"initial state must be a tuple of {len(names)} arrays "
+                            f"({', '.join(n + '0' for n in names)}) or None")
+        init = []
+        for name, size, s in zip(names, self.step.state_sizes(), hx):
+            shape = (LD, size) if unbatched else (LD, B, size)
+            if s is None:
+                init.append(np.zeros((LD, B, size), self.dtype))
+            else:
+                s = self._check_state(name + "0", s, shape)
+                init.append(s[:, None, :] if unbatched else s)
+        mask = None
+        if lengths is not None:
+            lens = self._check_lengths(lengths, T, B)
+            mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
+        masks = self._dropout_masks(T, B)        # may raise: still nothing changed
+
+        xt = np.ascontiguousarray(xt)
+        layer_in, runs, finals = xt, [], [[] for _ in names]
+        for layer in range(self.num_layers):
+            dirs = []
+            for d in range(self.num_directions):
+                k = layer * self.num_directions + d
+                run = run_forward(self.step, self._step_params(k), layer_in,
+                                  tuple(s[k] for s in init), mask, reverse=bool(d))
+                dirs.append(run)
+                for j, s in enumerate(run.final()):
+                    finals[j].append(s)
+            out = self._layer_output(dirs, mask)
+            runs.append(dirs)
+            if layer < self.num_layers - 1 and masks is not None:
+                out = out * masks[layer]         # inverted dropout; h_n was taken before it
+            layer_in = out
+        self._ctx = dict(runs=runs, masks=masks, mask=mask, unbatched=unbatched, T=T, B=B)
+        out = layer_in
+        finals = tuple(np.stack(f) for f in finals)
+        if unbatched:
+            out, finals = out[:, 0, :], tuple(f[:, 0, :] for f in finals)
+        elif self.batch_first:
+            out = out.transpose(1, 0, 2)
+        return out, finals
+
+    def _layer_output(self, dirs: list[DirectionRun], mask: np.ndarray | None) -> np.ndarray:
+        """Concatenate the directions' emitted ``h`` into ``(T, B, D*Ho)``; 0 at padded steps."""
+        if len(dirs) == 1 and mask is None:
+            return dirs[0].new(0)                # a view of the state buffer, no copy
+        out = np.concatenate([r.new(0) for r in dirs], axis=-1)
+        if mask is not None:
+            out *= mask
+        return out
+
+    def _dropout_masks(self, T: int, B: int) -> list[np.ndarray] | None:
+        """Scaled masks ``M / (1-p)``, ``(T, B, D*Ho)``, one per layer but the last, or None."""
+        injected, self._injected_masks = self._injected_masks, None
+        if not self.training or self.dropout == 0.0 or self.num_layers == 1:
+            return None
+        shape = (T, B, self.num_directions * self.step.output_size)
+        if injected is not None:
+            if len(injected) != self.num_layers - 1 or any(m.shape != shape for m in injected):
+                raise ValueError(f"injected dropout masks must be {self.num_layers - 1} arrays "
+                                 f"of shape {shape}")
+            keep = [m.astype(self.dtype) for m in injected]
+        else:
+            keep = [(self._rng.random(shape) >= self.dropout).astype(self.dtype)
+                    for _ in range(self.num_layers - 1)]
+        scale = self.dtype(1.0 / (1.0 - self.dropout))
+        return [m * scale for m in keep]
+
+    # -- backward --------------------------------------------------------------------------
+
+    def backward(self, dout: np.ndarray | None, dstates: Any = None) -> tuple[np.ndarray, State]:
+        """Backpropagate through the last forward call; ADD parameter gradients into ``grads``.
+
+        Args:
+            dout: gradient w.r.t. ``out`` (same shape), or None for zeros.
+            dstates: tuple of gradients w.r.t. the final states (each may be None = zeros),
+                or None.
+
+        Returns:
+            ``dx`` (shape of ``x``) and the tuple of gradients w.r.t. the initial states
+            (shape of ``h0``/``c0``, also when they were not given: w.r.t. the zeros used).
+        """
+        if self._ctx is None:
+            raise RuntimeError("backward called before forward")
+        ctx = self._ctx
+        runs, T, B, unbatched = ctx["runs"], ctx["T"], ctx["B"], ctx["unbatched"]
+        D, L, Ho = self.num_directions, self.num_layers, self.step.output_size
+        names, sizes = self.step.state_names, self.step.state_sizes()
+        out_shape = (T, D * Ho) if unbatched else ((B, T, D * Ho) if self.batch_first
+                                                   else (T, B, D * Ho))
+        if dout is not None:
+            dout = check_array("dout", dout, self.dtype, (len(out_shape),))
+            if dout.shape != out_shape:
+                raise ValueError(f"dout must have the output's shape {out_shape}, "
+                                 f"got {dout.shape}")
+        if dstates is None:
+            dstates = (None,) * len(names)
+        elif not isinstance(dstates, tuple) or len(dstates) != len(names):
+            raise TypeError(f"final-state gradients must be a tuple of {len(names)} arrays "
+                            f"(or None)")
+        dfin = []
+        for name, size, ds in zip(names, sizes, dstates):
+            shape = (L * D, size) if unbatched else (L * D, B, size)
+            if ds is None:
+                dfin.append(np.zeros((L * D, B, size), self.dtype))
+            else:
+                ds = self._check_state(f"d{name}_n", ds, shape)
+                dfin.append(ds[:, None, :] if unbatched else ds)
+
+        if dout is None:
+            dy = None
+        elif unbatched:
+            dy = dout[:, None, :]
+        else:
+            dy = dout.transpose(1, 0, 2) if self.batch_first else dout
+        if dy is not None and ctx["mask"] is not None:
+            dy = dy * ctx["mask"]                # padded outputs are constants: no gradient
+        dinit = [np.empty((L * D, B, s), self.dtype) for s in sizes]
+        for layer in range(L - 1, -1, -1):
+            dx = None
+            for d, run in enumerate(runs[layer]):
+                k = layer * D + d
+                dy_d = None if dy is None else dy[:, :, d * Ho:(d + 1) * Ho]
+                dx_d, d0 = run_backward(self.step, self._step_params(k), self._step_grads(k),
+                                        run, dy_d, tuple(f[k] for f in dfin))
+                dx = dx_d if dx is None else dx + dx_d   # both directions read the same input
+                for j, s in enumerate(d0):
+                    dinit[j][k] = s
+            if layer > 0 and ctx["masks"] is not None:
+                dx *= ctx["masks"][layer - 1]    # the same mask as forward
+            dy = dx
+        dx = dy
+        if unbatched:
+            return dx[:, 0, :], tuple(s[:, 0, :] for s in dinit)
+        if self.batch_first:
+            dx = dx.transpose(1, 0, 2)
+        return dx, tuple(dinit)
+
+    def extra_repr(self) -> str:
+        return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bias={self.bias}, batch_first={self.batch_first}, dropout={self.dropout}, "
+                f"bidirectional={self.bidirectional}, dtype={np.dtype(self.dtype).name}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class RNN(Recurrent):
+    """Elman RNN stack, equal to ``torch.nn.RNN``: ``h' = φ(x W_ih^T + b_ih + h W_hh^T + b_hh)``.
+
+    ``out, h_n = rnn(x, h0=None, lengths=None)``; ``dx, dh0 = rnn.backward(dout, dh_n=None)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, dtype: Any = np.float64,
+                 seed: int | None = None) -> None:
+        super().__init__(RNNStep(hidden_size, nonlinearity), input_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, dtype, seed)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, x: np.ndarray, h0: np.ndarray | None = None,
+                lengths: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """``x (T, B, F)`` -> ``out (T, B, D*H)``, ``h_n (L*D, B, H)``; see ``Recurrent.forward``."""
+        out, (h_n,) = super().forward(x, (h0,), lengths)
+        return out, h_n
+
+    def backward(self, dout: np.ndarray | None,
+                 dh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Returns ``dx`` (shape of ``x``) and ``dh0`` (shape of ``h0``)."""
+        dx, (dh0,) = super().backward(dout, (dh_n,))
+        return dx, dh0
+
+
+class GRU(RNN):
+    """GRU stack, equal to ``torch.nn.GRU`` (reset gate applied to ``h W_hn^T + b_hn``).
+
+    ``out, h_n = gru(x, h0=None, lengths=None)``; ``dx, dh0 = gru.backward(dout, dh_n=None)``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 dtype: Any = np.float64, seed: int | None = None) -> None:
+        Recurrent.__init__(self, GRUStep(hidden_size), input_size, num_layers, bias,
+                           batch_first, dropout, bidirectional, dtype, seed)
+
+
+class LSTM(Recurrent):
+    """LSTM stack, equal to ``torch.nn.LSTM``, with the optional projection ``proj_size``.
+
+    ``out, (h_n, c_n) = lstm(x, hx=None, lengths=None)``;
+    ``dx, (dh0, dc0) = lstm.backward(dout, (dh_n, dc_n))``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, dtype: Any = np.float64, seed: int | None = None) -> None:
+        super().__init__(LSTMStep(hidden_size, proj_size), input_size, num_layers, bias,
+                         batch_first, dropout, bidirectional, dtype, seed)
+        self.proj_size = self.step.proj_size
+
+    def forward(self, x: np.ndarray, hx: tuple | None = None,
+                lengths: Any = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """``x (T, B, F)`` -> ``out (T, B, D*Ho)``, ``(h_n (L*D, B, Ho), c_n (L*D, B, H))``."""
+        out, (h_n, c_n) = super().forward(x, hx, lengths)
+        return out, (h_n, c_n)
+
+    def backward(self, dout: np.ndarray | None,
+                 dstates: tuple | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Returns ``dx`` and ``(dh0, dc0)``."""
+        dx, (dh0, dc0) = super().backward(dout, dstates)
+        return dx, (dh0, dc0)

@@ -1,0 +1,367 @@
+"""The gate math of one time step, forward and backward, for the Elman RNN, the GRU and the LSTM.
+
+This is the only place in numpy_rnn where a gate is computed. Each cell is a class with a
+``forward`` and a ``backward`` for ONE time step, whose docstrings state the equations in the same
+symbols as the code below them, line by line. The layers in :mod:`numpy_rnn.recurrent` run these
+steps over time, depth and directions, and handle lengths and dropout; they never look inside a
+gate. A new cell needs only its own ``Step`` subclass to get all of that (see ``README.md``).
+
+Conventions (torch's, see ``docs``/the spec):
+
+* Row vectors: ``x`` is ``(B, F)`` and the affine map is ``x W^T + b``; weights are stored as
+  ``(out_features, in_features)``.
+* Gate blocks are stacked along the rows of the weights in torch's order: LSTM ``i, f, g, o``;
+  GRU ``r, z, n``; RNN one block. Each block has ``H`` rows, so ``G*H`` in total.
+* The input projection ``gx = x W_ih^T + b_ih`` of ALL time steps is one matrix product done by the
+  layer before the time loop; a step receives its ``(B, G*H)`` slice. The step adds the recurrent
+  part ``gh = h W_hh^T + b_hh`` itself.
+* In backward a step returns nothing for the weights: it writes ``dgx`` (the gradient w.r.t. ``gx``)
+  and ``dgh`` (w.r.t. ``gh``) for its time step, and the layer turns the ``(T, B, G*H)`` buffers
+  into ``dW_ih = dgx^T x``, ``dW_hh = dgh^T h``, the biases and ``dx = dgx W_ih`` with single matrix
+  products after the loop. For RNN and LSTM ``dgx`` and ``dgh`` are the same numbers (the layer
+  passes one buffer twice); for the GRU they differ in the ``n`` block.
+
+Buffers: a step writes its results into arrays the layer allocated once per call (``new`` states
+and the ``cache``), so the time loop allocates little. ``cache`` arrays have a leading time axis and
+the step indexes them with ``t``. Sigmoids are computed as ``1 / (1 + exp(-a))`` like torch; for
+very negative ``a`` ``exp`` overflows to ``inf`` and the result is the correct ``0`` (the layers
+silence that harmless overflow warning).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+Params = dict[str, "np.ndarray | None"]
+State = tuple[np.ndarray, ...]
+
+
+def sigmoid(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = 1 / (1 + exp(-a))`` elementwise, written into ``out`` (may be ``a`` itself)."""
+    np.negative(a, out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    np.reciprocal(out, out=out)
+    return out
+
+
+class Step(ABC):
+    """One recurrent cell: its parameters, its per-step cache, its forward and backward step.
+
+    Subclasses set ``num_gates`` (``G``) and ``state_names`` (``("h",)`` or ``("h", "c")``) and
+    implement ``forward`` and ``backward``. ``h`` (the first state) is what the layer emits.
+
+    The common parameters ``weight_ih (G*H, F)``, ``weight_hh (G*H, Ho)``, ``bias_ih (G*H,)`` and
+    ``bias_hh (G*H,)`` are created and differentiated by the layer; a cell with more parameters
+    lists them in ``extra_param_shapes`` and adds their gradients in ``finish_backward``.
+    """
+
+    num_gates: int = 1
+    state_names: tuple[str, ...] = ("h",)
+    #: True when dgx and dgh are always equal (no bias or gate acts on gh alone): the layer then
+    #: passes ONE buffer as both and saves the copy. Leave False unless that holds.
+    shares_gate_grads: bool = False
+
+    def __init__(self, hidden_size: int) -> None:
+        if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) \
+                or hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
+        self.hidden_size = int(hidden_size)
+
+    @property
+    def output_size(self) -> int:
+        """``Ho``: the size of the emitted ``h`` (``P`` for a projected LSTM, else ``H``)."""
+        return self.hidden_size
+
+    def state_sizes(self) -> tuple[int, ...]:
+        """Trailing size of each state in ``state_names``: ``(Ho,)`` or ``(Ho, H)``."""
+        return (self.output_size,)
+
+    def extra_param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Parameters beyond ``weight_ih/weight_hh/bias_ih/bias_hh``: short name -> shape."""
+        return {}
+
+    def new_cache(self, T: int, B: int, dtype: Any) -> Any:
+        """Buffers for everything ``backward`` needs, with a leading time axis of ``T``."""
+        return None
+
+    @abstractmethod
+    def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
+                t: int) -> None:
+        """One step: read ``gx (B, G*H)`` and the ``prev`` states, write the ``new`` states.
+
+        ``p`` maps short parameter names (``"weight_hh"``, ``"bias_hh"`` (or None), extras) to
+        arrays; ``prev`` and ``new`` hold one ``(B, size)`` array per state; ``cache`` is the
+        object from ``new_cache`` and ``t`` the time index to store this step's values at.
+        """
+
+    @abstractmethod
+    def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
+                 dgx: np.ndarray, dgh: np.ndarray) -> State:
+        """One step back: from ``dnew`` (the gradient w.r.t. each new state, ``(B, size)``) write
+        ``dgx`` and ``dgh`` (``(B, G*H)``) and return the gradient w.r.t. each ``prev`` state."""
+
+    def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,
+                        dgx: np.ndarray, dgh: np.ndarray, h_prev: np.ndarray) -> None:
+        """After the time loop: add the gradients of ``extra_param_shapes`` into ``g``.
+
+        ``dgx``/``dgh`` are the ``(T, B, G*H)`` buffers, ``h_prev (T, B, Ho)`` the state each step
+        read. The common weights and biases are done by the layer.
+        """
+
+
+# --------------------------------------------------------------------------------------------
+# Elman RNN
+# --------------------------------------------------------------------------------------------
+
+class RNNStep(Step):
+    r"""Elman RNN step, ``φ = tanh`` or ``relu``.
+
+    Forward::
+
+        h' = φ(gx + h W_hh^T + b_hh)             gx = x W_ih^T + b_ih
+
+    Backward (``dh'`` is the gradient w.r.t. ``h'``)::
+
+        da     = dh' ⊙ φ'(a)       φ' = 1 - h'^2 (tanh),  [h' > 0] (relu; 0 at exactly 0)
+        dgx    = dgh = da
+        dh     = da W_hh
+    """
+
+    num_gates = 1
+    shares_gate_grads = True
+
+    def __init__(self, hidden_size: int, nonlinearity: str = "tanh") -> None:
+        super().__init__(hidden_size)
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"unknown nonlinearity {nonlinearity!r}: use 'tanh' or 'relu'")
+        self.nonlinearity = nonlinearity
+
+    def forward(self, p, gx, prev, new, cache, t):
+        (h,), (h_new,) = prev, new
+        a = h_new                                  # compute a in place in h' (no cache needed)
+        np.matmul(h, p["weight_hh"].T, out=a)      # a = h W_hh^T
+        a += gx                                    #   + x W_ih^T + b_ih
+        if p["bias_hh"] is not None:
+            a += p["bias_hh"]                      #   + b_hh
+        if self.nonlinearity == "tanh":
+            np.tanh(a, out=h_new)                  # h' = tanh(a)
+        else:
+            np.maximum(a, 0.0, out=h_new)          # h' = relu(a)
+
+    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+        (dh_new,), (h_new,) = dnew, new
+        da = dgx
+        if self.nonlinearity == "tanh":
+            np.multiply(h_new, h_new, out=da)      # h'^2
+            np.subtract(1.0, da, out=da)           # φ' = 1 - h'^2
+            da *= dh_new                           # da = dh' ⊙ φ'
+        else:
+            np.multiply(dh_new, h_new > 0, out=da)  # da = dh' ⊙ [h' > 0]
+        if dgh is not dgx:
+            dgh[...] = da                          # dgh = da
+        return (da @ p["weight_hh"],)              # dh = da W_hh
+
+
+# --------------------------------------------------------------------------------------------
+# GRU
+# --------------------------------------------------------------------------------------------
+
+class GRUCache(NamedTuple):
+    """What the GRU backward needs, per time step ``t``."""
+
+    rzn: np.ndarray  # (T, B, 3H): the gates r, z and the candidate n, side by side
+    gh: np.ndarray   # (T, B, 3H): h W_hh^T + b_hh; its n block gh_n is what r multiplies
+
+
+class GRUStep(Step):
+    r"""GRU step (torch's variant: the reset gate multiplies ``h W_hn^T + b_hn``).
+
+    Forward, with ``gx = [gx_r, gx_z, gx_n]`` and ``gh = h W_hh^T + b_hh = [gh_r, gh_z, gh_n]``::
+
+        r  = σ(gx_r + gh_r)
+        z  = σ(gx_z + gh_z)
+        n  = tanh(gx_n + r ⊙ gh_n)             b_hn sits inside the reset product
+        h' = n + z ⊙ (h - n)                  = (1 - z) ⊙ n + z ⊙ h: z weights the OLD state
+
+    Backward (``dh'`` is the gradient w.r.t. ``h'``)::
+
+        dn  = dh' ⊙ (1 - z)                 dz  = dh' ⊙ (h - n)
+        dan = dn ⊙ (1 - n^2)
+        dar = dan ⊙ gh_n ⊙ r ⊙ (1 - r)      daz = dz ⊙ z ⊙ (1 - z)
+        dgx = [dar, daz, dan]               dgh = [dar, daz, r ⊙ dan]
+        dh  = dgh W_hh + dh' ⊙ z            h reaches h' directly through z too
+    """
+
+    num_gates = 3
+
+    def new_cache(self, T, B, dtype):
+        H = self.hidden_size
+        return GRUCache(rzn=np.empty((T, B, 3 * H), dtype), gh=np.empty((T, B, 3 * H), dtype))
+
+    def forward(self, p, gx, prev, new, cache, t):
+        (h,), (h_new,) = prev, new
+        H = self.hidden_size
+        gh, rzn = cache.gh[t], cache.rzn[t]
+        np.matmul(h, p["weight_hh"].T, out=gh)           # gh = h W_hh^T
+        if p["bias_hh"] is not None:
+            gh += p["bias_hh"]                           #    + b_hh
+        rz = rzn[:, :2 * H]                              # r and z are adjacent: one sigmoid
+        np.add(gx[:, :2 * H], gh[:, :2 * H], out=rz)
+        sigmoid(rz, out=rz)                              # r, z = σ(gx_rz + gh_rz)
+        r, z, n = rzn[:, :H], rzn[:, H:2 * H], rzn[:, 2 * H:]
+        np.multiply(r, gh[:, 2 * H:], out=n)             # r ⊙ gh_n
+        n += gx[:, 2 * H:]                               # gx_n + r ⊙ gh_n
+        np.tanh(n, out=n)                                # n = tanh(...)
+        np.subtract(h, n, out=h_new)                     # h - n
+        h_new *= z                                       # z ⊙ (h - n)
+        h_new += n                                       # h' = n + z ⊙ (h - n)
+
+    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+        (dh_new,), (h,) = dnew, prev
+        H = self.hidden_size
+        rzn, gh_n = cache.rzn[t], cache.gh[t][:, 2 * H:]
+        r, z, n = rzn[:, :H], rzn[:, H:2 * H], rzn[:, 2 * H:]
+        dar, daz, dan = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:]
+        np.multiply(n, n, out=dan)
+        np.subtract(1.0, dan, out=dan)                   # 1 - n^2
+        dan *= dh_new
+        dan *= 1.0 - z                                   # dan = dh' ⊙ (1 - z) ⊙ (1 - n^2)
+        np.subtract(h, n, out=daz)
+        daz *= dh_new                                    # dz  = dh' ⊙ (h - n)
+        daz *= z * (1.0 - z)                             # daz = dz ⊙ z ⊙ (1 - z)
+        np.multiply(dan, gh_n, out=dar)
+        dar *= r * (1.0 - r)                             # dar = dan ⊙ gh_n ⊙ r ⊙ (1 - r)
+        dgh[:, :2 * H] = dgx[:, :2 * H]                  # dgh = [dar, daz, r ⊙ dan]
+        np.multiply(r, dan, out=dgh[:, 2 * H:])
+        dh = dgh @ p["weight_hh"]                        # dh = dgh W_hh
+        dh += dh_new * z                                 #    + dh' ⊙ z
+        return (dh,)
+
+
+# --------------------------------------------------------------------------------------------
+# LSTM
+# --------------------------------------------------------------------------------------------
+
+class LSTMCache(NamedTuple):
+    """What the LSTM backward needs, per time step ``t``."""
+
+    ifgo: np.ndarray              # (T, B, 4H): the gates i, f, g, o, side by side
+    tanh_c: np.ndarray            # (T, B, H): tanh(c')
+    m: np.ndarray | None          # (T, B, H): o ⊙ tanh(c') before the projection (P > 0 only)
+    dh: np.ndarray | None         # (T, B, P): dh' of each step, for dW_hr after the loop (P > 0)
+
+
+class LSTMStep(Step):
+    r"""LSTM step, with torch's optional projection ``h' = m W_hr^T`` (``proj_size = P > 0``).
+
+    Forward, with ``a = gx + h W_hh^T + b_hh = [a_i, a_f, a_g, a_o]``::
+
+        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)
+        c' = f ⊙ c + i ⊙ g
+        m  = o ⊙ tanh(c')
+        h' = m                       (P = 0)
+        h' = m W_hr^T                (P > 0; c' keeps size H, h' has size P)
+
+    Backward (``dh'``, ``dc'`` are the gradients w.r.t. ``h'`` and ``c'``)::
+
+        dm   = dh' W_hr  (P > 0),  else dm = dh'        and  dW_hr += dh'^T m
+        do   = dm ⊙ tanh(c')
+        dc'  = dc' + dm ⊙ o ⊙ (1 - tanh(c')^2)
+        di   = dc' ⊙ g      df = dc' ⊙ c      dg = dc' ⊙ i      dc = dc' ⊙ f
+        da   = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g^2), do ⊙ o(1-o)]
+        dgx  = dgh = da
+        dh   = da W_hh
+    """
+
+    num_gates = 4
+    state_names = ("h", "c")
+    shares_gate_grads = True
+
+    def __init__(self, hidden_size: int, proj_size: int = 0) -> None:
+        super().__init__(hidden_size)
+        if not isinstance(proj_size, (int, np.integer)) or isinstance(proj_size, bool) \
+                or proj_size < 0:
+            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
+        if proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size "
+                             f"({self.hidden_size})")
+        self.proj_size = int(proj_size)
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.hidden_size
+
+    def state_sizes(self):
+        return (self.output_size, self.hidden_size)
+
+    def extra_param_shapes(self):
+        return {"weight_hr": (self.proj_size, self.hidden_size)} if self.proj_size else {}
+
+    def new_cache(self, T, B, dtype):
+        H, P = self.hidden_size, self.proj_size
+        return LSTMCache(ifgo=np.empty((T, B, 4 * H), dtype), tanh_c=np.empty((T, B, H), dtype),
+                         m=np.empty((T, B, H), dtype) if P else None,
+                         dh=np.empty((T, B, P), dtype) if P else None)
+
+    def forward(self, p, gx, prev, new, cache, t):
+        (h, c), (h_new, c_new) = prev, new
+        H = self.hidden_size
+        a = cache.ifgo[t]                        # pre-activations, overwritten by the gates
+        np.matmul(h, p["weight_hh"].T, out=a)    # a = h W_hh^T
+        a += gx                                  #   + x W_ih^T + b_ih
+        if p["bias_hh"] is not None:
+            a += p["bias_hh"]                    #   + b_hh
+        sigmoid(a[:, :2 * H], out=a[:, :2 * H])  # i, f = σ(a_i), σ(a_f): adjacent, one call
+        np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g = tanh(a_g)
+        sigmoid(a[:, 3 * H:], out=a[:, 3 * H:])  # o = σ(a_o)
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        np.multiply(f, c, out=c_new)             # f ⊙ c
+        c_new += i * g                           # c' = f ⊙ c + i ⊙ g
+        tanh_c = cache.tanh_c[t]
+        np.tanh(c_new, out=tanh_c)               # tanh(c')
+        if self.proj_size:
+            m = cache.m[t]
+            np.multiply(o, tanh_c, out=m)        # m  = o ⊙ tanh(c')
+            np.matmul(m, p["weight_hr"].T, out=h_new)  # h' = m W_hr^T
+        else:
+            np.multiply(o, tanh_c, out=h_new)    # h' = m = o ⊙ tanh(c')
+
+    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+        (dh_new, dc_new), (_, c) = dnew, prev
+        H = self.hidden_size
+        ifgo, tanh_c = cache.ifgo[t], cache.tanh_c[t]
+        i, f, g, o = ifgo[:, :H], ifgo[:, H:2 * H], ifgo[:, 2 * H:3 * H], ifgo[:, 3 * H:]
+        if self.proj_size:
+            cache.dh[t] = dh_new                 # kept for dW_hr = dh'^T m after the loop
+            dm = dh_new @ p["weight_hr"]         # dm = dh' W_hr
+        else:
+            dm = dh_new                          # dm = dh'
+        di, df, dg, do = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:3 * H], dgx[:, 3 * H:]
+        np.multiply(dm, tanh_c, out=do)          # do = dm ⊙ tanh(c')
+        # The gradient reaching c' is the sum of what comes back from c_{t+1} (dc', through the
+        # next step's forget gate) and what comes from h' through o:
+        dc = tanh_c * tanh_c
+        np.subtract(1.0, dc, out=dc)
+        dc *= o
+        dc *= dm
+        dc += dc_new                             # dc' = dc' + dm ⊙ o ⊙ (1 - tanh(c')^2)
+        np.multiply(dc, g, out=di)               # di = dc' ⊙ g
+        np.multiply(dc, c, out=df)               # df = dc' ⊙ c
+        np.multiply(dc, i, out=dg)               # dg = dc' ⊙ i
+        dc *= f                                  # dc = dc' ⊙ f   (to the previous step)
+        di *= i * (1.0 - i)                      # da_i = di ⊙ i(1-i)
+        df *= f * (1.0 - f)                      # da_f = df ⊙ f(1-f)
+        dg *= 1.0 - g * g                        # da_g = dg ⊙ (1-g^2)
+        do *= o * (1.0 - o)                      # da_o = do ⊙ o(1-o)
+        if dgh is not dgx:
+            dgh[...] = dgx                       # dgh = dgx = da
+        return (dgx @ p["weight_hh"], dc)        # dh = da W_hh
+
+    def finish_backward(self, p, g, cache, dgx, dgh, h_prev):
+        if self.proj_size:                       # dW_hr = Σ_t dh'_t^T m_t, one matrix product
+            P, H = self.proj_size, self.hidden_size
+            g["weight_hr"] += cache.dh.reshape(-1, P).T @ cache.m.reshape(-1, H)
