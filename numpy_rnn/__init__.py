@@ -4,6 +4,7 @@ Every layer and cell computes exactly what ``torch.nn`` computes (same parameter
 order and shapes); the gate math of one time step lives in :mod:`numpy_rnn.steps`.
 """
 
+from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gradient
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from .module import Module
 from .recurrent import GRU, LSTM, RNN, Recurrent
@@ -15,4 +16,5 @@ __all__ = [
     "Module", "Step", "RNNStep", "GRUStep", "LSTMStep",
     "Recurrent", "RNN", "GRU", "LSTM",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell",
+    "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
 ]

@@ -20,6 +20,8 @@ and, with dropout, its mask.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +182,7 @@ class Recurrent(Module):
         self._rng = np.random.default_rng(seed)
         self._ctx: dict | None = None
         self._injected_masks: list[np.ndarray] | None = None
+        self._frozen_masks: list | None = None   # [masks] inside fixed_dropout_masks()
 
         # Names and shapes in torch's registration order; draws from U(-1/sqrt(H), 1/sqrt(H)).
         H, Ho, G, D = self.hidden_size, step.output_size, step.num_gates, self.num_directions
@@ -215,6 +218,19 @@ class Recurrent(Module):
         """Test hook: use these 0/1 masks (time-major ``(T, B, D*Ho)``, one per layer but the
         last) for the next forward call instead of drawing them."""
         self._injected_masks = [np.asarray(m) for m in masks]
+
+    @contextmanager
+    def fixed_dropout_masks(self) -> Iterator[None]:
+        """Inside this block every forward call reuses the dropout masks of the first one.
+
+        Finite-difference checks need the same function at every evaluation; this makes a layer
+        in training mode with dropout a deterministic function of its inputs and parameters.
+        """
+        self._frozen_masks = []
+        try:
+            yield
+        finally:
+            self._frozen_masks = None
 
     def _check_state(self, name: str, s: Any, shape: tuple[int, ...]) -> np.ndarray:
         s = check_array(name, s, self.dtype, (len(shape),))
@@ -324,6 +340,12 @@ class Recurrent(Module):
         if not self.training or self.dropout == 0.0 or self.num_layers == 1:
             return None
         shape = (T, B, self.num_directions * self.step.output_size)
+        if self._frozen_masks:
+            frozen = self._frozen_masks[0]
+            if frozen[0].shape != shape:
+                raise ValueError(f"fixed_dropout_masks: input shape changed, masks are "
+                                 f"{frozen[0].shape}, need {shape}")
+            return frozen
         if injected is not None:
             if len(injected) != self.num_layers - 1 or any(m.shape != shape for m in injected):
                 raise ValueError(f"injected dropout masks must be {self.num_layers - 1} arrays "
@@ -333,7 +355,10 @@ class Recurrent(Module):
             keep = [(self._rng.random(shape) >= self.dropout).astype(self.dtype)
                     for _ in range(self.num_layers - 1)]
         scale = self.dtype(1.0 / (1.0 - self.dropout))
-        return [m * scale for m in keep]
+        masks = [m * scale for m in keep]
+        if self._frozen_masks is not None:
+            self._frozen_masks.append(masks)
+        return masks
 
     # -- backward --------------------------------------------------------------------------
 
