@@ -1,0 +1,632 @@
+"""From a text file to the integer batches a character-level RNN trains on.
+
+The path a reader follows, top to bottom:
+
+1. **Where the corpus lives.** ``plants_path`` finds ``plants.data`` (argument, else the
+   ``NUMPY_RNN_DATA_DIR`` environment variable, else ``data/`` next to the ``numpy_rnn``
+   package); ``ensure_plants`` downloads it there once when it is missing.
+2. **What the model reads.** ``load_corpus`` turns the file into a ``Corpus``: the full text,
+   a train/validation split and a ``Vocabulary`` (the sorted characters of the whole corpus).
+3. **How it is batched.** ``random_windows`` draws independent windows, ``StreamBatcher`` walks
+   the text as B parallel streams for truncated BPTT with the hidden state carried across
+   batches, and ``validation_segments`` lays the validation text out as one deterministic batch.
+
+Every batch is a pair ``(inputs, targets)`` of int64 arrays of shape (B, T) with
+``targets[b, t]`` the character that follows ``inputs[b, t]`` in the text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "PLANTS_FILENAME",
+    "PLANTS_SHA256",
+    "PLANTS_URL",
+    "DATA_DIR_ENV",
+    "Corpus",
+    "DataError",
+    "StreamBatch",
+    "StreamBatcher",
+    "Vocabulary",
+    "default_data_dir",
+    "download",
+    "ensure_plants",
+    "is_validation_name",
+    "load_corpus",
+    "parse_plant_names",
+    "plants_path",
+    "random_windows",
+    "validation_segments",
+]
+
+PLANTS_FILENAME = "plants.data"
+PLANTS_URL = "https://raw.githubusercontent.com/Argenni/GUiAO_lab/main/utils/plants.data"
+PLANTS_SHA256 = "db1f8b102e4e557de8fce2349772e2ca085bbb79e1c5c90a00e933b2e2e4d00f"
+DATA_DIR_ENV = "NUMPY_RNN_DATA_DIR"
+
+# One name in ten goes to validation. Hashing the name (rather than shuffling with a seed) keeps
+# each name's side fixed whatever the file order, the Python version or the RNG.
+_VAL_MODULUS = 10
+_CHUNK_BYTES = 1 << 16
+
+
+class DataError(RuntimeError):
+    """The corpus could not be obtained (download failed, checksum mismatch, ...).
+
+    The message is one line that says what went wrong and where to put the file by hand.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The characters a model reads and writes, in sorted order; index i is ``chars[i]``.
+
+    Sorting makes the index of each character the same on every run and machine (unlike
+    ``list(set(text))``), so a checkpoint's output layer keeps its meaning.
+    """
+
+    chars: tuple[str, ...]
+    # Code points of ``chars`` as a sorted array: encode() looks characters up with
+    # searchsorted instead of a Python dict, which is ~50x faster on the 778k-char corpus.
+    _codes: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        chars = tuple(self.chars)
+        for ch in chars:
+            if not isinstance(ch, str) or len(ch) != 1:
+                raise ValueError(f"vocabulary entries must be single characters, got {ch!r}")
+        if list(chars) != sorted(set(chars)):
+            raise ValueError("vocabulary characters must be sorted and unique")
+        object.__setattr__(self, "chars", chars)
+        object.__setattr__(self, "_codes", np.array([ord(c) for c in chars], dtype=np.int64))
+
+    @classmethod
+    def from_text(cls, text: str) -> Vocabulary:
+        """The vocabulary of every distinct character in ``text``, sorted."""
+        return cls(tuple(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Map a string to indices.
+
+        Returns an int64 array of shape (len(text),). Raises ``ValueError`` naming the
+        characters of ``text`` that are not in the vocabulary.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        if len(self.chars) == 0:
+            idx = np.zeros(codes.shape, dtype=np.int64)
+            known = np.zeros(codes.shape, dtype=bool)
+        else:
+            idx = np.searchsorted(self._codes, codes)
+            idx = np.minimum(idx, len(self.chars) - 1)
+            known = self._codes[idx] == codes
+        if not known.all():
+            unknown = sorted({chr(c) for c in codes[~known].tolist()})
+            shown = ", ".join(repr(c) for c in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ValueError(f"characters not in the vocabulary: {shown}{more}")
+        return idx.astype(np.int64, copy=False)
+
+    def decode(self, indices: Sequence[int] | np.ndarray) -> str:
+        """Map indices, shape (N,), back to the string of their characters."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1:
+            raise ValueError(f"decode expects a 1-D sequence of indices, got shape {idx.shape}")
+        if idx.size == 0:
+            return ""
+        if not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"decode expects integer indices, got dtype {idx.dtype}")
+        bad = (idx < 0) | (idx >= len(self.chars))
+        if bad.any():
+            raise ValueError(
+                f"indices out of range for a vocabulary of {len(self.chars)}: "
+                f"{sorted(set(idx[bad].tolist()))[:10]}"
+            )
+        return "".join(self.chars[i] for i in idx.tolist())
+
+    def to_json(self) -> list[str]:
+        """A JSON-ready value: the list of characters in index order."""
+        return list(self.chars)
+
+    @classmethod
+    def from_json(cls, data: Sequence[str]) -> Vocabulary:
+        """Rebuild a vocabulary from ``to_json()``'s list; it must be sorted and unique."""
+        if isinstance(data, str) or not isinstance(data, Sequence):
+            raise ValueError("Vocabulary.from_json expects a list of single characters")
+        return cls(tuple(data))
+
+
+# --------------------------------------------------------------------------------------------
+# Where plants.data lives, and fetching it once
+# --------------------------------------------------------------------------------------------
+
+
+def default_data_dir() -> Path:
+    """``data/`` in the repository root, i.e. the directory next to the ``numpy_rnn`` package."""
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+def plants_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where ``plants.data`` is looked for: ``data_dir``, else ``$NUMPY_RNN_DATA_DIR``, else
+    ``default_data_dir()``. The file need not exist."""
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or default_data_dir()
+    return Path(data_dir) / PLANTS_FILENAME
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def download(
+    url: str,
+    target: str | os.PathLike[str],
+    sha256: str,
+    *,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``target`` atomically, checking the bytes' sha256.
+
+    The bytes go to a temporary ``*.part`` file in the target's directory, which is fsynced and
+    then renamed over ``target`` with ``os.replace``, so ``target`` either does not exist or
+    holds the complete, verified file; it is never partial. On any failure (network error,
+    HTTP error, dropped connection, short read, checksum mismatch) the temporary file is
+    removed and ``DataError`` is raised. A progress bar goes to stderr when ``progress`` and
+    tqdm is installed (tqdm is optional).
+
+    Returns the target path.
+    """
+    target = Path(target)
+    hint = f"download {url} yourself and put it at {target}"
+
+    def fail(what: str, exc: BaseException | None = None) -> DataError:
+        err = DataError(_one_line(f"could not download {target.name}: {what}; {hint}"))
+        err.__cause__ = exc
+        return err
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f"{target.name}.", suffix=".part", dir=target.parent
+        )
+    except OSError as exc:
+        raise fail(f"cannot write to {target.parent} ({exc})", exc) from exc
+    tmp = Path(tmp_name)
+    done = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, received, expected_len = _fetch(url, out, timeout=timeout, progress=progress)
+            # http.client returns b"" rather than raising when the server closes early, so the
+            # length check is ours; the checksum below would catch it too, less clearly.
+            if expected_len is not None and received < expected_len:
+                raise fail(f"connection dropped after {received} of {expected_len} bytes")
+            if digest != sha256.lower():
+                raise fail(
+                    f"checksum mismatch for {url} (expected sha256 {sha256}, got {digest}, "
+                    f"{received} bytes)"
+                )
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a data file should be readable
+        os.replace(tmp, target)
+        done = True
+    except DataError:
+        raise
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) if isinstance(exc, urllib.error.URLError) else None
+        raise fail(f"{type(exc).__name__}: {reason or exc} (from {url})", exc) from exc
+    finally:
+        if not done:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    _fsync_dir(target.parent)
+    return target
+
+
+def _fetch(url: str, out: Any, *, timeout: float, progress: bool) -> tuple[str, int, int | None]:
+    """Stream ``url`` into the open binary file ``out``.
+
+    Returns (sha256 hex digest, bytes received, Content-Length or None).
+    """
+    hasher = hashlib.sha256()
+    received = 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        length_header = resp.headers.get("Content-Length") if resp.headers else None
+        expected_len = int(length_header) if length_header and length_header.isdigit() else None
+        bar = _progress_bar(expected_len, url) if progress else None
+        try:
+            while True:
+                try:
+                    chunk = resp.read(_CHUNK_BYTES)
+                except http.client.IncompleteRead as exc:
+                    # Some servers/versions raise here instead of returning b"": keep what
+                    # came and let the caller's length check report the dropped connection.
+                    chunk = exc.partial
+                    if chunk:
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        received += len(chunk)
+                    break
+                if not chunk:
+                    break
+                hasher.update(chunk)
+                out.write(chunk)
+                received += len(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    return hasher.hexdigest(), received, expected_len
+
+
+def _progress_bar(total: int | None, url: str) -> Any:
+    # tqdm is an optional extra: without it the download runs silently.
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=f"downloading {url.rsplit('/', 1)[-1]}",
+        file=sys.stderr,
+        leave=False,
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; best effort, since not every OS can open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def ensure_plants(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Return the path of ``plants.data``, downloading it first if it is missing.
+
+    The directory is resolved by ``plants_path``. ``url`` and ``sha256`` default to
+    ``PLANTS_URL`` and ``PLANTS_SHA256`` (looked up at call time).
+
+    An existing file is trusted and never re-checked or overwritten: only downloaded bytes are
+    verified, so a user's own copy (or an edited one) is used as it is.
+    """
+    path = plants_path(data_dir)
+    if path.is_file():
+        return path
+    return download(
+        url if url is not None else PLANTS_URL,
+        path,
+        sha256 if sha256 is not None else PLANTS_SHA256,
+        timeout=timeout,
+        progress=progress,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The corpus
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A text split into training and validation, with the vocabulary of the whole.
+
+    text:        the full corpus as the model reads it.
+    train_text:  the training part (plants: training names in file order, each + "\\n").
+    val_text:    the validation part (plants: validation names in file order, each + "\\n").
+    names:       plants: every name in file order; ``None`` for a plain text file.
+    train_names: plants: names in training, file order; ``None`` for a plain text file.
+    val_names:   plants: names in validation, file order; ``None`` for a plain text file.
+    vocab:       sorted characters of ``text`` (train and validation together), so validation
+                 never holds a character the model cannot represent.
+    source:      the file the corpus was read from.
+    """
+
+    text: str
+    train_text: str
+    val_text: str
+    names: list[str] | None
+    train_names: list[str] | None
+    val_names: list[str] | None
+    vocab: Vocabulary
+    source: Path
+
+
+def is_validation_name(name: str) -> bool:
+    """The split rule for names: validation when ``zlib.crc32(name.encode()) % 10 == 0``."""
+    return zlib.crc32(name.encode("utf-8")) % _VAL_MODULUS == 0
+
+
+def _read_text(path: Path) -> str:
+    if not path.exists():
+        raise ValueError(f"corpus file {path} does not exist")
+    if not path.is_file():
+        raise ValueError(f"corpus path {path} is not a file")
+    raw = path.read_bytes()
+    if not raw:
+        raise ValueError(f"corpus file {path} is empty")
+    try:
+        # Decoded from bytes, not opened in text mode: the text is kept verbatim ("\r\n"
+        # stays as two characters) whatever the platform's newline convention.
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"corpus file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
+        ) from exc
+
+
+def parse_plant_names(text: str) -> list[str]:
+    """The names of a plants.data text: the first comma field of each non-blank line.
+
+    Trailing whitespace (a "\\r" line end included) is removed; leading whitespace is KEPT. The
+    file writes 49 hybrid genera (e.g. " achnella", "×Achnella" with the "×" lost) with a leading
+    space, and the documented corpus (778,179 characters, data/README.md) keeps it.
+    """
+    names = []
+    for line in text.split("\n"):
+        name = line.split(",", 1)[0].rstrip()
+        if name.strip():
+            names.append(name)
+    return names
+
+
+def load_corpus(
+    source: str = "plants",
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Corpus:
+    """Load a corpus for character-level training.
+
+    ``source="plants"`` (the default): the plant-name corpus. ``plants.data`` is found (or
+    downloaded, see ``ensure_plants``; ``url``/``sha256`` override the download) in
+    ``data_dir`` / ``$NUMPY_RNN_DATA_DIR`` / ``<repo>/data``. The text is one name per line
+    (``parse_plant_names``), each followed by "\\n", in file order. A name is in validation
+    when ``is_validation_name(name)`` (about 10%).
+
+    Any other ``source`` is the path of a UTF-8 text file, read verbatim; its last
+    ``ceil(len/10)`` characters are validation (so validation is never empty), the rest training.
+    ``names``/``train_names``/``val_names`` are ``None``.
+
+    Raises ``ValueError`` naming the file when it is missing, empty, not UTF-8, or (plants) has
+    no names; ``DataError`` when plants.data is missing and cannot be downloaded.
+    """
+    if source == "plants":
+        path = ensure_plants(data_dir, url=url, sha256=sha256, progress=progress)
+        names = parse_plant_names(_read_text(path))
+        if not names:
+            raise ValueError(f"corpus file {path} holds no plant names")
+        train_names = [n for n in names if not is_validation_name(n)]
+        val_names = [n for n in names if is_validation_name(n)]
+        text = "".join(n + "\n" for n in names)
+        return Corpus(
+            text=text,
+            train_text="".join(n + "\n" for n in train_names),
+            val_text="".join(n + "\n" for n in val_names),
+            names=names,
+            train_names=train_names,
+            val_names=val_names,
+            vocab=Vocabulary.from_text(text),
+            source=path,
+        )
+
+    path = Path(source)
+    text = _read_text(path)
+    cut = len(text) - (len(text) + _VAL_MODULUS - 1) // _VAL_MODULUS
+    return Corpus(
+        text=text,
+        train_text=text[:cut],
+        val_text=text[cut:],
+        names=None,
+        train_names=None,
+        val_names=None,
+        vocab=Vocabulary.from_text(text),
+        source=path,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------------
+
+
+def _check_encoded(encoded: Any) -> np.ndarray:
+    arr = np.asarray(encoded)
+    if arr.ndim != 1:
+        raise ValueError(f"encoded text must be 1-D, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"encoded text must hold integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_positive(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def random_windows(
+    encoded: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """B independent windows of the text at uniformly random offsets.
+
+    encoded: the text as indices, (N,).
+    Returns ``(inputs, targets)``, each int64 (B, T): row b is ``encoded[s_b : s_b + T]`` and
+    ``encoded[s_b + 1 : s_b + T + 1]`` with ``s_b`` uniform in ``[0, N - T - 1]``.
+    Raises ``ValueError`` ("corpus shorter than one window") when N < T + 1.
+    """
+    data = _check_encoded(encoded)
+    B = _check_positive("batch_size", batch_size)
+    T = _check_positive("seq_len", seq_len)
+    n = data.shape[0]
+    if n < T + 1:
+        raise ValueError(
+            f"corpus shorter than one window: {n} characters, need seq_len + 1 = {T + 1}"
+        )
+    starts = rng.integers(0, n - T, size=B)  # high is exclusive: starts in [0, N - T - 1]
+    window = data[starts[:, None] + np.arange(T + 1)]  # (B, T + 1)
+    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+class StreamBatch(NamedTuple):
+    """One chunk from ``StreamBatcher``.
+
+    inputs:  int64 (B, T).
+    targets: int64 (B, T), the character after each input.
+    reset:   True when this chunk starts at the beginning of the streams (the first chunk and
+             the first after every wraparound): the caller must start it from a zero hidden
+             state instead of carrying the previous one over.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    reset: bool
+
+
+class StreamBatcher:
+    """The text as B contiguous streams, walked T characters at a time, for truncated BPTT.
+
+    With N characters, each stream predicts ``L = ((N - 1) // B) // T * T`` characters: stream b
+    has inputs ``encoded[b*L : (b+1)*L]`` and targets ``encoded[b*L + 1 : (b+1)*L + 1]``. The
+    streams tile the text without gaps; the last ``N - 1 - B*L`` predictions (the tail) are
+    never used. Chunk k of an epoch is columns ``[k*T, (k+1)*T)`` of every stream, so row b of
+    consecutive chunks concatenates to stream b and a caller can carry the hidden state from
+    one chunk to the next. After the last of the ``chunks_per_epoch`` chunks it wraps to the
+    start and flags the chunk with ``reset=True``.
+
+    The whole state is ``position``, the number of chunks handed out so far: saving it
+    (``state_dict()``) and restoring it (``load_state_dict()``) resumes exactly.
+    """
+
+    def __init__(self, encoded: np.ndarray, batch_size: int, seq_len: int) -> None:
+        data = _check_encoded(encoded)
+        self.batch_size = _check_positive("batch_size", batch_size)
+        self.seq_len = _check_positive("seq_len", seq_len)
+        self.num_chars = int(data.shape[0])
+        B, T = self.batch_size, self.seq_len
+        self.chunks_per_epoch = max(self.num_chars - 1, 0) // B // T
+        if self.chunks_per_epoch < 1:
+            raise ValueError(
+                f"corpus too short for one ({B}, {T}) chunk: {self.num_chars} characters, "
+                f"need batch_size * seq_len + 1 = {B * T + 1}"
+            )
+        L = self.chunks_per_epoch * T
+        self.stream_len = L
+        self._inputs = data[: B * L].reshape(B, L)  # views of ``data``, no copy
+        self._targets = data[1 : B * L + 1].reshape(B, L)
+        self.position = 0
+
+    @property
+    def epochs_completed(self) -> int:
+        """Full passes over the streams handed out so far."""
+        return self.position // self.chunks_per_epoch
+
+    def __iter__(self) -> Iterator[StreamBatch]:
+        return self
+
+    def __next__(self) -> StreamBatch:
+        """The next chunk; the iterator never ends (it wraps around)."""
+        k = self.position % self.chunks_per_epoch
+        cols = slice(k * self.seq_len, (k + 1) * self.seq_len)
+        self.position += 1
+        return StreamBatch(
+            inputs=np.ascontiguousarray(self._inputs[:, cols]),
+            targets=np.ascontiguousarray(self._targets[:, cols]),
+            reset=k == 0,
+        )
+
+    def state_dict(self) -> dict[str, int]:
+        """Plain ints: the position and what it is relative to (checked on load)."""
+        return {
+            "position": self.position,
+            "batch_size": self.batch_size,
+            "seq_len": self.seq_len,
+            "num_chars": self.num_chars,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from ``state_dict()``. Raises ``ValueError`` if it was saved for another text
+        length, batch size or sequence length, where the position would mean other chunks."""
+        for key in ("batch_size", "seq_len", "num_chars"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"StreamBatcher state was saved with {key}={state[key]}, "
+                    f"this batcher has {key}={getattr(self, key)}"
+                )
+        position = state["position"]
+        if isinstance(position, bool) or not isinstance(position, (int, np.integer)):
+            raise ValueError(f"position must be an integer, got {position!r}")
+        if position < 0:
+            raise ValueError(f"position must be >= 0, got {position}")
+        self.position = int(position)
+
+
+def validation_segments(
+    encoded_val: np.ndarray, max_segments: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
+    """The validation text as one deterministic batch of S contiguous segments.
+
+    encoded_val: the validation text as indices, (N,) with N >= 2 (for plants, the validation
+    names in file order, each followed by "\\n").
+
+    With ``S = min(max_segments, N - 1)`` and ``L = (N - 1) // S``, segment s has inputs
+    ``encoded_val[s*L : (s+1)*L]`` and targets ``encoded_val[s*L + 1 : (s+1)*L + 1]``.
+    The predicted characters are exactly ``encoded_val[1 : S*L + 1]``, each once. Dropped:
+    ``encoded_val[0]`` (nothing precedes it) and the tail ``encoded_val[S*L + 1 :]``, which
+    is ``(N - 1) % S < S`` characters. The mean cross-entropy over ``targets`` is thus the mean
+    over those ``S*L`` characters. Run it as one batch from a zero hidden state: each segment
+    starts without the context of the one before, which makes the estimate deterministic and
+    a little pessimistic at the S segment starts.
+
+    Returns ``(inputs, targets)``, each int64 (S, L).
+    """
+    data = _check_encoded(encoded_val)
+    max_segments = _check_positive("max_segments", max_segments)
+    n = data.shape[0]
+    if n < 2:
+        raise ValueError(f"validation text too short: {n} characters, need at least 2")
+    S = min(max_segments, n - 1)
+    L = (n - 1) // S
+    inputs = data[: S * L].reshape(S, L).copy()
+    targets = data[1 : S * L + 1].reshape(S, L).copy()
+    return inputs, targets
