@@ -91,6 +91,37 @@ class RecurrentCell(Module):
         return dx[0], dprev
 
 
+    def forward(self, x: np.ndarray, hx: Any = None) -> Any:
+        """One step. ``x (B, F)`` or ``(F,)``; ``hx`` the previous state: an array ``(B, Ho)``
+        for a one-state cell, a tuple ``(h, c)`` for a two-state cell, or None for zeros.
+
+        Returns the new state in the same structure.
+        """
+        n = len(self.step.state_names)
+        if n == 1:
+            return self._forward(x, (hx,))[0]
+        if hx is None:
+            hx = (None,) * n
+        elif not isinstance(hx, tuple) or len(hx) != n:
+            raise TypeError(f"the state must be a tuple of {n} arrays "
+                            f"({', '.join(self.step.state_names)}) or None")
+        return self._forward(x, hx)
+
+    def backward(self, dstate: Any) -> tuple[np.ndarray, Any]:
+        """Gradient w.r.t. the new state (structure of forward's result; None entries = zeros)
+        -> ``(dx, gradient w.r.t. the previous state)``; parameter gradients add into ``grads``."""
+        n = len(self.step.state_names)
+        if n == 1:
+            dx, (dprev,) = self._backward((dstate,))
+            return dx, dprev
+        if dstate is None:
+            dstate = (None,) * n
+        elif not isinstance(dstate, tuple) or len(dstate) != n:
+            raise TypeError(f"backward takes a tuple of {n} gradients "
+                            f"({', '.join('d' + k for k in self.step.state_names)})")
+        return self._backward(dstate)
+
+
 class RNNCell(RecurrentCell):
     """``h' = φ(x W_ih^T + b_ih + h W_hh^T + b_hh)``: ``h = cell(x, h)``, ``dx, dh = cell.backward(dh)``.
 
@@ -102,15 +133,6 @@ class RNNCell(RecurrentCell):
                  seed: int | None = None) -> None:
         super().__init__(RNNStep(hidden_size, nonlinearity), input_size, bias, dtype, seed)
         self.nonlinearity = nonlinearity
-
-    def forward(self, x: np.ndarray, h: np.ndarray | None = None) -> np.ndarray:
-        """Returns ``h'``, the shape of ``h``."""
-        return self._forward(x, (h,))[0]
-
-    def backward(self, dh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``dh`` w.r.t. ``h'`` -> ``(dx, dh_prev)``; parameter gradients add into ``grads``."""
-        dx, (dh_prev,) = self._backward((dh,))
-        return dx, dh_prev
 
 
 class GRUCell(RNNCell):
@@ -129,22 +151,3 @@ class LSTMCell(RecurrentCell):
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype: Any = np.float64, seed: int | None = None) -> None:
         super().__init__(LSTMStep(hidden_size), input_size, bias, dtype, seed)
-
-    def forward(self, x: np.ndarray,
-                hx: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``x (B, F)``, ``hx = (h (B, H), c (B, H))`` or None -> ``(h', c')``."""
-        if hx is None:
-            hx = (None, None)
-        elif not isinstance(hx, tuple) or len(hx) != 2:
-            raise TypeError("hx must be a tuple (h, c) or None")
-        h, c = self._forward(x, hx)
-        return h, c
-
-    def backward(self, dstates: tuple) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        """``(dh, dc)`` w.r.t. ``(h', c')`` (either may be None) -> ``(dx, (dh_prev, dc_prev))``."""
-        if dstates is None:
-            dstates = (None, None)
-        elif not isinstance(dstates, tuple) or len(dstates) != 2:
-            raise TypeError("backward takes a tuple (dh, dc)")
-        dx, (dh, dc) = self._backward(dstates)
-        return dx, (dh, dc)

@@ -139,7 +139,9 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
     if p["bias_ih"] is not None:
         g["bias_ih"] += dgx2.sum(axis=0)
         g["bias_hh"] += dgh2.sum(axis=0)
-    step.finish_backward(p, g, run.cache, dgx, dgh, h_prev)
+    n_states = len(run.states)
+    step.finish_backward(p, g, run.cache, dgx, dgh, tuple(run.prev(j) for j in range(n_states)),
+                         tuple(run.new(j) for j in range(n_states)))
     dx = (dgx2 @ p["weight_ih"]).reshape(T, B, F)
     return dx, dstate
 

@@ -105,11 +105,12 @@ class Step(ABC):
         ``dgx`` and ``dgh`` (``(B, G*H)``) and return the gradient w.r.t. each ``prev`` state."""
 
     def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,
-                        dgx: np.ndarray, dgh: np.ndarray, h_prev: np.ndarray) -> None:
+                        dgx: np.ndarray, dgh: np.ndarray, prev: State, new: State) -> None:
         """After the time loop: add the gradients of ``extra_param_shapes`` into ``g``.
 
-        ``dgx``/``dgh`` are the ``(T, B, G*H)`` buffers, ``h_prev (T, B, Ho)`` the state each step
-        read. The common weights and biases are done by the layer.
+        ``dgx``/``dgh`` are the ``(T, B, G*H)`` buffers; ``prev``/``new`` hold, per state, the
+        ``(T, B, size)`` values each step read and wrote, indexed by time. The common weights and
+        biases are done by the layer.
         """
 
 
@@ -361,7 +362,7 @@ class LSTMStep(Step):
             dgh[...] = dgx                       # dgh = dgx = da
         return (dgx @ p["weight_hh"], dc)        # dh = da W_hh
 
-    def finish_backward(self, p, g, cache, dgx, dgh, h_prev):
+    def finish_backward(self, p, g, cache, dgx, dgh, prev, new):
         if self.proj_size:                       # dW_hr = Σ_t dh'_t^T m_t, one matrix product
             P, H = self.proj_size, self.hidden_size
             g["weight_hr"] += cache.dh.reshape(-1, P).T @ cache.m.reshape(-1, H)
