@@ -1,0 +1,105 @@
+"""Softmax, log-softmax and the cross-entropy loss, equal to ``torch.nn.CrossEntropyLoss``.
+
+Every function is stable for large logits: the row maximum is subtracted before ``exp``, so
+``exp`` never overflows and the log-sum-exp keeps full precision. The result has the dtype of
+the input (float32 stays float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["softmax", "log_softmax", "cross_entropy"]
+
+
+def _float_array(name: str, x: Any) -> np.ndarray:
+    """``x`` as a float32/float64 array of rank >= 1, or a clear ``TypeError``/``ValueError``."""
+    if not isinstance(x, np.ndarray):
+        if isinstance(x, (list, tuple)) or np.isscalar(x):
+            x = np.asarray(x)
+        else:
+            raise TypeError(f"{name} must be a NumPy array, got {type(x).__name__}")
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {x.dtype.name}")
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis, got a 0-D array")
+    return x
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``log_softmax(x)_j = (x_j - m) - log Σ_k exp(x_k - m)`` along ``axis``, ``m = max_k x_k``.
+
+    ``x`` float array of any shape (rank >= 1); the result has the same shape and dtype.
+    """
+    x = _float_array("x", x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """``softmax(x)_j = exp(x_j - m) / Σ_k exp(x_k - m)`` along ``axis``, ``m = max_k x_k``.
+
+    ``x`` float array of any shape (rank >= 1); the result has the same shape and dtype.
+    """
+    x = _float_array("x", x)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray,
+                  ignore_index: int = -100) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of ``logits`` (N, V) against class ``targets`` (N,), and its gradient.
+
+    With ``valid = {i : targets[i] != ignore_index}`` and ``N_valid = |valid|``::
+
+        logp      = log_softmax(logits)                        (N, V)
+        loss      = -(1/N_valid) Σ_{i in valid} logp[i, targets[i]]
+        dlogits_i = (exp(logp_i) - onehot(targets[i])) / N_valid   for i in valid, 0 otherwise
+
+    as ``torch.nn.CrossEntropyLoss()`` (``reduction='mean'``, no class weights, no label
+    smoothing). Sequence logits (B, T, V) go in as ``logits.reshape(-1, V)`` with
+    ``targets.reshape(-1)``. Returns ``(loss, dlogits)``: a Python float and an (N, V) array of
+    the logits' dtype.
+
+    Raises ``TypeError`` for non-float logits or non-integer targets, and ``ValueError`` for
+    wrong ranks or lengths, a target outside ``[0, V)`` that is not ``ignore_index``, or when
+    every target is ignored (torch would return NaN).
+    """
+    logits = _float_array("logits", logits)
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be 2-D (N, V), got shape {logits.shape}; reshape sequence "
+                         "logits with logits.reshape(-1, V)")
+    n, v = logits.shape
+    if not isinstance(targets, np.ndarray):
+        if isinstance(targets, (list, tuple)):
+            targets = np.asarray(targets)
+        else:
+            raise TypeError(f"targets must be an integer NumPy array, got {type(targets).__name__}")
+    if targets.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array, got dtype {targets.dtype.name}")
+    if targets.shape != (n,):
+        raise ValueError(f"targets must have shape ({n},) to match logits {logits.shape}, "
+                         f"got {targets.shape}")
+    valid = targets != ignore_index
+    n_valid = int(np.count_nonzero(valid))
+    if n_valid == 0:
+        raise ValueError(f"no valid targets: all {n} targets equal ignore_index={ignore_index}")
+    rows = np.flatnonzero(valid)
+    cls = targets[rows]
+    bad = (cls < 0) | (cls >= v)
+    if bad.any():
+        raise ValueError(f"target {int(cls[bad][0])} is out of range for {v} classes "
+                         f"(valid: 0..{v - 1}, or ignore_index={ignore_index})")
+
+    logp = log_softmax(logits, axis=1)
+    loss = -float(logp[rows, cls].sum()) / n_valid
+    scale = 1.0 / n_valid
+    # d loss / d logp is -scale at each valid target; through log_softmax that becomes
+    # softmax * scale minus scale at the target, and nothing for ignored rows.
+    dlogits = np.exp(logp) * scale
+    dlogits[rows, cls] -= scale
+    if n_valid < n:
+        dlogits[~valid] = 0
+    return loss, dlogits
