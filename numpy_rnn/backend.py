@@ -1,0 +1,195 @@
+"""What a backend must do for the shared driver, and the NumPy backend.
+
+The driver (data, batching, schedule, logging, checkpoints, sampling) is backend-agnostic. A
+backend does only two things: "loss, gradients and optimizer step for this batch and state"
+(``train_step``) and "logits and next state for these tokens" (``logits``). Everything crosses the
+boundary as NumPy arrays: weights (under torch's state-dict names), recurrent states, optimizer
+state (in :class:`numpy_rnn.optim.Optimizer`'s ``state_dict`` format). That is what makes one
+checkpoint readable by either backend and one seed mean the same start in both.
+
+``torch_ref.backend.TorchBackend`` implements the same interface with torch.nn and torch.optim.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .losses import cross_entropy
+from .model import CharRNN, ModelConfig
+from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
+
+State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L, B, H)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer and gradient clipping, identical in both backends."""
+
+    name: str = "adam"               # adam | adamw | sgd
+    lr: float = 2e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    momentum: float = 0.0
+    clip: float | None = 5.0         # max global gradient norm; None: no clipping
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"optimizer must be adam, adamw or sgd, got {self.name!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be > 0 (or None for no clipping), got {self.clip!r}")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "OptimConfig":
+        return cls(**d)
+
+
+class StepResult(NamedTuple):
+    loss: float        # mean cross-entropy of the batch, nats per character, before the update
+    grad_norm: float   # global gradient norm before clipping
+    state: State       # final recurrent states of the batch (to carry in the stream schedule)
+
+
+class Backend(ABC):
+    """The interface the driver trains and samples through."""
+
+    name: str = ""
+
+    def __init__(self, config: ModelConfig, optim: OptimConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.optim = optim
+        self.device = device
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every weight as a NumPy array in the model dtype, under torch's state-dict names."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        """Load weights (strict: same names and shapes)."""
+
+    @abstractmethod
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        """Optimizer state in :meth:`numpy_rnn.optim.Optimizer.state_dict` format."""
+
+    @abstractmethod
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the optimizer state written by either backend."""
+
+    @abstractmethod
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate before the next step (lr schedules)."""
+
+    @abstractmethod
+    def rng_state(self) -> Any:
+        """The state of the backend's own random generator (dropout masks), JSON-able or array."""
+
+    @abstractmethod
+    def set_rng_state(self, state: Any) -> None:
+        """Restore :meth:`rng_state`."""
+
+    @abstractmethod
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray,
+                   state: State | None) -> StepResult:
+        """One optimizer step on ``inputs (B, T)`` -> ``targets (B, T)`` (int64), starting the
+        recurrent stack from ``state`` (None: zeros) in training mode: forward, mean
+        cross-entropy, backward, clip to ``optim.clip``, update."""
+
+    @abstractmethod
+    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
+        """Evaluation mode, no gradients: ``inputs (B, T)`` -> ``logits (B, T, V)`` (float64)
+        and the final states."""
+
+
+def make_optimizer(optim: OptimConfig, params: dict, grads: dict) -> Optimizer:
+    """The numpy_rnn optimizer for ``optim`` over a module's ``params``/``grads``."""
+    if optim.name == "sgd":
+        return SGD(params, grads, lr=optim.lr, momentum=optim.momentum,
+                   weight_decay=optim.weight_decay)
+    cls = Adam if optim.name == "adam" else AdamW
+    return cls(params, grads, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+               weight_decay=optim.weight_decay)
+
+
+class NumpyBackend(Backend):
+    """The CharRNN in numpy_rnn, trained with numpy_rnn's optimizers."""
+
+    name = "numpy"
+
+    def __init__(self, config: ModelConfig, optim: OptimConfig, device: str = "cpu") -> None:
+        if device != "cpu":
+            raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
+        super().__init__(config, optim, device)
+        self.model = CharRNN(config, seed=0)   # placeholder weights: the driver loads its own
+        self.optimizer = make_optimizer(optim, self.model.params, self.model.grads)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict(state)
+
+    def optimizer_state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+    def set_lr(self, lr: float) -> None:
+        self.optimizer.lr = lr
+
+    def rng_state(self) -> Any:
+        return self.model.rnn._rng.bit_generator.state
+
+    def set_rng_state(self, state: Any) -> None:
+        self.model.rnn._rng.bit_generator.state = state
+
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray,
+                   state: State | None) -> StepResult:
+        model = self.model.train()
+        model.zero_grad()
+        logits, final = model(inputs, state)
+        V = logits.shape[-1]
+        loss, dlogits = cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+        model.backward(dlogits.reshape(logits.shape))
+        if self.optim.clip is not None:
+            norm = clip_grad_norm(model.grads, self.optim.clip)
+        else:
+            norm = clip_grad_norm(model.grads, np.inf)  # norm only: coef is exactly 1
+        self.optimizer.step()
+        return StepResult(loss, norm, final)
+
+    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
+        self.model.eval()
+        logits, final = self.model(inputs, state)
+        return logits.astype(np.float64, copy=False), final
+
+
+BACKENDS = {"numpy": "numpy_rnn.backend:NumpyBackend", "torch": "torch_ref.backend:TorchBackend"}
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class registered under ``name`` ("numpy" or "torch").
+
+    The torch backend lives in the separate ``torch_ref`` package and is imported only when asked
+    for, so numpy_rnn itself never needs torch.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ImportError as exc:
+        raise ImportError(f"the {name} backend needs {exc.name}: pip install 'numpy_rnn[torch]'"
+                          ) from exc
