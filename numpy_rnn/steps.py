@@ -41,7 +41,10 @@ State = tuple[np.ndarray, ...]
 
 def sigmoid(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """``out = 1 / (1 + exp(-a))`` elementwise, written into ``out`` (may be ``a`` itself)."""
-    np.negative(a, out=out)
+    # Not np.negative: NumPy 2.4's negative reads a one-column, non-contiguous in-place operand
+    # as if it were contiguous (rows 16 bytes apart in float32), which broke the o gate of an
+    # LSTM with H = 1. Multiplying by -1 is the same value, computed correctly.
+    np.multiply(a, -1.0, out=out)
     np.exp(out, out=out)
     out += 1.0
     np.reciprocal(out, out=out)

@@ -39,7 +39,7 @@ RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}
 
 @dataclass
 class ErrorStats:
-    """Largest errors seen for one (suite, kind, dtype): scaled (see ``Parity.check``) and absolute."""
+    """Largest errors seen for one (suite, kind, dtype), scaled (``Parity.check``) and absolute."""
 
     fwd_scaled: float = 0.0
     fwd_abs: float = 0.0
@@ -56,10 +56,10 @@ class Parity:
 
     def check(self, suite: str, kind: str, name: str, got: object, want: np.ndarray,
               dtype: type, stage: str) -> str | None:
-        """Return ``None`` when ``got`` matches ``want``, else a one-line description of the mismatch.
+        """Return None when ``got`` matches ``want``, else a one-line description of the mismatch.
 
-        ``got`` must be an ndarray of exactly ``want``'s shape and of ``dtype`` (an fp32 module never
-        upcasts). The values must satisfy
+        ``got`` must be an ndarray of exactly ``want``'s shape and of ``dtype`` (an fp32 module
+        never upcasts). The values must satisfy
 
             max|got - want| <= rtol * max(1, max|want|)
 

@@ -284,3 +284,15 @@ def test_lengths_freeze_states_and_zero_padded_outputs():
     dx, _ = layer.backward(_x(6, 3, 8))
     assert np.any(dx[:2, 1] != 0)
     assert np.all(dx[2:, 1] == 0) and np.all(dx[4:, 2] == 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [2, 4, 8, 9])
+def test_sigmoid_in_place_on_a_single_column_slice_is_correct(dtype, width):
+    # Regression: NumPy 2.4's np.negative misreads such a slice in place (the H = 1 LSTM o gate).
+    from numpy_rnn.steps import sigmoid
+    a = RNG.standard_normal((3, width)).astype(dtype)
+    want = 1 / (1 + np.exp(-a[:, -1:].astype(np.float64)))
+    col = a[:, -1:]
+    sigmoid(col, out=col)
+    np.testing.assert_allclose(a[:, -1:], want, rtol=1e-6)
