@@ -1,0 +1,368 @@
+"""One portable checkpoint file that either backend writes and either backend reads.
+
+A checkpoint is an ``.npz`` archive (no pickle anywhere, so loading one never runs code):
+
+* ``param/<name>``           every weight, under torch's state-dict names (``rnn.weight_ih_l0``);
+* ``optim/<param>/<slot>``   the optimizer's arrays (Adam's ``exp_avg``, ``exp_avg_sq``);
+* ``train/...``              other arrays of a training run (the hidden state carried between
+                             stream batches, torch's RNG state);
+* ``meta``                   UTF-8 JSON as a uint8 array: format version, model config,
+                             vocabulary, step, optimizer hyperparameters and step counts, the
+                             driver's RNG state and batcher position. Inside the JSON an array is
+                             written as ``{"__ndarray__": "<key in the archive>"}``.
+
+Everything crosses the backend boundary as NumPy arrays in numpy_rnn's formats
+(:mod:`numpy_rnn.backend`), which is what makes the file independent of the backend that wrote it:
+train in torch, sample in NumPy, and back.
+
+Writes are atomic: the archive goes to a temporary file in the same directory, is fsynced and
+then renamed over the target, so a process killed mid-write leaves the previous checkpoint intact.
+Reads validate everything (archive integrity, format version, keys, shapes against the model
+config, vocabulary size) and raise :class:`CheckpointError` with a one-line message naming the
+file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import zipfile
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, OptimConfig, get_backend
+from .data import Vocabulary
+from .model import CharRNN, ModelConfig
+
+__all__ = [
+    "BEST_NAME",
+    "CHECKPOINT_NAME",
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "backend_from_checkpoint",
+    "check_compatible",
+    "check_weights",
+    "load_checkpoint",
+    "make_meta",
+    "model_config_of",
+    "read_meta",
+    "save_checkpoint",
+    "vocab_of",
+]
+
+FORMAT_NAME = "numpy_rnn.checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.npz"   # the latest state of a run, in its output directory
+BEST_NAME = "best.npz"               # the state with the lowest validation loss so far
+
+_ARRAY_REF = "__ndarray__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, unreadable, of an unknown format, or for another model."""
+
+
+# --------------------------------------------------------------------------------------------
+# Metadata
+# --------------------------------------------------------------------------------------------
+
+
+def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
+              backend: str | None = None, optimizer: Mapping[str, Any] | None = None,
+              optim_config: OptimConfig | None = None,
+              train: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata of a checkpoint.
+
+    config, vocab: the model and its characters. step: optimizer steps taken so far.
+    data: the corpus it was trained on ("plants" or a file path), the default for ``evaluate``.
+    backend: the backend that wrote it (informative only). optimizer: the backend's
+    ``optimizer_state_dict()`` (arrays are moved to ``optim/<param>/<slot>``), or None.
+    train: whatever else a training run needs to resume exactly (arrays allowed), or None.
+    """
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "model_config": config.to_json(),
+        "vocab": vocab.to_json(),
+        "step": int(step),
+        "data": str(data),
+        "backend": backend,
+        "optim_config": optim_config.to_json() if optim_config is not None else None,
+        "optimizer": optimizer,
+        "train": train,
+    }
+
+
+def model_config_of(meta: Mapping[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` recorded in a (validated) checkpoint's metadata."""
+    return ModelConfig.from_json(meta["model_config"])
+
+
+def vocab_of(meta: Mapping[str, Any]) -> Vocabulary:
+    """The :class:`Vocabulary` recorded in a (validated) checkpoint's metadata."""
+    return Vocabulary.from_json(meta["vocab"])
+
+
+def _pack(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
+    """``obj`` as JSON-ready values; every ndarray moves to ``arrays[key/...]``, leaving a ref."""
+    if isinstance(obj, np.ndarray):
+        if key in arrays:
+            raise ValueError(f"checkpoint key {key!r} used twice")
+        arrays[key] = np.ascontiguousarray(obj)
+        return {_ARRAY_REF: key}
+    if isinstance(obj, Mapping):
+        return {str(k): _pack(v, f"{key}/{k}", arrays) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_pack(v, f"{key}/{i}", arrays) for i, v in enumerate(obj)]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _unpack(obj: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {_ARRAY_REF}:
+            ref = obj[_ARRAY_REF]
+            if ref not in arrays:
+                raise KeyError(f"array {ref!r} is missing")
+            return arrays[ref]
+        return {k: _unpack(v, arrays) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, arrays) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarray],
+                    meta: Mapping[str, Any]) -> Path:
+    """Write ``weights`` (name -> array) and ``meta`` (see :func:`make_meta`) to ``path``.
+
+    Atomic: the file at ``path`` is either the previous one or the complete new one, never a
+    partial write, even if the process is killed. Returns the path.
+    """
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    for name, w in weights.items():
+        arrays[f"param/{name}"] = np.ascontiguousarray(w)
+    packed = {}
+    for k, v in meta.items():
+        if k in ("param", "meta"):
+            raise ValueError(f"metadata key {k!r} is reserved")
+        if k == "optimizer" and isinstance(v, Mapping):
+            # The optimizer's per-parameter arrays under the documented optim/<param>/<slot>.
+            v = dict(v)
+            v["state"] = _pack(v.get("state", {}), "optim", arrays)
+            packed[k] = _pack(v, k, arrays)
+        else:
+            packed[k] = _pack(v, k, arrays)
+    # allow_nan=False: strict JSON, readable anywhere (a NaN in the metadata is a bug).
+    text = json.dumps(packed, allow_nan=False, ensure_ascii=False)
+    arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = open_temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def open_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` for an atomic replace: ``(fd, name)``.
+
+    Unlike ``tempfile.mkstemp`` (mode 0600), it gets the permissions of any new file (0666 less
+    the umask), which the rename then gives to ``path``.
+    """
+    while True:
+        name = str(path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; best effort, since not every OS can open a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _read_arrays(path: Path, only: str | None = None) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint path {path} is not a file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        if not isinstance(npz, np.lib.npyio.NpzFile):
+            raise CheckpointError(f"{path} is not a numpy_rnn checkpoint (an .npy array, "
+                                  "not an .npz archive)")
+        with npz:
+            if only is not None:
+                return {only: npz[only]} if only in npz.files else {}
+            # Reading every member now checks every CRC: a corrupted file fails here, whole.
+            return {k: npz[k] for k in npz.files}
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): "
+                              f"{_one_line(exc)}") from exc
+
+
+def _decode_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    raw = arrays.get("meta")
+    if raw is None:
+        raise CheckpointError(f"{path} is not a numpy_rnn checkpoint (no 'meta' entry)")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"{path}: 'meta' must be a 1-D uint8 array, got {raw.dtype} "
+                              f"{raw.shape}")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise CheckpointError(f"{path}: corrupted metadata ({_one_line(exc)})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a numpy_rnn checkpoint (format "
+                              f"{meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: format_version must be an integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {version}, this numpy_rnn reads up to "
+                              f"{FORMAT_VERSION}: upgrade numpy_rnn")
+    if version < 1:
+        raise CheckpointError(f"{path}: unknown format version {version}")
+    return meta
+
+
+def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata of a checkpoint without its arrays (quick: only ``meta`` is read).
+
+    Array references inside stay unresolved; use :func:`load_checkpoint` for a validated load.
+    """
+    path = Path(path)
+    return _decode_meta(path, _read_arrays(path, only="meta"))
+
+
+def check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig,
+                  where: str = "weights") -> None:
+    """Raise ``CheckpointError`` unless ``weights`` has exactly the names and shapes of a
+    CharRNN with ``config``, real floating dtypes and only finite values."""
+    expected = {k: v.shape for k, v in CharRNN(config, seed=0).params.items()}
+    missing = [k for k in expected if k not in weights]
+    extra = [k for k in weights if k not in expected]
+    if missing or extra:
+        raise CheckpointError(f"{where} do not fit the model config: missing {missing}, "
+                              f"unexpected {extra}")
+    for k, shape in expected.items():
+        w = np.asarray(weights[k])
+        if w.shape != shape:
+            raise CheckpointError(f"{where}: {k} has shape {w.shape}, the model config needs "
+                                  f"{shape}")
+        if w.dtype.kind != "f":
+            raise CheckpointError(f"{where}: {k} has dtype {w.dtype}, expected floating point")
+        if not np.isfinite(w).all():
+            raise CheckpointError(f"{where}: {k} holds NaN or infinite values")
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None = None,
+                    vocab: Vocabulary | None = None
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate a checkpoint: returns ``(weights, meta)``.
+
+    ``weights`` maps state-dict names to arrays; ``meta`` is the metadata with every array
+    reference resolved (the optimizer state is back in ``Optimizer.state_dict`` format).
+    With ``config`` and/or ``vocab``, the checkpoint must be for exactly that model and those
+    characters (:func:`check_compatible`).
+
+    Raises :class:`CheckpointError` (a ``ValueError``) for a missing, truncated, corrupted or
+    unknown file, a newer format, or weights that do not fit the recorded config.
+    """
+    path = Path(path)
+    arrays = _read_arrays(path)
+    meta = _decode_meta(path, arrays)
+    try:
+        meta = _unpack(meta, arrays)
+    except KeyError as exc:
+        raise CheckpointError(f"{path}: {_one_line(exc.args[0])}") from exc
+    try:
+        model_config = model_config_of(meta)
+        chars = vocab_of(meta)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model config or vocabulary: {_one_line(exc)}"
+                              ) from exc
+    if len(chars) != model_config.vocab_size:
+        raise CheckpointError(f"{path}: the vocabulary has {len(chars)} characters but the model "
+                              f"config says vocab_size={model_config.vocab_size}")
+    step = meta.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
+    weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    check_weights(weights, model_config, where=str(path))
+    check_compatible(meta, path, config=config, vocab=vocab)
+    return weights, meta
+
+
+def check_compatible(meta: Mapping[str, Any], path: str | os.PathLike[str], *,
+                     config: ModelConfig | None = None, vocab: Vocabulary | None = None) -> None:
+    """Raise ``CheckpointError`` when the checkpoint's model or characters differ from
+    ``config``/``vocab`` (when given), naming every field that differs."""
+    if vocab is not None:
+        theirs = vocab_of(meta)
+        if theirs != vocab:
+            only_ckpt = sorted(set(theirs.chars) - set(vocab.chars))
+            only_data = sorted(set(vocab.chars) - set(theirs.chars))
+            raise CheckpointError(
+                f"checkpoint {path} was trained on another vocabulary ({len(theirs)} characters "
+                f"vs {len(vocab)} in this corpus; only in the checkpoint: {only_ckpt[:10]}, only "
+                f"in the corpus: {only_data[:10]})")
+    if config is not None:
+        theirs_cfg = model_config_of(meta).to_json()
+        ours = config.to_json()
+        diffs = [f"{k}={theirs_cfg[k]!r} (asked for {ours[k]!r})" for k in ours
+                 if theirs_cfg.get(k) != ours[k]]
+        if diffs:
+            raise CheckpointError(f"checkpoint {path} is for another model: "
+                                  + ", ".join(diffs))
+
+
+def backend_from_checkpoint(weights: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+                            backend: str = "numpy", device: str = "cpu") -> Backend:
+    """A backend (by name) holding the checkpoint's model, ready for ``logits`` (sampling,
+    evaluation). The optimizer state is not loaded."""
+    config = model_config_of(meta)
+    optim = (OptimConfig.from_json(meta["optim_config"]) if meta.get("optim_config")
+             else OptimConfig())
+    model = get_backend(backend)(config, optim, device)
+    model.load_state_dict(dict(weights))
+    return model

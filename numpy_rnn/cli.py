@@ -1,0 +1,405 @@
+"""The command line: ``python -m numpy_rnn train | sample | evaluate | convert``.
+
+Each command is a thin layer over the library (:func:`numpy_rnn.train.train`,
+:func:`numpy_rnn.sampling.sample`, :func:`numpy_rnn.evaluate.evaluate_checkpoint`,
+:mod:`numpy_rnn.checkpoint`). A user error (a bad flag value, a missing or unreadable file, a
+checkpoint for another model) ends with ONE line ``error: ...`` on stderr and exit status 2, not
+a traceback; a diverged training run exits with 1, an interrupted one with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+
+from .backend import BACKENDS
+from .checkpoint import (
+    CheckpointError,
+    backend_from_checkpoint,
+    check_weights,
+    load_checkpoint,
+    make_meta,
+    save_checkpoint,
+    vocab_of,
+)
+from .data import DataError, load_corpus
+from .model import CELLS
+from .sampling import labels, sample
+from .train import (DTYPES, LR_DECAYS, SCHEDULES, TrainConfig, TrainingDiverged, resume_config,
+                    train)
+
+PROG = "python -m numpy_rnn"
+D = TrainConfig()   # the defaults, shown in --help
+SAMPLE_RULE = "-" * 20   # between samples in --stop length mode
+
+
+class _UsageError(Exception):
+    """A bad command line, raised by the parser instead of printing usage and exiting."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- argument types: each refuses a bad value with a message that says what is allowed ------
+
+
+def _number(text: str, kind: type) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def unit_interval(text: str) -> float:
+    """A probability in (0, 1]."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def dropout_rate(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _add_backend_flags(p: argparse.ArgumentParser, **kw: Any) -> None:
+    p.add_argument("--backend", choices=sorted(BACKENDS), **kw,
+                   help="numpy: this package's own layers; torch: the same model in torch.nn "
+                        "(needs torch). Both read and write the same checkpoints"
+                        + ("" if kw else " (default: numpy)"))
+    p.add_argument("--device", choices=("cpu", "cuda"), **kw,
+                   help="where the torch backend runs; the numpy backend runs on the CPU only"
+                        + ("" if kw else " (default: cpu)"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="A character-level RNN in NumPy (or torch) that learns plant names and "
+                    "invents new ones.",
+        epilog="examples:\n"
+               f"  {PROG} train --out runs/plants\n"
+               f"  {PROG} train --out runs/plants --resume --steps 1200\n"
+               f"  {PROG} sample --checkpoint runs/plants/best.npz --num-samples 20 --label\n"
+               f"  {PROG} evaluate --checkpoint runs/plants/best.npz --json\n"
+               "Run any command with --help for its flags.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    # ---- train: every default is TrainConfig's; SUPPRESS tells explicit flags from defaults,
+    # so that --resume takes the saved run's settings and only the flags given override them.
+    S = argparse.SUPPRESS
+    t = sub.add_parser("train", help="train a model (or continue one with --resume)",
+                       description="Train a CharRNN on a corpus. Every N steps: validation "
+                                   "loss, a checkpoint and a few sampled names. Writes OUT/"
+                                   "checkpoint.npz, OUT/best.npz, OUT/metrics.jsonl, OUT/loss.png.")
+    m = t.add_argument_group("model")
+    m.add_argument("--cell", choices=CELLS, default=S,
+                   help=f"recurrent cell: lstm, gru or a plain tanh rnn (default: {D.cell})")
+    m.add_argument("--hidden-size", type=positive_int, default=S,
+                   help=f"units per recurrent layer (default: {D.hidden_size})")
+    m.add_argument("--num-layers", type=positive_int, default=S,
+                   help=f"stacked recurrent layers (default: {D.num_layers})")
+    m.add_argument("--embedding-dim", type=positive_int, default=S,
+                   help="width of the character embedding (default: the vocabulary size, as "
+                        "in the notebook)")
+    m.add_argument("--dropout", type=dropout_rate, default=S,
+                   help=f"dropout between recurrent layers, in [0, 1) (default: {D.dropout})")
+    m.add_argument("--dtype", choices=DTYPES, default=S,
+                   help=f"floating-point precision of weights and arithmetic; float32 is about "
+                        f"twice as fast (default: {D.dtype})")
+    d = t.add_argument_group("data and batching")
+    d.add_argument("--data", default=S,
+                   help="'plants' for the plant-name corpus (found in $NUMPY_RNN_DATA_DIR or "
+                        "data/, downloaded once if missing), or the path of any UTF-8 text file "
+                        f"(default: {D.data})")
+    d.add_argument("--seq-len", type=positive_int, default=S,
+                   help=f"characters per window: the length of backpropagation through time "
+                        f"(default: {D.seq_len})")
+    d.add_argument("--batch-size", type=positive_int, default=S,
+                   help=f"windows per step (default: {D.batch_size})")
+    d.add_argument("--schedule", choices=SCHEDULES, default=S,
+                   help="random: windows at random offsets, each from a zero hidden state (the "
+                        "notebook's, with batch 1); stream: the text as BATCH contiguous "
+                        "streams, the hidden state carried from one batch to the next "
+                        f"(truncated BPTT) (default: {D.schedule})")
+    o = t.add_argument_group("optimisation")
+    o.add_argument("--steps", type=positive_int, default=S,
+                   help=f"total optimizer steps of the run; with --resume, the step to continue "
+                        f"up to (default: {D.steps})")
+    o.add_argument("--lr", type=positive_float, default=S,
+                   help=f"Adam learning rate (default: {D.lr})")
+    o.add_argument("--lr-decay", choices=LR_DECAYS, default=S,
+                   help="learning-rate schedule from --lr at the first step to --lr x "
+                        f"--lr-final at step --steps: none, cosine or linear; resuming to a larger "
+                        f"--steps stretches the rest of the decay (default: {D.lr_decay})")
+    o.add_argument("--lr-final", type=unit_interval, default=S,
+                   help=f"final learning rate as a fraction of --lr, with --lr-decay "
+                        f"(default: {D.lr_final})")
+    o.add_argument("--clip", type=nonnegative_float, default=S,
+                   help=f"clip the global gradient norm to this value; 0 turns clipping off "
+                        f"(default: {D.clip})")
+    r = t.add_argument_group("run")
+    _add_backend_flags(r, default=S)
+    r.add_argument("--seed", type=nonnegative_int, default=S,
+                   help="seed of the initial weights, the random windows and the sampled names; "
+                        f"the same seed is the same start in both backends (default: {D.seed})")
+    r.add_argument("--out", default=S,
+                   help=f"output directory of the run (default: {D.out})")
+    r.add_argument("--eval-every", type=positive_int, default=S,
+                   help="measure the validation loss and save a checkpoint every N steps (and "
+                        f"at the last) (default: {D.eval_every})")
+    r.add_argument("--sample-every", type=positive_int, default=S,
+                   help=f"print a few sampled names every N steps (and at the last) "
+                        f"(default: {D.sample_every})")
+    r.add_argument("--resume", action="store_true", default=S,
+                   help="continue the run in OUT from its checkpoint up to --steps, exactly as "
+                        "if it had not stopped; its saved settings are used except the flags "
+                        "given here (model and batching flags must match)")
+    r.add_argument("--overwrite", action="store_true", default=S,
+                   help="start a new run even if OUT already holds one (it is replaced)")
+    r.add_argument("--quiet", action="store_true", default=S,
+                   help="print nothing but errors (no progress bar, no log lines)")
+    t.set_defaults(func=_cmd_train)
+
+    # ---- sample
+    s = sub.add_parser("sample", help="sample names (or text) from a checkpoint",
+                       description="Sample from a checkpoint and print the samples, one per "
+                                   "line. Both backends print the same text for the same "
+                                   "checkpoint and seed.")
+    s.add_argument("--checkpoint", required=True, help="the checkpoint file (.npz)")
+    _add_backend_flags(s, default=None)
+    s.add_argument("--num-samples", type=positive_int, default=10,
+                   help="how many samples, generated together as one batch (default: 10)")
+    s.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="divide the logits by this (> 0): below 1 safer, above 1 wilder "
+                        "(default: 1.0)")
+    s.add_argument("--top-k", type=positive_int, default=None,
+                   help="draw only from the K most likely characters (default: all)")
+    s.add_argument("--top-p", type=unit_interval, default=None,
+                   help="draw only from the most likely characters that together have "
+                        "probability at least P, in (0, 1] (nucleus sampling; default: off)")
+    prime = s.add_mutually_exclusive_group()
+    prime.add_argument("--prime", default=None,
+                       help="text to start from, e.g. 'ros' for names beginning with 'ros' "
+                            "(default: a newline, i.e. a fresh name)")
+    prime.add_argument("--prime-file", default=None,
+                       help="read the prime text from this UTF-8 file instead")
+    s.add_argument("--stop", choices=("auto", "newline", "length"), default="auto",
+                   help="newline: a sample ends at the end of its line (a name); length: every "
+                        "sample is --max-length characters, with a line of dashes between "
+                        "samples; auto: newline for the plant corpus, length for other text "
+                        "(default: auto)")
+    s.add_argument("--max-length", type=positive_int, default=200,
+                   help="the most characters generated per sample (default: 200)")
+    s.add_argument("--seed", type=nonnegative_int, default=1337,
+                   help="seed of the sampling generator (default: 1337)")
+    s.add_argument("--label", action="store_true",
+                   help="tag each name as train (in the training set), val (in validation) or "
+                        "new, after a tab")
+    s.add_argument("--data", default=None,
+                   help="corpus for --label (default: the one the checkpoint was trained on)")
+    s.set_defaults(func=_cmd_sample)
+
+    # ---- evaluate
+    e = sub.add_parser("evaluate", help="validation loss of a checkpoint",
+                       description="Print the validation loss of a checkpoint in nats and bits "
+                                   "per character, measured as during training: the validation "
+                                   "text as one stream cut into at most 16 segments run from a "
+                                   "zero hidden state.")
+    e.add_argument("--checkpoint", required=True, help="the checkpoint file (.npz)")
+    _add_backend_flags(e, default=None)
+    e.add_argument("--data", default=None,
+                   help="'plants' or a UTF-8 text file; its vocabulary must be the checkpoint's "
+                        "(default: the corpus the checkpoint was trained on)")
+    e.add_argument("--json", action="store_true",
+                   help='print one JSON object: {"val_loss": nats/char, "val_bpc": bits/char, '
+                        '"chars": N}')
+    e.set_defaults(func=_cmd_evaluate)
+
+    # ---- convert
+    c = sub.add_parser("convert", help="turn the notebook's saved torch weights into a checkpoint",
+                       description="Read a state dict saved by the original notebook "
+                                   "(torch.save(rnn.state_dict(), FILE.pt)) and write it as a "
+                                   "numpy_rnn checkpoint (step 0, no optimizer state). Needs "
+                                   "torch.")
+    c.add_argument("--notebook-state", required=True, help="the notebook's .pt file")
+    c.add_argument("--data", default="plants",
+                   help="the corpus the notebook was trained on; its sorted characters are the "
+                        "vocabulary (default: plants)")
+    c.add_argument("--out", default="checkpoint.npz",
+                   help="the checkpoint to write (default: checkpoint.npz)")
+    c.set_defaults(func=_cmd_convert)
+    return parser
+
+
+# -- the commands -----------------------------------------------------------------------------
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    if overrides.get("clip") == 0:
+        overrides["clip"] = None
+    if overrides.get("resume"):
+        config = resume_config(overrides.get("out", D.out), overrides)
+    else:
+        config = TrainConfig(**overrides)
+    summary = train(config)
+    return 130 if summary.interrupted else 0
+
+
+def _load_for_inference(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    weights, meta = load_checkpoint(args.checkpoint)
+    backend = backend_from_checkpoint(weights, meta, args.backend or "numpy",
+                                      args.device or "cpu")
+    return backend, meta
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    if args.prime_file is not None:
+        try:
+            prime = Path(args.prime_file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"prime file {args.prime_file} is not UTF-8 text (byte "
+                             f"{exc.start}: {exc.reason})") from None
+        if not prime:
+            raise ValueError(f"prime file {args.prime_file} is empty")
+    else:
+        prime = args.prime if args.prime is not None else "\n"
+    backend, meta = _load_for_inference(args)
+    stop = args.stop
+    if stop == "auto":
+        stop = "newline" if meta.get("data") == "plants" else "length"
+    rng = np.random.default_rng(args.seed)
+    samples = sample(backend, vocab_of(meta), args.num_samples, rng,
+                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                     prime=prime, max_length=args.max_length, stop_at_newline=stop == "newline")
+    tags = None
+    if args.label:
+        corpus = load_corpus(args.data if args.data is not None else meta["data"])
+        tags = labels(samples, corpus)
+    # Names are one per line; texts contain newlines themselves, so a rule line separates them.
+    sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"
+    lines = [f"{s}\t{t}" for s, t in zip(samples, tags)] if tags is not None else samples
+    print(sep.join(lines))
+    if tags is not None:
+        counts = Counter(tags)
+        print(f"{counts['new']} new, {counts['train']} in the training set, {counts['val']} in "
+              "validation", file=sys.stderr)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_checkpoint
+    val = evaluate_checkpoint(args.checkpoint, backend=args.backend or "numpy",
+                              device=args.device or "cpu", data=args.data)
+    if args.json:
+        print(json.dumps({"val_loss": val.loss, "val_bpc": val.bpc, "chars": val.chars}))
+    else:
+        print(f"validation loss: {val.loss:.4f} nats/char, {val.bpc:.4f} bits/char "
+              f"({val.chars:,} characters)")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    try:
+        notebook = importlib.import_module("torch_ref.notebook")
+    except ImportError as exc:
+        raise ImportError(f"convert needs torch and torch_ref ({exc}): pip install "
+                          "'numpy_rnn[torch]'") from exc
+    config, state = notebook.load_notebook_state(args.notebook_state)
+    corpus = load_corpus(args.data)
+    vocab = corpus.vocab
+    if len(vocab) != config.vocab_size:
+        raise CheckpointError(f"{args.notebook_state} has a vocabulary of {config.vocab_size} "
+                              f"characters but the corpus {args.data!r} has {len(vocab)}: "
+                              "pass the corpus the notebook was trained on with --data")
+    check_weights(state, config, where=str(args.notebook_state))
+    data = args.data if args.data == "plants" else str(Path(args.data).resolve())
+    path = save_checkpoint(args.out, state, make_meta(config, vocab, step=0, data=data,
+                                                      backend="notebook"))
+    print(f"wrote {path}: {config.cell} {config.num_layers} x {config.hidden_size}, "
+          f"vocabulary of {len(vocab)}, {config.dtype}")
+    return 0
+
+
+# -- the entry point --------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(text.split()) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 diverged, 2 user error,
+    130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:   # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        return args.func(args)
+    except TrainingDiverged as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, DataError, OSError, ImportError) as exc:
+        # CheckpointError is a ValueError; OSError covers missing and unreadable files.
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,627 @@
+"""Training a CharRNN, one readable path from the corpus to sampled names.
+
+:func:`train` reads top to bottom: load the corpus and its vocabulary -> draw the initial weights
+from the seeded NumPy generator and load them into whichever backend runs (one seed, one start, in
+both backends) -> loop over steps, each a batch of B windows of T characters -> every
+``eval_every`` steps measure the validation loss, save a checkpoint and sample a few names -> at
+the end plot the loss curve.
+
+Two batching schedules:
+
+* ``random``: B windows at random offsets, each from a zero hidden state (the notebook's, with
+  B=1, T=150);
+* ``stream``: the text as B contiguous streams walked T characters at a time (truncated BPTT),
+  the hidden state carried from one batch to the next so each stream reads as one long sequence.
+
+Everything a step depends on (weights, optimizer state, the driver's batch RNG or the stream
+position, the carried hidden state, the backend's dropout RNG) goes into the checkpoint, so a
+resumed run logs exactly the losses the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backend import Backend, OptimConfig, get_backend
+from .checkpoint import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    make_meta,
+    open_temporary,
+    read_meta,
+    save_checkpoint,
+)
+from .data import Corpus, StreamBatcher, load_corpus, random_windows
+from .evaluate import validation_loss
+from .model import CELLS, CharRNN, ModelConfig
+from .sampling import labels, sample
+
+__all__ = ["METRICS_NAME", "PLOT_NAME", "TrainConfig", "TrainSummary", "TrainingDiverged",
+           "lr_at", "plot_losses", "resume_config", "train"]
+
+METRICS_NAME = "metrics.jsonl"
+PLOT_NAME = "loss.png"
+SCHEDULES = ("random", "stream")
+LR_DECAYS = ("none", "cosine", "linear")
+DTYPES = ("float32", "float64")
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite; the last good checkpoint was kept."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run (the ``train`` command's flags, same names).
+
+    The model defaults are the notebook's (a 3 x 512 LSTM, embedding as wide as the vocabulary,
+    Adam at 0.002, windows of 150 characters); batch, schedule, dtype and steps are set so a run
+    trains well on 2 CPU cores in about 15 minutes.
+    """
+
+    # the model
+    cell: str = "lstm"
+    hidden_size: int = 512
+    num_layers: int = 3
+    embedding_dim: int | None = None    # None: the vocabulary size, as in the notebook
+    dropout: float = 0.0
+    dtype: str = "float32"
+    # the data and how it is batched
+    data: str = "plants"
+    seq_len: int = 150
+    batch_size: int = 32
+    schedule: str = "stream"
+    # the optimisation
+    steps: int = 600                    # total optimizer steps of the run (resume included)
+    lr: float = 2e-3
+    lr_decay: str = "none"              # none | cosine | linear, from lr to lr * lr_final
+    lr_final: float = 0.1
+    clip: float | None = 5.0            # max global gradient norm; None: no clipping
+    # the run
+    backend: str = "numpy"
+    device: str = "cpu"
+    seed: int = 1337
+    out: str = "out"
+    eval_every: int = 100
+    sample_every: int = 100
+    num_eval_samples: int = 5
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        def positive_int(name: str) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "steps",
+                     "eval_every", "sample_every"):
+            positive_int(name)
+        if self.embedding_dim is not None:
+            positive_int("embedding_dim")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be random or stream, got {self.schedule!r}")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {', '.join(LR_DECAYS)}, "
+                             f"got {self.lr_decay!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not 0 < self.lr_final <= 1:
+            raise ValueError(f"lr_final must be in (0, 1] (a fraction of lr), "
+                             f"got {self.lr_final!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip must be > 0, or None for no clipping, got {self.clip!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.num_eval_samples, bool) or self.num_eval_samples < 0:
+            raise ValueError(f"num_eval_samples must be >= 0, got {self.num_eval_samples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
+                or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: resume continues the "
+                             "checkpoint that overwrite would discard")
+
+    def model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
+                           num_layers=self.num_layers, cell=self.cell,
+                           embedding_dim=self.embedding_dim, dropout=self.dropout,
+                           dtype=self.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainSummary:
+    """What a run did, returned by :func:`train`."""
+
+    out: str
+    start_step: int                       # the checkpoint's step on resume, else 0
+    step: int                             # the last step taken
+    val_loss: float | None = None         # the last validation loss, nats/char
+    val_bpc: float | None = None          # the same in bits/char
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    wall_time_s: float = 0.0              # the whole call, evaluation and checkpoints included
+    chars_per_s: float = 0.0              # characters trained on per second of training steps
+    interrupted: bool = False             # stopped by Ctrl-C (checkpoint saved)
+    losses: list[float] = field(default_factory=list)   # training loss of each step taken
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """The learning rate of ``step`` (1-based): ``lr`` at step 1, then decayed towards
+    ``lr * lr_final`` at step ``steps`` (cosine or linear), or constant.
+
+    A function of the step and ``steps`` only, so a run resumed up to the same ``steps`` uses the
+    rates of the uninterrupted run; resuming up to a larger ``steps`` stretches what is left of
+    the decay over the new length.
+    """
+    if config.lr_decay == "none" or config.steps == 1:
+        return config.lr
+    progress = min(max((step - 1) / (config.steps - 1), 0.0), 1.0)
+    final = config.lr * config.lr_final
+    if config.lr_decay == "cosine":
+        return final + (config.lr - final) * 0.5 * (1 + math.cos(math.pi * progress))
+    return config.lr + (final - config.lr) * progress
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> TrainSummary:
+    """Train (or, with ``config.resume``, continue) a run; returns its :class:`TrainSummary`.
+
+    Writes to ``config.out``: ``checkpoint.npz`` (the latest state, every ``eval_every`` steps
+    and at the end), ``best.npz`` (the lowest validation loss so far), ``metrics.jsonl`` (one JSON
+    object per step: ``step``, ``loss``, ``lr``, ``grad_norm``, ``chars_per_s``, plus ``val_loss``
+    and ``val_bpc`` where validation ran) and ``loss.png``.
+
+    ``log`` receives the progress lines (default: print to stdout, nothing when ``quiet``).
+    Raises ``ValueError``/``DataError`` for a bad corpus or option, ``CheckpointError`` for a bad
+    or mismatching checkpoint on resume, and :class:`TrainingDiverged` when a loss becomes
+    NaN or infinite (nothing is saved then: the last good checkpoint stays).
+    """
+    t_start = time.perf_counter()
+    if log is None:
+        log = (lambda msg: None) if config.quiet else print
+    out = Path(config.out)
+    ckpt_path = out / CHECKPOINT_NAME
+
+    # -- 0. a previous run in OUT: continue it, or refuse to overwrite it by accident --------
+    resumed: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+    if config.resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+        resumed = load_checkpoint(ckpt_path)
+        if not resumed[1].get("train"):
+            raise CheckpointError(f"cannot resume from {ckpt_path}: it holds no training state "
+                                  "(converted or foreign checkpoint); train a new run instead")
+    elif ckpt_path.exists() and not config.overwrite:
+        raise ValueError(f"{out} already holds a run ({ckpt_path}): pass --resume to continue "
+                         "it or --overwrite to start over")
+
+    # -- 1. the corpus: text -> vocabulary -> integers ----------------------------------------
+    corpus = load_corpus(config.data)
+    vocab = corpus.vocab
+    train_ids = vocab.encode(corpus.train_text)
+    B, T = config.batch_size, config.seq_len
+    if config.schedule == "stream":
+        batcher: StreamBatcher | None = StreamBatcher(train_ids, B, T)
+    else:
+        batcher = None
+        if len(train_ids) < T + 1:
+            raise ValueError(f"training text shorter than one window: {len(train_ids)} "
+                             f"characters, need seq_len + 1 = {T + 1}")
+    if len(corpus.val_text) < 2:
+        raise ValueError(f"validation text too short: {len(corpus.val_text)} characters")
+    model_config = config.model_config(len(vocab))
+
+    # -- 2. the backend, starting from the driver's weights or from the checkpoint -------------
+    optim = OptimConfig(lr=config.lr, clip=config.clip)
+    backend = get_backend(config.backend)(model_config, optim, config.device)
+    data_rng = np.random.default_rng(config.seed)   # the random schedule's window offsets
+    carried: tuple[np.ndarray, ...] | None = None   # the stream schedule's hidden state
+    best_val, best_step, start_step = math.inf, None, 0
+    if resumed is None:
+        backend.load_state_dict(CharRNN(model_config, seed=config.seed).state_dict())
+    else:
+        weights, meta = resumed
+        state = _check_resume(meta, config, model_config, corpus, ckpt_path)
+        backend.load_state_dict(weights)
+        if meta.get("optimizer"):
+            backend.load_optimizer_state_dict(meta["optimizer"])
+        if state.get("backend") == config.backend and state.get("backend_rng") is not None:
+            # Dropout masks continue the same stream; a state from the other backend's RNG
+            # cannot be translated, so a cross-backend resume starts its own.
+            backend.set_rng_state(state["backend_rng"])
+        data_rng.bit_generator.state = state["data_rng"]
+        if batcher is not None:
+            batcher.load_state_dict(state["batcher"])
+        if state.get("carried") is not None:
+            carried = tuple(np.asarray(s, dtype=model_config.dtype) for s in state["carried"])
+        if state.get("best_val_loss") is not None:
+            best_val = float(state["best_val_loss"])
+        best_step = state.get("best_step")
+        start_step = meta["step"]
+        if start_step >= config.steps:
+            raise ValueError(f"the checkpoint in {out} is already at step {start_step}: pass "
+                             f"--steps > {start_step} to train further")
+
+    n_params = sum(int(np.prod(w.shape)) for w in backend.state_dict().values())
+    log(f"corpus {corpus.source}: {len(corpus.train_text):,} training and "
+        f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}")
+    log(f"model: {config.cell} {config.num_layers} x {config.hidden_size}, "
+        f"{n_params:,} parameters, {config.dtype}, {config.backend} backend on {config.device}")
+    log(f"training: {config.schedule} batches of {B} x {T} characters, steps "
+        f"{start_step + 1}-{config.steps}" + (f" (resumed from {ckpt_path})" if resumed else ""))
+
+    def checkpoint_meta(step: int) -> dict[str, Any]:
+        train_state = {
+            "config": config.to_json(),
+            "backend": config.backend,
+            "backend_rng": backend.rng_state(),
+            "data_rng": data_rng.bit_generator.state,
+            "batcher": batcher.state_dict() if batcher is not None else None,
+            "carried": list(carried) if carried is not None else None,
+            "best_val_loss": best_val if math.isfinite(best_val) else None,
+            "best_step": best_step,
+        }
+        return make_meta(model_config, vocab, step=step, data=_data_source(config.data),
+                         backend=config.backend, optimizer=backend.optimizer_state_dict(),
+                         optim_config=optim, train=train_state)
+
+    if resumed is None:
+        # A new run (with --overwrite) replaces the old one's files rather than leaving its
+        # checkpoints beside the new metrics.
+        for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+    summary = TrainSummary(out=str(out), start_step=start_step, step=start_step)
+    metrics = _MetricsLog(out / METRICS_NAME, keep_through=start_step if resumed else None)
+    train_chars, train_time = 0, 0.0
+    last_saved = start_step if resumed else None
+    bar = _progress_bar(config, start_step)
+    say = bar.write if bar is not None else log
+    try:
+        with metrics, _deferred_interrupt() as interrupt:
+            # -- 3. the loop ------------------------------------------------------------------
+            for step in range(start_step + 1, config.steps + 1):
+                lr = lr_at(step, config)
+                backend.set_lr(lr)
+                if batcher is None:
+                    inputs, targets = random_windows(train_ids, B, T, data_rng)
+                    init = None                         # every window starts from zeros
+                else:
+                    batch = next(batcher)
+                    inputs, targets = batch.inputs, batch.targets
+                    # Carry the hidden state across batches so each of the B streams is one
+                    # long sequence; start again from zeros when the streams wrap around.
+                    init = None if batch.reset else carried
+                t0 = time.perf_counter()
+                result = backend.train_step(inputs, targets, init)
+                dt = time.perf_counter() - t0
+                if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
+                    raise TrainingDiverged(_diverged_message(step, result.loss,
+                                                             result.grad_norm, ckpt_path,
+                                                             last_saved))
+                if batcher is not None:
+                    carried = result.state
+                train_chars += inputs.size
+                train_time += dt
+                summary.step = step
+                summary.losses.append(result.loss)
+                record: dict[str, Any] = {"step": step, "loss": result.loss, "lr": lr,
+                                          "grad_norm": result.grad_norm,
+                                          "chars_per_s": inputs.size / max(dt, 1e-9)}
+
+                # -- 4. every eval_every steps: validation and a checkpoint -------------------
+                evaluate_now = step % config.eval_every == 0 or step == config.steps
+                if evaluate_now:
+                    val = validation_loss(backend, vocab, corpus.val_text)
+                    if not math.isfinite(val.loss):
+                        raise TrainingDiverged(_diverged_message(step, val.loss, None,
+                                                                 ckpt_path, last_saved,
+                                                                 what="validation loss"))
+                    record["val_loss"], record["val_bpc"] = val.loss, val.bpc
+                    summary.val_loss, summary.val_bpc = val.loss, val.bpc
+                    improved = val.loss < best_val
+                    if improved:
+                        best_val, best_step = val.loss, step
+                metrics.write(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{result.loss:.3f}",
+                                    chars_s=f"{train_chars / max(train_time, 1e-9):,.0f}",
+                                    refresh=False)
+                    bar.update(1)
+                if evaluate_now:
+                    say(f"step {step}/{config.steps}: train loss {result.loss:.4f}, validation "
+                        f"{val.loss:.4f} nats/char ({val.bpc:.4f} bits/char), "
+                        f"{train_chars / max(train_time, 1e-9):,.0f} chars/s")
+                    meta = checkpoint_meta(step)
+                    weights = backend.state_dict()
+                    save_checkpoint(ckpt_path, weights, meta)
+                    if improved:
+                        save_checkpoint(out / BEST_NAME, weights, meta)
+                    last_saved = step
+
+                # -- 5. every sample_every steps: a few names, labelled makemore-style --------
+                if config.num_eval_samples and (step % config.sample_every == 0
+                                                or step == config.steps):
+                    for line in _sample_lines(backend, corpus, config, step):
+                        say(line)
+
+                if interrupt.is_set():
+                    if last_saved != step:
+                        save_checkpoint(ckpt_path, backend.state_dict(), checkpoint_meta(step))
+                        last_saved = step
+                    say(f"interrupted after step {step}: checkpoint saved to {ckpt_path}; "
+                        "continue with --resume")
+                    summary.interrupted = True
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        summary.wall_time_s = time.perf_counter() - t_start
+        summary.chars_per_s = train_chars / train_time if train_time > 0 else 0.0
+        if summary.step > start_step:
+            # -- 6. the loss curve of the whole run (resumed parts included) ------------------
+            try:
+                plot_losses(out / METRICS_NAME, out / PLOT_NAME, log=log)
+            except Exception as exc:  # a plotting problem must not hide the run's own outcome
+                log(f"could not draw the loss curve: {exc}")
+
+    summary.best_val_loss = best_val if math.isfinite(best_val) else None
+    summary.best_step = best_step
+    log(f"done: step {summary.step}, validation {summary.val_loss:.4f} nats/char "
+        f"({summary.val_bpc:.4f} bits/char), best {summary.best_val_loss:.4f} at step "
+        f"{summary.best_step}, {summary.chars_per_s:,.0f} chars/s, "
+        f"{summary.wall_time_s:.1f} s" if summary.val_loss is not None else
+        f"stopped at step {summary.step}")
+    return summary
+
+
+def _data_source(data: str) -> str:
+    """What the checkpoint records as its corpus: "plants", or the file's absolute path (so
+    ``evaluate`` and ``sample --label`` find it from any directory)."""
+    return data if data == "plants" else os.path.abspath(data)
+
+
+def _diverged_message(step: int, loss: float, grad_norm: float | None, ckpt_path: Path,
+                      last_saved: int | None, what: str = "training loss") -> str:
+    value = loss if not math.isfinite(loss) else grad_norm
+    name = what if not math.isfinite(loss) else "gradient norm"
+    kept = (f"the last good checkpoint (step {last_saved}) is kept in {ckpt_path}"
+            if last_saved is not None else "no checkpoint was written")
+    return (f"step {step}: the {name} is {value}; training stopped and nothing was saved: "
+            f"{kept}. Try a lower --lr or a --clip")
+
+
+def _check_resume(meta: dict[str, Any], config: TrainConfig, model_config: ModelConfig,
+                  corpus: Corpus, path: Path) -> dict[str, Any]:
+    """The checkpoint's training state, after checking it continues THIS run: same model and
+    vocabulary, same batching (another batch shape would make the stream position mean other
+    characters). Raises ``CheckpointError`` naming what differs."""
+    check_compatible(meta, path, config=model_config, vocab=corpus.vocab)
+    state = meta["train"]
+    saved = state.get("config") or {}
+    diffs = [f"{k} {saved[k]!r} (asked for {getattr(config, k)!r})"
+             for k in ("schedule", "batch_size", "seq_len")
+             if k in saved and saved[k] != getattr(config, k)]
+    if diffs:
+        raise CheckpointError(f"cannot resume {path} with other batching: it was trained with "
+                              + ", ".join(diffs))
+    for key in ("data_rng",):
+        if key not in state:
+            raise CheckpointError(f"{path}: training state lacks {key!r}")
+    if config.schedule == "stream" and not state.get("batcher"):
+        raise CheckpointError(f"{path}: training state lacks the stream position")
+    return state
+
+
+def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None = None
+                  ) -> TrainConfig:
+    """The :class:`TrainConfig` of the run saved in ``out``, with ``overrides`` applied and
+    ``resume=True``: what ``train --resume`` runs, so a resume needs only the flags it changes
+    (typically ``--steps``). Raises ``CheckpointError`` when there is no checkpoint."""
+    path = Path(out) / CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"cannot resume: no checkpoint at {path}")
+    meta = read_meta(path)
+    saved = ((meta.get("train") or {}).get("config")) if isinstance(meta.get("train"),
+                                                                      dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"cannot resume from {path}: it holds no training state")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    # Everything that defines the run carries over; how it reports (quiet) does not.
+    base = {k: v for k, v in saved.items() if k in fields and k != "quiet"}
+    base.update(overrides or {})
+    base.update(out=str(out), resume=True, overwrite=False)
+    try:
+        return TrainConfig(**base)
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: bad saved training config ({exc})") from exc
+
+
+def _sample_lines(backend: Backend, corpus: Corpus, config: TrainConfig,
+                  step: int) -> list[str]:
+    """A few samples for the log. Their generator is seeded by (seed, step) and independent of
+    the batch generator, so sampling never changes the training trajectory."""
+    rng = np.random.default_rng([config.seed, step])
+    vocab = corpus.vocab
+    if corpus.names is not None:
+        names = sample(backend, vocab, config.num_eval_samples, rng, max_length=100)
+        tags = labels(names, corpus)
+        return [f"sample at step {step}:"] + [f"  {n!r:<40} {t}" for n, t in zip(names, tags)]
+    prime = "\n" if "\n" in vocab.chars else corpus.train_text[0]
+    text = sample(backend, vocab, 1, rng, prime=prime, max_length=200, stop_at_newline=False)[0]
+    return [f"sample at step {step}:", text]
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics, progress, the loss curve
+# --------------------------------------------------------------------------------------------
+
+
+class _MetricsLog:
+    """``metrics.jsonl``: one JSON object per step, appended and flushed as it happens.
+
+    A fresh run starts the file empty. A resumed run keeps the lines up to the checkpoint's step
+    and drops the later ones (steps taken after the last checkpoint of an interrupted run),
+    which the resumed run logs again.
+    """
+
+    def __init__(self, path: Path, keep_through: int | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if keep_through is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["step"] <= keep_through:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError, TypeError):
+                    continue   # a line cut short by a kill: dropped
+        _atomic_write_text(path, "".join(kept))
+        self.path = path
+        self._file = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def __enter__(self) -> _MetricsLog:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._file.close()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = open_temporary(path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _progress_bar(config: TrainConfig, start_step: int) -> Any:
+    """A tqdm bar on stderr (loss and characters/s), or None when quiet, when stderr is not a
+    terminal (logs and CI get the per-evaluation lines instead) or without tqdm."""
+    if config.quiet or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=config.steps, initial=start_step, desc="train", unit="step",
+                file=sys.stderr, dynamic_ncols=True)
+
+
+class _InterruptFlag:
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[_InterruptFlag]:
+    """Turn the first Ctrl-C into a flag the loop checks between steps.
+
+    A KeyboardInterrupt in the middle of an optimizer update would leave some weights stepped
+    and others not; deferring it to the end of the step lets the run save a consistent
+    checkpoint. A second Ctrl-C interrupts at once.
+    """
+    flag = _InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag.is_set():
+            raise KeyboardInterrupt
+        flag.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None
+                      else signal.default_int_handler)
+
+
+def plot_losses(metrics_path: Path, png_path: Path,
+                log: Callable[[str], None] = print) -> Path | None:
+    """Draw the training loss per step (and its running mean) and the validation loss from
+    ``metrics.jsonl`` into a PNG. Returns the path, or None without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")   # files only: no display needed (servers, CI)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no loss curve (pip install 'numpy_rnn[train]')")
+        return None
+    steps, losses, val_steps, val_losses = [], [], [], []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        steps.append(rec["step"])
+        losses.append(rec["loss"])
+        if "val_loss" in rec:
+            val_steps.append(rec["step"])
+            val_losses.append(rec["val_loss"])
+    if not steps:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="training (step)")
+    window = max(1, len(losses) // 50)
+    if window > 1:
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="tab:blue",
+                label=f"training (mean of {window})")
+    if val_steps:
+        ax.plot(val_steps, val_losses, "o-", color="tab:orange", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path
