@@ -100,6 +100,10 @@ class Backend(ABC):
         """Restore :meth:`rng_state`."""
 
     @abstractmethod
+    def seed_rng(self, seed: int) -> None:
+        """Seed the backend's own generator (dropout masks), so ``--seed`` fixes a whole run."""
+
+    @abstractmethod
     def train_step(self, inputs: np.ndarray, targets: np.ndarray,
                    state: State | None) -> StepResult:
         """One optimizer step on ``inputs (B, T)`` -> ``targets (B, T)`` (int64), starting the
@@ -154,6 +158,9 @@ class NumpyBackend(Backend):
 
     def set_rng_state(self, state: Any) -> None:
         self.model.rnn._rng.bit_generator.state = state
+
+    def seed_rng(self, seed: int) -> None:
+        self.model.rnn._rng = np.random.default_rng(seed)
 
     def train_step(self, inputs: np.ndarray, targets: np.ndarray,
                    state: State | None) -> StepResult:

@@ -249,6 +249,7 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     best_val, best_step, start_step = math.inf, None, 0
     if resumed is None:
         backend.load_state_dict(CharRNN(model_config, seed=config.seed).state_dict())
+        backend.seed_rng(config.seed)    # dropout masks too: one seed fixes the whole run
     else:
         weights, meta = resumed
         state = _check_resume(meta, config, model_config, corpus, ckpt_path)

@@ -123,16 +123,28 @@ def test_resume_logs_the_same_losses_as_an_uninterrupted_run(plants, tmp_path, s
 
 def test_resume_is_exact_in_the_torch_backend_too(plants, tmp_path, torch):
     kw = dict(backend="torch", schedule="stream", num_layers=2, dropout=0.2, batch_size=8)
-    # Torch draws dropout masks from its global generator, which the driver cannot seed (it
-    # never imports torch): start both runs from the same global state here.
-    torch.manual_seed(0)
+    torch.manual_seed(5)     # the backend seeds the dropout generator from --seed itself
     train(tiny(tmp_path / "straight", steps=16, eval_every=8, **kw))
-    torch.manual_seed(0)
+    torch.manual_seed(6)
     train(tiny(tmp_path / "resumed", steps=8, eval_every=8, **kw))
     torch.manual_seed(99)   # the resumed part must not depend on the global state: restored
     train(resume_config(tmp_path / "resumed", {"steps": 16}))
     assert [r["loss"] for r in read_metrics(tmp_path / "resumed")] == \
         [r["loss"] for r in read_metrics(tmp_path / "straight")]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_the_seed_fixes_the_dropout_masks(plants, tmp_path, backend, request):
+    if backend == "torch":
+        request.getfixturevalue("torch")
+    kw = dict(backend=backend, num_layers=2, dropout=0.5, steps=4, eval_every=4)
+    a = train(tiny(tmp_path / "a", **kw)).losses
+    b = train(tiny(tmp_path / "b", **kw)).losses
+    c = train(tiny(tmp_path / "c", seed=7, **kw)).losses
+    d = train(tiny(tmp_path / "d", seed=7, dropout=0.0, num_layers=2, steps=4, eval_every=4,
+                   backend=backend)).losses
+    assert a == b
+    assert c != d            # dropout really acts, so equal runs mean equal masks
 
 
 def test_one_seed_is_the_same_start_in_both_backends(plants, tmp_path, torch):

@@ -168,6 +168,10 @@ class TorchBackend(Backend):
             out["cuda"] = torch.cuda.get_rng_state().numpy().copy()
         return out
 
+    def seed_rng(self, seed: int) -> None:
+        """Torch draws dropout masks from its global generators: seed those."""
+        torch.manual_seed(seed)
+
     def set_rng_state(self, state: Any) -> None:
         """Restore :meth:`rng_state` (a dict as returned there)."""
         want = {"cpu", "cuda"} if self.device == "cuda" else {"cpu"}
