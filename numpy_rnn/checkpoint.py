@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from .backend import Backend, OptimConfig, get_backend
-from .data import Vocabulary
+from .data import Vocabulary, fsync_dir
 from .model import CharRNN, ModelConfig
 
 __all__ = [
@@ -181,7 +181,7 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 
@@ -197,16 +197,6 @@ def open_temporary(path: Path) -> tuple[int, str]:
             return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), name
         except FileExistsError:  # pragma: no cover - 32 random bits collided
             continue
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable; best effort, since not every OS can open a directory.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------

@@ -244,7 +244,7 @@ def download(
         if not done:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return target
 
 
@@ -302,7 +302,8 @@ def _progress_bar(total: int | None, url: str) -> Any:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """fsync a directory after an os.replace into it (atomic writes here and in checkpoints)."""
     # Makes the rename itself durable; best effort, since not every OS can open a directory.
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
