@@ -78,9 +78,6 @@ class Embedding(Module):
         self._idx = idx
         return self.params["weight"][idx]
 
-    def __call__(self, idx: np.ndarray) -> np.ndarray:
-        return self.forward(idx)
-
     def backward(self, dout: np.ndarray) -> None:
         """Scatter-add ``dout`` (*S, d) into ``grads['weight']`` (n, d); returns ``None``.
 
@@ -155,9 +152,6 @@ class Linear(Module):
             y2 += self.params["bias"]
         self._x2, self._lead_shape = x2, lead
         return y2.reshape(lead + (self.out_features,))
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """``dout`` dL/dy (..., out) -> ``dx`` dL/dx (..., in); adds into ``grads``.

@@ -1,9 +1,9 @@
 """Embedding and Linear against torch.nn (forward, every gradient), finite differences, errors."""
 
 import numpy as np
+import pytest
 
 from numpy_rnn.gradcheck import numerical_gradient
-import pytest
 
 torch = pytest.importorskip("torch")
 
