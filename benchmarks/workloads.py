@@ -1,0 +1,252 @@
+"""The workload registry: what one timed call does, for NumPy, torch (CPU and GPU) and the floor.
+
+A workload turns a :class:`~benchmarks.configs.Config` into a :class:`Bench`: zero-argument
+callables that do the same work in each backend, on the same weights and inputs, plus a check
+that the two backends really computed the same numbers. Everything a workload needs lives in its
+``setup`` function, so adding one is one function and one ``register(...)`` call here; the CLI,
+the harness, the report and the chart pick it up from ``WORKLOADS``.
+
+Measured now:
+
+* ``forward``: ``out, state = layer(x)``. NumPy keeps its backward cache (that is what its layer
+  does); torch runs under ``torch.inference_mode()`` and keeps nothing.
+* ``forward-backward``: ``layer(x)`` then ``layer.backward(dout, dstates)`` with random upstream
+  gradients for the output and the final states; torch runs autograd with ``x.requires_grad``
+  and the same upstream gradients. Both accumulate parameter gradients call after call, as
+  ``backward`` and ``.grad`` do.
+
+Registered but pending (they need the CharRNN model, which numpy_rnn does not have yet):
+``train-step``, ``sample-latency`` and ``sample-throughput``. Each says what it will measure; to
+add one, write its ``setup`` and replace ``pending=...`` with ``setup=...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import floor
+from .configs import Config
+
+
+def _noop() -> None:
+    return None
+
+
+@dataclass
+class Bench:
+    """The prepared callables of one (config, workload).
+
+    ``numpy``, ``torch``, ``torch_gpu`` and ``floor`` each do one call's work; ``torch_gpu`` is None
+    without a GPU, ``floor`` None for workloads without a floor. ``sync`` functions wait for
+    asynchronous work (the GPU) to finish. ``check()`` runs both backends once and returns the
+    largest absolute differences between their results, by name. ``items_per_call`` counts the
+    unit of throughput a call produces (1 call, or ``T`` characters for sampling).
+    """
+
+    numpy: Callable[[], Any]
+    torch: Callable[[], Any]
+    check: Callable[[], dict[str, float]]
+    floor: floor.GemmSequence | None = None
+    torch_gpu: Callable[[], Any] | None = None
+    torch_gpu_sync: Callable[[], None] = _noop
+    items_per_call: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named kind of work. ``setup(cfg, gpu)`` builds the :class:`Bench` (``gpu``: put a copy of
+    the torch side on CUDA); a workload that cannot run yet has ``setup=None`` and says why in
+    ``pending``."""
+
+    name: str
+    description: str
+    unit: str = "call"                      # what items_per_call counts: "call" or "char"
+    setup: Callable[[Config, bool], Bench] | None = None
+    pending: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.setup is not None
+
+
+WORKLOADS: dict[str, Workload] = {}
+
+
+def register(workload: Workload) -> Workload:
+    if workload.name in WORKLOADS:
+        raise ValueError(f"workload {workload.name!r} registered twice")
+    if (workload.setup is None) == (workload.pending is None):
+        raise ValueError(f"workload {workload.name!r}: give exactly one of setup and pending")
+    WORKLOADS[workload.name] = workload
+    return workload
+
+
+# --------------------------------------------------------------------------------------------
+# The recurrent layer: the same stack in numpy_rnn and torch.nn, weights copied from torch.
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class RecurrentPair:
+    """numpy_rnn's layer and torch's module with equal weights, and the inputs of one call."""
+
+    cfg: Config
+    layer: Any                 # numpy_rnn.LSTM / GRU / RNN
+    module: Any                # torch.nn.LSTM / GRU / RNN, CPU
+    x: np.ndarray              # (T, B, F)
+    dout: np.ndarray           # (T, B, H) upstream gradient of out
+    dstates: tuple[np.ndarray, ...]   # (L, B, H) each: of h_n (and c_n for the LSTM)
+
+    @property
+    def is_lstm(self) -> bool:
+        return self.cfg.cell == "lstm"
+
+    def numpy_forward(self):
+        return self.layer(self.x)
+
+    def numpy_forward_backward(self):
+        self.layer(self.x)
+        ds = self.dstates if self.is_lstm else self.dstates[0]
+        return self.layer.backward(self.dout, ds)
+
+
+def make_recurrent_pair(cfg: Config, seed: int = 0) -> RecurrentPair:
+    """Build both layers with torch's initialisation, copied into numpy_rnn, and random inputs."""
+    import torch
+
+    import numpy_rnn
+    from torch_ref import to_numpy_state
+
+    np_cls = {"lstm": numpy_rnn.LSTM, "gru": numpy_rnn.GRU, "rnn": numpy_rnn.RNN}[cfg.cell]
+    th_cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cfg.cell]
+    dt = np.dtype(cfg.dtype)
+    torch.manual_seed(seed)
+    module = th_cls(cfg.input_size, cfg.hidden_size, cfg.num_layers,
+                    dtype=getattr(torch, cfg.dtype))
+    layer = np_cls(cfg.input_size, cfg.hidden_size, cfg.num_layers, dtype=dt.type, seed=seed)
+    layer.load_state_dict(to_numpy_state(module))
+    rng = np.random.default_rng(seed)
+    T, B, L, H = cfg.seq_len, cfg.batch, cfg.num_layers, cfg.hidden_size
+    x = rng.standard_normal((T, B, cfg.input_size)).astype(dt)
+    dout = rng.standard_normal((T, B, H)).astype(dt)
+    n_states = 2 if cfg.cell == "lstm" else 1
+    dstates = tuple(rng.standard_normal((L, B, H)).astype(dt) for _ in range(n_states))
+    return RecurrentPair(cfg, layer, module, x, dout, dstates)
+
+
+def _torch_forward(module, x):
+    """``module(x)`` without autograd, returning the output tensor."""
+    import torch
+
+    def call():
+        with torch.inference_mode():
+            return module(x)[0]
+    return call
+
+
+def _torch_forward_backward(module, x, dout, dstates, is_lstm):
+    """Autograd forward + backward with the given upstream gradients; returns ``x.grad``."""
+    import torch
+
+    xg = x.detach().clone().requires_grad_(True)
+
+    def call():
+        out, st = module(xg)
+        finals = st if is_lstm else (st,)
+        torch.autograd.backward((out, *finals), (dout, *dstates))
+        dx, xg.grad = xg.grad, None    # a fresh dx each call, as NumPy returns one
+        return dx
+    return call
+
+
+def _max_abs(a: np.ndarray, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - b.detach().cpu().double().numpy())))
+
+
+def _gpu_copy(pair: RecurrentPair):
+    """The module and the call's tensors on the GPU, or None without one."""
+    import copy
+
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    dev = torch.device("cuda")
+    module = copy.deepcopy(pair.module).to(dev)
+    x = torch.from_numpy(pair.x).to(dev)
+    dout = torch.from_numpy(pair.dout).to(dev)
+    dstates = tuple(torch.from_numpy(d).to(dev) for d in pair.dstates)
+    return module, x, dout, dstates, torch.cuda.synchronize
+
+
+def setup_forward(cfg: Config, gpu: bool) -> Bench:
+    import torch
+    pair = make_recurrent_pair(cfg)
+    x = torch.from_numpy(pair.x)
+    torch_call = _torch_forward(pair.module, x)
+
+    def check():
+        return {"out": _max_abs(pair.numpy_forward()[0], torch_call())}
+
+    bench = Bench(numpy=pair.numpy_forward, torch=torch_call, check=check,
+                  floor=floor.recurrent_forward_floor(cfg))
+    g = _gpu_copy(pair) if gpu else None
+    if g is not None:
+        module, xg, _, _, sync = g
+        bench.torch_gpu, bench.torch_gpu_sync = _torch_forward(module, xg), sync
+    return bench
+
+
+def setup_forward_backward(cfg: Config, gpu: bool) -> Bench:
+    import torch
+    pair = make_recurrent_pair(cfg)
+    torch_call = _torch_forward_backward(
+        pair.module, torch.from_numpy(pair.x), torch.from_numpy(pair.dout),
+        tuple(torch.from_numpy(d) for d in pair.dstates), pair.is_lstm)
+
+    def check():
+        dx_np = pair.numpy_forward_backward()[0]
+        return {"dx": _max_abs(dx_np, torch_call())}
+
+    bench = Bench(numpy=pair.numpy_forward_backward, torch=torch_call, check=check,
+                  floor=floor.recurrent_forward_backward_floor(cfg))
+    g = _gpu_copy(pair) if gpu else None
+    if g is not None:
+        module, xg, dout, dstates, sync = g
+        bench.torch_gpu = _torch_forward_backward(module, xg, dout, dstates, pair.is_lstm)
+        bench.torch_gpu_sync = sync
+    return bench
+
+
+register(Workload(
+    name="forward",
+    description="recurrent stack forward, out, state = layer(x); torch under inference_mode",
+    setup=setup_forward))
+register(Workload(
+    name="forward-backward",
+    description="recurrent stack forward then backward with random upstream gradients "
+                "(out, h_n, c_n); torch autograd",
+    setup=setup_forward_backward))
+
+# --------------------------------------------------------------------------------------------
+# CharRNN workloads: waiting for the model (Embedding -> recurrent stack -> Linear).
+# --------------------------------------------------------------------------------------------
+
+_NEEDS_MODEL = "needs numpy_rnn's CharRNN model, which does not exist yet"
+
+register(Workload(
+    name="train-step",
+    description="one CharRNN training step: embedding, recurrent stack, decoder, "
+                "cross-entropy, gradient clipping, Adam update",
+    pending=_NEEDS_MODEL))
+register(Workload(
+    name="sample-latency",
+    description="sampling one stream: latency per character (T characters per call)",
+    unit="char", pending=_NEEDS_MODEL))
+register(Workload(
+    name="sample-throughput",
+    description="sampling 64 streams at once: characters per second (64*T characters per call)",
+    unit="char", pending=_NEEDS_MODEL))

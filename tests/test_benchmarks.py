@@ -1,0 +1,161 @@
+"""Tests for the benchmark harness (``benchmarks/``): it runs, and it writes what it promises.
+
+No timing is ever asserted: these tests run on shared CI machines. The end-to-end test runs
+``python -m benchmarks --quick`` in a subprocess, as CI does, and checks the markdown table on
+stdout, the JSON record's structure and the PNG; the others check the pieces that decide what is
+measured (selection, the floor's products, the memory count, the round structure) on tiny inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("threadpoolctl")
+pytest.importorskip("matplotlib")
+
+from benchmarks import floor, harness, memory, report  # noqa: E402
+from benchmarks.configs import QUICK_BASE, SEED, Selection, select_configs  # noqa: E402
+from benchmarks.workloads import WORKLOADS, Workload, register  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out-dir", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, out
+
+
+def test_quick_run_prints_timing_and_memory_tables(quick_run):
+    proc, _ = quick_run
+    lines = proc.stdout.splitlines()
+    head = "| config | workload | threads | NumPy ms | torch ms"
+    assert any(line.startswith(head) for line in lines)
+    assert any(line.startswith("| config | held for backward MiB") for line in lines)
+    for cell in ("lstm", "gru", "rnn"):
+        for wl in ("forward", "forward-backward"):
+            assert any(line.startswith(f"| quick-{cell}-b2-h16-f64 | {wl} | 1 |") for line in lines)
+    assert "OPENBLAS_* variables" in proc.stdout
+    assert "train-step not measured" in proc.stdout      # pending workloads are named, not hidden
+
+
+def test_quick_run_json_records_environment_rounds_ratios_floor_and_memory(quick_run):
+    _, out = quick_run
+    record = json.loads((out / "quick.json").read_text())
+    assert {"name", "command", "environment", "method", "configs", "workloads", "results",
+            "memory", "notes"} <= record.keys()
+    env = record["environment"]
+    assert {"machine", "numpy", "blas", "torch", "env"} <= env.keys()
+    assert any(b["owner"] == "numpy" and b["user_api"] == "blas" for b in env["blas"])
+    assert len(record["configs"]) == 6 and len(record["results"]) == 12
+    rounds = record["method"]["rounds"]
+    for r in record["results"]:
+        for backend in ("numpy", "torch", "floor"):
+            s = r["seconds_per_call"][backend]
+            assert len(s["per_round"]) == rounds and s["calls"] >= 1
+            assert s["min"] <= s["median"] <= s["max"]
+        for key in ("ratio_numpy_torch", "floor_multiple"):
+            st = r[key]
+            assert len(st["per_round"]) == rounds and st["min"] <= st["median"] <= st["max"]
+        # Both backends computed the same thing (same weights and inputs): not a timing.
+        assert all(d < 1e-3 for d in r["max_abs_diff_numpy_torch"].values())
+    assert set(record["memory"]) == {c["name"] for c in record["configs"]}
+    for m in record["memory"].values():
+        assert m["held"] > 0 and m["expected"] > 0 and m["torch_saved"] > 0
+
+
+def test_quick_run_writes_png_and_markdown_and_no_temporaries(quick_run):
+    _, out = quick_run
+    assert (out / "quick.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "quick.md").read_text().startswith("### Benchmark `quick`")
+    assert not list(out.glob("*.tmp"))
+
+
+def test_help_explains_every_flag():
+    from benchmarks.__main__ import build_parser
+    parser = build_parser()
+    flags = {opt for a in parser._actions for opt in a.option_strings}
+    for flag in ("--config", "--cell", "--dtype", "--batch", "--hidden", "--seq-len",
+                 "--workload", "--rounds", "--calls", "--threads", "--quick", "--name",
+                 "--out-dir", "--no-chart"):
+        assert flag in flags
+    assert all(a.help for a in parser._actions)
+
+
+def test_selection_keeps_seed_once_and_filters_the_grid():
+    every = select_configs(Selection(config="all"))
+    assert len(every) == 24 and every[0] == SEED            # the seed is a grid point, kept once
+    rows = select_configs(Selection(config="grid", hiddens=(512,)))
+    assert len(rows) == 12 and {c.hidden_size for c in rows} == {512}
+    assert select_configs(Selection(config="seed", dtypes=("float32",))) == []
+    short = select_configs(Selection(config="seed", seq_len=10))
+    assert short[0].seq_len == 10 and short[0].name == "seed-t10"
+
+
+def test_registry_refuses_duplicates_and_lists_pending_workloads():
+    assert WORKLOADS["forward"].available and WORKLOADS["forward-backward"].available
+    assert not WORKLOADS["train-step"].available and WORKLOADS["train-step"].pending
+    with pytest.raises(ValueError):
+        register(Workload(name="forward", description="again", pending="no"))
+    with pytest.raises(ValueError):
+        register(Workload(name="neither", description="x"))
+
+
+def test_floor_runs_one_product_per_matmul_of_the_layer():
+    cfg = replace(QUICK_BASE, num_layers=2, seq_len=5, hidden_size=4, input_size=3, batch=2)
+    fwd = floor.recurrent_forward_floor(cfg)
+    both = floor.recurrent_forward_backward_floor(cfg)
+    L, T = cfg.num_layers, cfg.seq_len
+    assert len(fwd) == L * (1 + T)               # input projection + one product per step
+    assert len(both) == L * (1 + T) + L * (T + 3)  # + dh per step, dW_ih, dW_hh, dx
+    G, H, B, F = 4, cfg.hidden_size, cfg.batch, cfg.input_size
+    # 2*m*n*k per product: layer 0 reads F inputs, layer 1 reads H; each adds T (B, H) x (H, GH)
+    assert fwd.flops == 2 * T * B * G * H * ((F + H) + (H + H))
+    fwd.run()
+    both.run()
+
+
+def test_memory_counts_each_buffer_once_however_many_views():
+    base = np.zeros((10, 4))
+    other = np.zeros(3)
+    ctx = dict(a=base, views=[base[1:], base[:, 0], base.T], t=(other, other[1:]), n=None)
+    held, buffers = memory.held_bytes(ctx)
+    assert (held, buffers) == (base.nbytes + other.nbytes, 2)
+    assert memory.held_bytes(ctx, exclude=[other])[0] == base.nbytes
+
+
+def test_memory_of_a_real_layer_is_measured_against_the_documented_count():
+    m = memory.measure_memory(replace(QUICK_BASE, cell="lstm"))
+    parts = m["expected_components"]
+    assert m["expected"] == sum(parts.values())
+    # Whatever the layer keeps, it at least keeps its states and the step's cache.
+    assert m["held"] >= parts["states"] + parts["cache"]
+
+
+def test_rounds_time_every_backend_once_per_round_with_the_order_rotating():
+    order = []
+    backends = [harness.Backend(name, lambda name=name: order.append(name)) for name in "abc"]
+    t = harness.measure(backends, rounds=3, calls=2, pause=0.0, target_block_s=0.0)
+    assert all(len(v.per_round) == 3 and v.calls == 2 for v in t.values())
+    firsts = [order[i * 9] for i in range(3)]      # 3 backends x (warm-up + 2 calls) per round
+    assert firsts == ["a", "b", "c"]
+    stats = harness.RatioStats.of(t["a"], t["b"])
+    assert stats.min <= stats.median <= stats.max and len(stats.per_round) == 3
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "r.json"
+    report.atomic_write_bytes(target, b"old")
+    report.atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and not list(tmp_path.glob("*.tmp"))
