@@ -97,7 +97,9 @@ class Step(ABC):
         """One step: read ``gx (B, G*H)`` and the ``prev`` states, write the ``new`` states.
 
         ``p`` maps short parameter names (``"weight_hh"``, ``"bias_hh"`` (or None), extras) to
-        arrays; ``prev`` and ``new`` hold one ``(B, size)`` array per state; ``cache`` is the
+        arrays, plus ``"weight_hh_T"``, a contiguous copy of ``W_hh^T`` made once per call. When
+        ``shares_gate_grads`` is True the layer has already added ``b_hh`` into ``gx`` and
+        ``p["bias_hh"]`` is None; ``prev`` and ``new`` hold one ``(B, size)`` array per state; ``cache`` is the
         object from ``new_cache`` and ``t`` the time index to store this step's values at.
         """
 
@@ -147,8 +149,8 @@ class RNNStep(Step):
     def forward(self, p, gx, prev, new, cache, t):
         (h,), (h_new,) = prev, new
         a = h_new                                  # compute a in place in h' (no cache needed)
-        np.matmul(h, p["weight_hh"].T, out=a)      # a = h W_hh^T
-        a += gx                                    #   + x W_ih^T + b_ih
+        np.matmul(h, p["weight_hh_T"], out=a)     # a = h W_hh^T
+        a += gx                                    #   + x W_ih^T + b_ih (+ b_hh, see Step)
         if p["bias_hh"] is not None:
             a += p["bias_hh"]                      #   + b_hh
         if self.nonlinearity == "tanh":
@@ -210,7 +212,7 @@ class GRUStep(Step):
         (h,), (h_new,) = prev, new
         H = self.hidden_size
         gh, rzn = cache.gh[t], cache.rzn[t]
-        np.matmul(h, p["weight_hh"].T, out=gh)           # gh = h W_hh^T
+        np.matmul(h, p["weight_hh_T"], out=gh)           # gh = h W_hh^T
         if p["bias_hh"] is not None:
             gh += p["bias_hh"]                           #    + b_hh
         rz = rzn[:, :2 * H]                              # r and z are adjacent: one sigmoid
@@ -257,6 +259,7 @@ class LSTMCache(NamedTuple):
     tanh_c: np.ndarray            # (T, B, H): tanh(c')
     m: np.ndarray | None          # (T, B, H): o ⊙ tanh(c') before the projection (P > 0 only)
     dh: np.ndarray | None         # (T, B, P): dh' of each step, for dW_hr after the loop (P > 0)
+    work: np.ndarray              # (B, 4H): scratch reused by every step (no per-step temporaries)
 
 
 class LSTMStep(Step):
@@ -309,14 +312,15 @@ class LSTMStep(Step):
         H, P = self.hidden_size, self.proj_size
         return LSTMCache(ifgo=np.empty((T, B, 4 * H), dtype), tanh_c=np.empty((T, B, H), dtype),
                          m=np.empty((T, B, H), dtype) if P else None,
-                         dh=np.empty((T, B, P), dtype) if P else None)
+                         dh=np.empty((T, B, P), dtype) if P else None,
+                         work=np.empty((B, 4 * H), dtype))
 
     def forward(self, p, gx, prev, new, cache, t):
         (h, c), (h_new, c_new) = prev, new
         H = self.hidden_size
         a = cache.ifgo[t]                        # pre-activations, overwritten by the gates
-        np.matmul(h, p["weight_hh"].T, out=a)    # a = h W_hh^T
-        a += gx                                  #   + x W_ih^T + b_ih
+        np.matmul(h, p["weight_hh_T"], out=a)   # a = h W_hh^T
+        a += gx                                  #   + x W_ih^T + b_ih (+ b_hh, see Step)
         if p["bias_hh"] is not None:
             a += p["bias_hh"]                    #   + b_hh
         sigmoid(a[:, :2 * H], out=a[:, :2 * H])  # i, f = σ(a_i), σ(a_f): adjacent, one call
@@ -324,7 +328,8 @@ class LSTMStep(Step):
         sigmoid(a[:, 3 * H:], out=a[:, 3 * H:])  # o = σ(a_o)
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         np.multiply(f, c, out=c_new)             # f ⊙ c
-        c_new += i * g                           # c' = f ⊙ c + i ⊙ g
+        ig = np.multiply(i, g, out=cache.work[:, :H])
+        c_new += ig                              # c' = f ⊙ c + i ⊙ g
         tanh_c = cache.tanh_c[t]
         np.tanh(c_new, out=tanh_c)               # tanh(c')
         if self.proj_size:
@@ -357,10 +362,13 @@ class LSTMStep(Step):
         np.multiply(dc, c, out=df)               # df = dc' ⊙ c
         np.multiply(dc, i, out=dg)               # dg = dc' ⊙ i
         dc *= f                                  # dc = dc' ⊙ f   (to the previous step)
-        di *= i * (1.0 - i)                      # da_i = di ⊙ i(1-i)
-        df *= f * (1.0 - f)                      # da_f = df ⊙ f(1-f)
-        dg *= 1.0 - g * g                        # da_g = dg ⊙ (1-g^2)
-        do *= o * (1.0 - o)                      # da_o = do ⊙ o(1-o)
+        # The gates' derivatives, all four blocks at once in the scratch buffer:
+        deriv = np.multiply(ifgo, ifgo, out=cache.work)          # σ^2 and g^2
+        np.subtract(ifgo[:, :2 * H], deriv[:, :2 * H], out=deriv[:, :2 * H])  # i(1-i), f(1-f)
+        np.subtract(1.0, deriv[:, 2 * H:3 * H], out=deriv[:, 2 * H:3 * H])   # 1-g^2
+        np.subtract(ifgo[:, 3 * H:], deriv[:, 3 * H:], out=deriv[:, 3 * H:])  # o(1-o)
+        dgx *= deriv                             # da = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g^2),
+        #                                              do ⊙ o(1-o)]
         if dgh is not dgx:
             dgh[...] = dgx                       # dgh = dgx = da
         return (dgx @ p["weight_hh"], dc)        # dh = da W_hh
