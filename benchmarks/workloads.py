@@ -15,9 +15,12 @@ Measured now:
   and the same upstream gradients. Both accumulate parameter gradients call after call, as
   ``backward`` and ``.grad`` do.
 
-Registered but pending (they need the CharRNN model, which numpy_rnn does not have yet):
-``train-step``, ``sample-latency`` and ``sample-throughput``. Each says what it will measure; to
-add one, write its ``setup`` and replace ``pending=...`` with ``setup=...``.
+* ``train-step``: one ``train_step`` of the shared driver's NumPy and torch backends on the same
+  batch and weights.
+* ``sample-latency`` / ``sample-throughput``: ``T`` characters generated one model call at a time,
+  for 1 and for 64 streams.
+
+A workload that cannot run yet is registered with ``pending=...`` (why) instead of ``setup``.
 """
 
 from __future__ import annotations
@@ -232,21 +235,113 @@ register(Workload(
     setup=setup_forward_backward))
 
 # --------------------------------------------------------------------------------------------
-# CharRNN workloads: waiting for the model (Embedding -> recurrent stack -> Linear).
+# CharRNN workloads: Embedding -> recurrent stack -> Linear, from the same seeded weights.
 # --------------------------------------------------------------------------------------------
 
-_NEEDS_MODEL = "needs numpy_rnn's CharRNN model, which does not exist yet"
+def _charrnn_config(cfg: Config):
+    from numpy_rnn.model import ModelConfig
+    # The stack's input size is the embedding width (the seed: vocabulary 30, embedding 30).
+    return ModelConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden_size,
+                       num_layers=cfg.num_layers, cell=cfg.cell, embedding_dim=cfg.input_size,
+                       dtype=cfg.dtype)
+
+
+def setup_train_step(cfg: Config, gpu: bool) -> Bench:
+    """Both backends of the shared driver, loaded with the same weights, one ``train_step`` on the
+    same (B, T) batch per call (embedding, stack, decoder, cross-entropy, clipping, Adam)."""
+    from numpy_rnn.backend import NumpyBackend, OptimConfig
+    from numpy_rnn.model import CharRNN
+    from torch_ref.backend import TorchBackend
+
+    mcfg = _charrnn_config(cfg)
+    weights = CharRNN(mcfg, seed=0).state_dict()
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, cfg.vocab, (cfg.batch, cfg.seq_len))
+    targets = rng.integers(0, cfg.vocab, (cfg.batch, cfg.seq_len))
+
+    def fresh(cls, device="cpu"):
+        b = cls(mcfg, OptimConfig(), device)
+        b.load_state_dict(weights)
+        return b
+
+    nb, tb = fresh(NumpyBackend), fresh(TorchBackend)
+
+    def check():
+        a, b = fresh(NumpyBackend), fresh(TorchBackend)
+        return {"loss": abs(a.train_step(inputs, targets, None).loss
+                            - b.train_step(inputs, targets, None).loss)}
+
+    bench = Bench(numpy=lambda: nb.train_step(inputs, targets, None),
+                  torch=lambda: tb.train_step(inputs, targets, None), check=check)
+    if gpu:
+        import torch
+        if torch.cuda.is_available():
+            gb = fresh(TorchBackend, "cuda")
+            bench.torch_gpu = lambda: gb.train_step(inputs, targets, None)
+            bench.torch_gpu_sync = torch.cuda.synchronize
+    return bench
+
+
+def _sampling_bench(cfg: Config, gpu: bool, streams: int) -> Bench:
+    """``T`` characters for ``streams`` streams, one character per model call, greedy (the draw is
+    the driver's and the same for both backends, so it is left out). NumPy: numpy_rnn's CharRNN;
+    torch: torch_ref's CharRNN module (``nn.LSTM`` stepping one character per call) with tensors
+    kept on the torch side and no conversions."""
+    import torch
+
+    from numpy_rnn.model import CharRNN
+    from torch_ref.convert import load_numpy_state
+    from torch_ref.model import CharRNN as TorchCharRNN
+
+    mcfg = _charrnn_config(cfg)
+    np_model = CharRNN(mcfg, seed=0).eval()
+    th_model = TorchCharRNN(mcfg).eval()
+    load_numpy_state(th_model, np_model.state_dict())
+    start = np.zeros((streams, 1), np.int64)
+
+    def numpy_call():
+        tok, state = start, None
+        for _ in range(cfg.seq_len):
+            logits, state = np_model(tok, state)
+            tok = logits[:, -1].argmax(axis=-1)[:, None]
+        return tok
+
+    def torch_call_on(model, device):
+        first = torch.from_numpy(start).to(device)
+
+        def call():
+            with torch.inference_mode():
+                tok, state = first, None
+                for _ in range(cfg.seq_len):
+                    logits, state = model(tok, state)
+                    tok = logits[:, -1].argmax(dim=-1, keepdim=True)
+            return tok
+        return call
+
+    torch_call = torch_call_on(th_model, "cpu")
+
+    def check():
+        return {"tokens": float(np.max(np.abs(numpy_call() - torch_call().numpy())))}
+
+    bench = Bench(numpy=numpy_call, torch=torch_call, check=check,
+                  items_per_call=cfg.seq_len * streams)
+    if gpu and torch.cuda.is_available():
+        import copy
+        bench.torch_gpu = torch_call_on(copy.deepcopy(th_model).to("cuda"), "cuda")
+        bench.torch_gpu_sync = torch.cuda.synchronize
+    return bench
+
 
 register(Workload(
     name="train-step",
     description="one CharRNN training step: embedding, recurrent stack, decoder, "
                 "cross-entropy, gradient clipping, Adam update",
-    pending=_NEEDS_MODEL))
+    setup=setup_train_step))
 register(Workload(
     name="sample-latency",
     description="sampling one stream: latency per character (T characters per call)",
-    unit="char", pending=_NEEDS_MODEL))
+    unit="char", setup=lambda cfg, gpu: _sampling_bench(cfg, gpu, 1)))
 register(Workload(
     name="sample-throughput",
     description="sampling 64 streams at once: characters per second (64*T characters per call)",
-    unit="char", pending=_NEEDS_MODEL))
+    unit="char", setup=lambda cfg, gpu: _sampling_bench(cfg, gpu, 64)))

@@ -180,8 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"Adam learning rate (default: {D.lr})")
     o.add_argument("--lr-decay", choices=LR_DECAYS, default=S,
                    help="learning-rate schedule from --lr at the first step to --lr x "
-                        f"--lr-final at step --steps: none, cosine or linear; resuming to a larger "
-                        f"--steps stretches the rest of the decay (default: {D.lr_decay})")
+                        f"--lr-final at step --lr-decay-steps, constant after it: none, cosine "
+                        f"or linear (default: {D.lr_decay})")
+    o.add_argument("--lr-decay-steps", type=positive_int, default=S,
+                   help="the step at which the decay reaches --lr x --lr-final; independent of "
+                        f"the run length, so a run resumed to more steps stays exact "
+                        f"(default: {D.lr_decay_steps})")
     o.add_argument("--lr-final", type=unit_interval, default=S,
                    help=f"final learning rate as a fraction of --lr, with --lr-decay "
                         f"(default: {D.lr_final})")

@@ -83,9 +83,10 @@ def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarra
         # gx once for all T steps instead of once per step.
         gx += p["bias_hh"]
         p["bias_hh"] = None
-    # Every step multiplies by W_hh^T: one contiguous copy per call is the layout OpenBLAS is
-    # fastest with, and it is made once, not in the loop.
-    p["weight_hh_T"] = np.ascontiguousarray(p["weight_hh"].T)
+    # Every step multiplies by W_hh^T. OpenBLAS is faster with a contiguous copy, which pays for
+    # itself over a long sequence but not for the one-step calls of sampling and cells.
+    w_hh_t = p["weight_hh"].T
+    p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if T >= 16 else w_hh_t
     states = tuple(np.empty((T + 1, B, n), dtype) for n in step.state_sizes())
     first = T if reverse else 0   # slot of the initial state
     for s, s0 in zip(states, init):

@@ -86,21 +86,22 @@ class TrainConfig:
     # the data and how it is batched
     data: str = "plants"
     seq_len: int = 150
-    batch_size: int = 32
+    batch_size: int = 16
     schedule: str = "stream"
     # the optimisation
-    steps: int = 600                    # total optimizer steps of the run (resume included)
+    steps: int = 900                    # total optimizer steps of the run (resume included)
     lr: float = 2e-3
-    lr_decay: str = "none"              # none | cosine | linear, from lr to lr * lr_final
+    lr_decay: str = "cosine"            # none | cosine | linear, from lr to lr * lr_final
     lr_final: float = 0.1
+    lr_decay_steps: int = 900           # the decay reaches lr * lr_final here, then stays
     clip: float | None = 5.0            # max global gradient norm; None: no clipping
     # the run
     backend: str = "numpy"
     device: str = "cpu"
     seed: int = 1337
     out: str = "out"
-    eval_every: int = 100
-    sample_every: int = 100
+    eval_every: int = 150
+    sample_every: int = 150
     num_eval_samples: int = 5
     resume: bool = False
     overwrite: bool = False
@@ -128,6 +129,10 @@ class TrainConfig:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if isinstance(self.lr_decay_steps, bool) or not isinstance(
+                self.lr_decay_steps, (int, np.integer)) or self.lr_decay_steps < 1:
+            raise ValueError(f"lr_decay_steps must be a positive integer, "
+                             f"got {self.lr_decay_steps!r}")
         if not 0 < self.lr_final <= 1:
             raise ValueError(f"lr_final must be in (0, 1] (a fraction of lr), "
                              f"got {self.lr_final!r}")
@@ -173,15 +178,15 @@ class TrainSummary:
 
 def lr_at(step: int, config: TrainConfig) -> float:
     """The learning rate of ``step`` (1-based): ``lr`` at step 1, then decayed towards
-    ``lr * lr_final`` at step ``steps`` (cosine or linear), or constant.
+    ``lr * lr_final`` at step ``lr_decay_steps`` (cosine or linear) and constant after it, or
+    constant throughout.
 
-    A function of the step and ``steps`` only, so a run resumed up to the same ``steps`` uses the
-    rates of the uninterrupted run; resuming up to a larger ``steps`` stretches what is left of
-    the decay over the new length.
+    The horizon is its own setting, not ``--steps``, so a run resumed to a larger ``--steps``
+    uses exactly the rates of the uninterrupted run.
     """
-    if config.lr_decay == "none" or config.steps == 1:
+    if config.lr_decay == "none" or config.lr_decay_steps == 1:
         return config.lr
-    progress = min(max((step - 1) / (config.steps - 1), 0.0), 1.0)
+    progress = min(max((step - 1) / (config.lr_decay_steps - 1), 0.0), 1.0)
     final = config.lr * config.lr_final
     if config.lr_decay == "cosine":
         return final + (config.lr - final) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -120,7 +120,7 @@ def test_train_defaults_are_the_notebook_model():
     assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.lr, d.seq_len) == \
         ("lstm", 3, 512, None, 0.002, 150)
     assert (d.batch_size, d.schedule, d.dtype, d.steps, d.eval_every) == \
-        (32, "stream", "float32", 600, 100)
+        (16, "stream", "float32", 900, 150)
 
 
 # --------------------------------------------------------------------------------------------

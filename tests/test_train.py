@@ -239,16 +239,17 @@ def test_text_file_corpus_trains_and_samples_text(tmp_path):
 
 @pytest.mark.parametrize("decay", ["cosine", "linear"])
 def test_lr_decays_from_lr_to_the_final_fraction(decay):
-    config = TrainConfig(steps=101, lr=0.01, lr_decay=decay, lr_final=0.1)
+    config = TrainConfig(steps=300, lr=0.01, lr_decay=decay, lr_final=0.1, lr_decay_steps=101)
     rates = [lr_at(s, config) for s in range(1, 102)]
+    assert lr_at(300, config) == pytest.approx(0.001)       # constant after the horizon
     assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.001)
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     assert lr_at(51, config) == pytest.approx(0.0055)
 
 
 def test_lr_is_constant_without_decay(plants, tmp_path):
-    assert lr_at(7, TrainConfig(lr=0.003)) == 0.003
-    train(tiny(tmp_path / "out", steps=5, lr_decay="cosine", lr=0.01))
+    assert lr_at(7, TrainConfig(lr=0.003, lr_decay="none")) == 0.003
+    train(tiny(tmp_path / "out", steps=5, lr_decay="cosine", lr_decay_steps=5, lr=0.01))
     rates = [r["lr"] for r in read_metrics(tmp_path / "out")]
     assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.001)
 
