@@ -170,10 +170,17 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
     arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, "wb", lambda f: np.savez(f, **arrays))
+    return path
+
+
+def atomic_write(path: Path, mode: str, write: Any) -> None:
+    """``write(f)`` into a temporary file beside ``path``, fsync it, then rename it over ``path``:
+    a killed process leaves either the old file or the new one, never half of one."""
     fd, tmp_name = open_temporary(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
@@ -182,7 +189,6 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
             os.unlink(tmp_name)
         raise
     fsync_dir(path.parent)
-    return path
 
 
 def open_temporary(path: Path) -> tuple[int, str]:

@@ -41,10 +41,10 @@ from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
     CheckpointError,
+    atomic_write,
     check_compatible,
     load_checkpoint,
     make_meta,
-    open_temporary,
     read_meta,
     save_checkpoint,
 )
@@ -511,7 +511,7 @@ class _MetricsLog:
                         kept.append(line + "\n")
                 except (ValueError, KeyError, TypeError):
                     continue   # a line cut short by a kill: dropped
-        _atomic_write_text(path, "".join(kept))
+        atomic_write(path, "w", lambda f: f.write("".join(kept)))
         self.path = path
         self._file = open(path, "a", encoding="utf-8")
 
@@ -524,20 +524,6 @@ class _MetricsLog:
 
     def __exit__(self, *exc: Any) -> None:
         self._file.close()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = open_temporary(path)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _progress_bar(config: TrainConfig, start_step: int) -> Any:
