@@ -278,8 +278,8 @@ def check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig,
     missing = [k for k in expected if k not in weights]
     extra = [k for k in weights if k not in expected]
     if missing or extra:
-        raise CheckpointError(f"{where} do not fit the model config: missing {missing}, "
-                              f"unexpected {extra}")
+        raise CheckpointError(f"{where} do not fit the model config: missing keys {missing}, "
+                              f"unexpected keys {extra}")
     for k, shape in expected.items():
         w = np.asarray(weights[k])
         if w.shape != shape:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from numpy_rnn.checkpoint import check_weights
 from numpy_rnn.model import CharRNN, ModelConfig
 
 NOTEBOOK_NUM_LAYERS = 3
@@ -76,16 +77,9 @@ def load_notebook_state(path: str | os.PathLike[str], *,
     if hidden_size is not None and config.hidden_size != hidden_size:
         raise ValueError(f"{what}: its hidden size is {config.hidden_size}, expected "
                          f"{hidden_size}")
-    want = {k: v.shape for k, v in CharRNN(config, seed=0).params.items()}
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
-    if missing or unexpected:
-        raise ValueError(f"{what}: missing keys {missing}, unexpected keys {unexpected} (for a "
-                         f"{config.num_layers}-layer LSTM CharRNN)")
-    bad = [f"{k}: {state[k].shape}, expected {shape}" for k, shape in want.items()
-           if state[k].shape != shape]
-    if bad:
-        raise ValueError(f"{what}: wrong shapes: " + "; ".join(bad))
+    # The same check every checkpoint gets: exactly the names and shapes of this CharRNN.
+    check_weights(state, config, where=what)
+    want = CharRNN(config, seed=0).params
     return config, {k: state[k] for k in want}   # in the model's parameter order
 
 
