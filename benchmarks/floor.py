@@ -115,3 +115,30 @@ def _add_backward(seq: GemmSequence, a: dict, T: int) -> None:
     seq.add(dg2.T, a["x"], a["dw_ih"])
     seq.add(dg2.T, h_prev2, a["dw_hh"])
     seq.add(dg2, a["w_ih"], a["dx"])
+
+
+def sampling_floor(cfg: Config, streams: int, seed: int = 0) -> GemmSequence:
+    """The products of sampling ``T`` characters for ``streams`` streams, one model call per
+    character: per character and layer ``x_t (B, F_l) @ W_ih^T`` and ``h (B, H) @ W_hh^T``, then
+    the decoder ``h (B, H) @ W_dec^T (H, V)``. With ``B = 1`` these are matrix-vector products that
+    read every weight once per character, so their time is set by memory bandwidth, not FLOPs."""
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(cfg.dtype)
+    H, G, B = cfg.hidden_size, GATES[cfg.cell], streams
+
+    def u(*shape):
+        return rng.uniform(-1.0, 1.0, size=shape).astype(dt)
+
+    layers = []
+    for layer in range(cfg.num_layers):
+        f_in = cfg.input_size if layer == 0 else H
+        layers.append((u(B, f_in), u(G * H, f_in), u(B, H), u(G * H, H),
+                       np.empty((B, G * H), dt), np.empty((B, G * H), dt)))
+    w_dec, logits = u(cfg.vocab, H), np.empty((B, cfg.vocab), dt)
+    seq = GemmSequence()
+    for _ in range(cfg.seq_len):
+        for x, w_ih, h, w_hh, gx, gh in layers:
+            seq.add(x, w_ih.T, gx)
+            seq.add(h, w_hh.T, gh)
+        seq.add(layers[-1][2], w_dec.T, logits)
+    return seq

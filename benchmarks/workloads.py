@@ -327,7 +327,8 @@ def _sampling_bench(cfg: Config, gpu: bool, streams: int) -> Bench:
         return {"logits": float(np.max(np.abs(np_model(start)[0] - want)))}
 
     bench = Bench(numpy=numpy_call, torch=torch_call, check=check,
-                  items_per_call=cfg.seq_len * streams)
+                  items_per_call=cfg.seq_len * streams,
+                  floor=floor.sampling_floor(cfg, streams))
     if gpu and torch.cuda.is_available():
         import copy
         bench.torch_gpu = torch_call_on(copy.deepcopy(th_model).to("cuda"), "cuda")

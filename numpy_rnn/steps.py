@@ -25,7 +25,8 @@ Buffers: a step writes its results into arrays the layer allocated once per call
 and the ``cache``), so the time loop allocates little. ``cache`` arrays have a leading time axis and
 the step indexes them with ``t``. Sigmoids are computed as ``1 / (1 + exp(-a))`` like torch; for
 very negative ``a`` ``exp`` overflows to ``inf`` and the result is the correct ``0`` (the layers
-silence that harmless overflow warning).
+silence that harmless overflow warning). ``tanh`` is computed the same way, as ``2 σ(2a) - 1``,
+which lets the LSTM run its four gates through one sigmoid call (see :func:`tanh`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,25 @@ def sigmoid(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     np.multiply(a, -1.0, out=out)
     np.exp(out, out=out)
     out += 1.0
-    np.reciprocal(out, out=out)
+    np.divide(1.0, out, out=out)             # (np.reciprocal is not vectorized: slower)
+    return out
+
+
+def tanh(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = tanh(a) = 2 σ(2a) - 1`` elementwise, written into ``out`` (may be ``a`` itself).
+
+    float32 goes to ``np.tanh``. float64 is computed with ``exp``, the same function to a few
+    units in the last place (absolute), because NumPy vectorizes its float64 ``exp`` on more CPUs
+    than its float64 ``tanh``: without AVX-512 ``np.tanh`` is a scalar loop about twice as slow
+    as this (see ``benchmarks/README.md``). Saturates to exactly ``±1`` like ``np.tanh``.
+    """
+    if out.dtype != np.float64:
+        return np.tanh(a, out=out)
+    np.multiply(a, -2.0, out=out)
+    np.exp(out, out=out)                     # exp(-2a), inf for very negative a
+    out += 1.0
+    np.divide(2.0, out, out=out)             # 2 σ(2a)
+    out -= 1.0
     return out
 
 
@@ -154,7 +173,7 @@ class RNNStep(Step):
         if p["bias_hh"] is not None:
             a += p["bias_hh"]                      #   + b_hh
         if self.nonlinearity == "tanh":
-            np.tanh(a, out=h_new)                  # h' = tanh(a)
+            tanh(a, out=h_new)                     # h' = tanh(a)
         else:
             np.maximum(a, 0.0, out=h_new)          # h' = relu(a)
 
@@ -221,7 +240,7 @@ class GRUStep(Step):
         r, z, n = rzn[:, :H], rzn[:, H:2 * H], rzn[:, 2 * H:]
         np.multiply(r, gh[:, 2 * H:], out=n)             # r ⊙ gh_n
         n += gx[:, 2 * H:]                               # gx_n + r ⊙ gh_n
-        np.tanh(n, out=n)                                # n = tanh(...)
+        tanh(n, out=n)                                   # n = tanh(...)
         np.subtract(h, n, out=h_new)                     # h - n
         h_new *= z                                       # z ⊙ (h - n)
         h_new += n                                       # h' = n + z ⊙ (h - n)
@@ -267,7 +286,7 @@ class LSTMStep(Step):
 
     Forward, with ``a = gx + h W_hh^T + b_hh = [a_i, a_f, a_g, a_o]``::
 
-        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)
+        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)     tanh(a_g) = 2 σ(2 a_g) - 1: one σ call
         c' = f ⊙ c + i ⊙ g
         m  = o ⊙ tanh(c')
         h' = m                       (P = 0)
@@ -323,15 +342,16 @@ class LSTMStep(Step):
         a += gx                                  #   + x W_ih^T + b_ih (+ b_hh, see Step)
         if p["bias_hh"] is not None:
             a += p["bias_hh"]                    #   + b_hh
-        sigmoid(a[:, :2 * H], out=a[:, :2 * H])  # i, f = σ(a_i), σ(a_f): adjacent, one call
-        np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])  # g = tanh(a_g)
-        sigmoid(a[:, 3 * H:], out=a[:, 3 * H:])  # o = σ(a_o)
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        g *= 2.0                                 # all four gates in one sigmoid call, using
+        sigmoid(a, out=a)                        # i, f, o = σ(a_i), σ(a_f), σ(a_o)
+        g *= 2.0                                 # and tanh(a_g) = 2 σ(2 a_g) - 1:
+        g -= 1.0                                 # g = tanh(a_g)
         np.multiply(f, c, out=c_new)             # f ⊙ c
         ig = np.multiply(i, g, out=cache.work[:, :H])
         c_new += ig                              # c' = f ⊙ c + i ⊙ g
         tanh_c = cache.tanh_c[t]
-        np.tanh(c_new, out=tanh_c)               # tanh(c')
+        tanh(c_new, out=tanh_c)                  # tanh(c')
         if self.proj_size:
             m = cache.m[t]
             np.multiply(o, tanh_c, out=m)        # m  = o ⊙ tanh(c')
