@@ -34,8 +34,8 @@ from .checkpoint import (
 from .data import DataError, load_corpus
 from .model import CELLS
 from .sampling import labels, sample
-from .train import (DTYPES, LR_DECAYS, SCHEDULES, TrainConfig, TrainingDiverged, resume_config,
-                    train)
+from .train import (DTYPES, LR_DECAYS, NOTEBOOK, SCHEDULES, TrainConfig, TrainingDiverged,
+                    resume_config, train)
 
 PROG = "python -m numpy_rnn"
 D = TrainConfig()   # the defaults, shown in --help
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "invents new ones.",
         epilog="examples:\n"
                f"  {PROG} train --out runs/plants\n"
-               f"  {PROG} train --out runs/plants --resume --steps 1200\n"
+               f"  {PROG} train --out runs/plants --resume --steps 3000\n"
                f"  {PROG} sample --checkpoint runs/plants/best.npz --num-samples 20 --label\n"
                f"  {PROG} evaluate --checkpoint runs/plants/best.npz --json\n"
                "Run any command with --help for its flags.",
@@ -205,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sample-every", type=positive_int, default=S,
                    help=f"print a few sampled names every N steps (and at the last) "
                         f"(default: {D.sample_every})")
+    r.add_argument("--notebook", action="store_true", default=S,
+                   help="start from the original notebook's settings instead of the defaults "
+                        "(3 x 512 LSTM, float64, one random 150-character window per step, "
+                        "Adam 0.002 without decay or clipping, 700 steps); flags given with it "
+                        "still override them")
     r.add_argument("--resume", action="store_true", default=S,
                    help="continue the run in OUT from its checkpoint up to --steps, exactly as "
                         "if it had not stopped; its saved settings are used except the flags "
@@ -293,6 +298,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     if overrides.get("clip") == 0:
         overrides["clip"] = None
+    if overrides.pop("notebook", False):
+        if overrides.get("resume"):
+            raise ValueError("--notebook picks the settings of a new run; --resume takes the "
+                             "saved run's: give one of them")
+        overrides = {**NOTEBOOK, **overrides}
     if overrides.get("resume"):
         config = resume_config(overrides.get("out", D.out), overrides)
     else:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from numpy_rnn import backend as backend_mod
+from numpy_rnn import cli as cli_mod
 from numpy_rnn import train as train_mod
 from numpy_rnn.backend import NumpyBackend, StepResult
 from numpy_rnn.checkpoint import load_checkpoint
@@ -115,12 +116,44 @@ def test_help_explains_every_flag(run, command, flags):
         assert len(after.split("--")[0].split()) >= 3, flag
 
 
-def test_train_defaults_are_the_notebook_model():
+def test_train_defaults_are_the_measured_recipe():
+    # The README's "What the default run reaches" measures exactly these settings.
     d = train_mod.TrainConfig()
-    assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.lr, d.seq_len) == \
-        ("lstm", 3, 512, None, 0.002, 150)
+    assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.dropout, d.seq_len) == \
+        ("lstm", 2, 256, None, 0.0, 150)
     assert (d.batch_size, d.schedule, d.dtype, d.steps, d.eval_every) == \
-        (16, "stream", "float32", 900, 150)
+        (32, "stream", "float32", 2200, 275)
+    assert (d.lr, d.lr_decay, d.lr_final, d.lr_decay_steps, d.clip) == \
+        (0.003, "cosine", 0.1, 2200, 5.0)
+
+
+def test_notebook_preset_is_the_original_run():
+    c = train_mod.TrainConfig(**train_mod.NOTEBOOK)
+    assert (c.cell, c.num_layers, c.hidden_size, c.embedding_dim, c.dtype) == \
+        ("lstm", 3, 512, None, "float64")
+    assert (c.batch_size, c.seq_len, c.schedule, c.steps, c.lr, c.lr_decay, c.clip) == \
+        (1, 150, "random", 700, 0.002, "none", None)
+
+
+def test_train_notebook_flag_applies_the_preset_and_lets_flags_override(monkeypatch):
+    seen = {}
+
+    def fake_train(config):
+        seen["config"] = config
+        return train_mod.TrainSummary(out=config.out, start_step=0, step=0)
+
+    monkeypatch.setattr(cli_mod, "train", fake_train)
+    assert main(["train", "--notebook", "--steps", "5", "--out", "x"]) == 0
+    c = seen["config"]
+    assert (c.num_layers, c.hidden_size, c.dtype, c.schedule, c.batch_size, c.clip) == \
+        (3, 512, "float64", "random", 1, None)
+    assert c.steps == 5
+
+
+def test_train_notebook_with_resume_is_a_one_line_error(capsys):
+    assert main(["train", "--notebook", "--resume", "--out", "nowhere"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "--notebook" in err and "--resume" in err and len(err.splitlines()) == 1
 
 
 # --------------------------------------------------------------------------------------------
