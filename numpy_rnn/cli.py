@@ -172,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "notebook's, with batch 1); stream: the text as BATCH contiguous "
                         "streams, the hidden state carried from one batch to the next "
                         f"(truncated BPTT) (default: {D.schedule})")
+    d.add_argument("--stream-groups", type=positive_int, default=S,
+                   help="stream schedule on plant names: each epoch deals the training names "
+                        "into this many random groups, each kept in file order, and streams "
+                        "the groups one after another, so consecutive names are about this "
+                        "far apart in the sorted file, as in validation (one name in ten); 1 "
+                        "streams the file order. A plain text file always streams in its own "
+                        f"order (default: {D.stream_groups})")
     o = t.add_argument_group("optimisation")
     o.add_argument("--steps", type=positive_int, default=S,
                    help=f"total optimizer steps of the run; with --resume, the step to continue "

@@ -9,7 +9,9 @@ The path a reader follows, top to bottom:
    a train/validation split and a ``Vocabulary`` (the sorted characters of the whole corpus).
 3. **How it is batched.** ``random_windows`` draws independent windows, ``StreamBatcher`` walks
    the text as B parallel streams for truncated BPTT with the hidden state carried across
-   batches, and ``validation_segments`` lays the validation text out as one deterministic batch.
+   batches, ``NameStreamBatcher`` does the same over a list of names dealt afresh into random
+   groups every epoch, and ``validation_segments`` lays the validation text out as one
+   deterministic batch.
 
 Every batch is a pair ``(inputs, targets)`` of int64 arrays of shape (B, T) with
 ``targets[b, t]`` the character that follows ``inputs[b, t]`` in the text.
@@ -40,6 +42,7 @@ __all__ = [
     "DATA_DIR_ENV",
     "Corpus",
     "DataError",
+    "NameStreamBatcher",
     "StreamBatch",
     "StreamBatcher",
     "Vocabulary",
@@ -63,6 +66,9 @@ DATA_DIR_ENV = "NUMPY_RNN_DATA_DIR"
 # each name's side fixed whatever the file order, the Python version or the RNG.
 _VAL_MODULUS = 10
 _CHUNK_BYTES = 1 << 16
+# Mixed into the seed of ``NameStreamBatcher``'s per-epoch generator, so its draws are not
+# those of any other generator seeded with the run's seed and a step or epoch number.
+_NAME_STREAM_TAG = 0x6E616D65
 
 
 class DataError(RuntimeError):
@@ -600,6 +606,83 @@ class StreamBatcher:
         if position < 0:
             raise ValueError(f"position must be >= 0, got {position}")
         self.position = int(position)
+
+
+class NameStreamBatcher(StreamBatcher):
+    """``StreamBatcher`` over names that are dealt afresh into ``groups`` random groups each epoch.
+
+    Epoch e (0-based) reads the names in this order: a generator seeded with ``(seed, e)``
+    deals every name into one of the K groups uniformly at random, and the text of the epoch
+    is group 0, then group 1, ... up to group K-1, each group keeping the names in their given
+    order. Within a group consecutive names are about K apart in the original list, with the
+    same geometric spread of gaps as a random 1-in-K subsample.
+
+    Why: ``plants.data`` is sorted, and validation is one name in ten (by hash), read in file
+    order. Consecutive validation names share a third of their characters with the name before
+    them; consecutive names of the file share over half. A model trained on the file order
+    learns to copy more than validation lets it, and sees each neighbourhood of the alphabet
+    the same way every epoch. With ``groups=10`` training reads names spaced as validation's
+    are, and every epoch pairs each name with other neighbours. ``groups=1`` is the names in
+    their given order, exactly ``StreamBatcher`` over their concatenation.
+
+    encoded_names: each name with its terminator (e.g. ``vocab.encode(name + "\\n")``), as a 1-D
+        integer array, in the order to keep within a group.
+
+    Every epoch has the same characters, so chunk shapes, ``chunks_per_epoch`` and the tail
+    rule are those of ``StreamBatcher``. The state is still the position alone: an epoch's order
+    is a function of ``(seed, epoch)``, so ``load_state_dict`` resumes exactly.
+    """
+
+    def __init__(self, encoded_names: Sequence[np.ndarray], batch_size: int, seq_len: int,
+                 groups: int = 10, seed: int = 0) -> None:
+        names = [_check_encoded(n) for n in encoded_names]
+        if not names:
+            raise ValueError("NameStreamBatcher needs at least one name")
+        self.groups = _check_positive("groups", groups)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        self.seed = int(seed)
+        self._names = names
+        super().__init__(np.concatenate(names), batch_size, seq_len)
+        self._epoch = 0     # the epoch whose order _inputs/_targets hold
+        if self.groups > 1:
+            self._deal(0)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The indices of the names in the order epoch ``epoch`` reads them, (num_names,)."""
+        if self.groups == 1:
+            return np.arange(len(self._names))
+        rng = np.random.default_rng([self.seed, epoch, _NAME_STREAM_TAG])
+        group = rng.integers(0, self.groups, size=len(self._names))
+        return np.argsort(group, kind="stable")  # stable: file order within each group
+
+    def _deal(self, epoch: int) -> None:
+        data = np.concatenate([self._names[i] for i in self.epoch_order(epoch)])
+        B, L = self.batch_size, self.stream_len
+        self._inputs = data[: B * L].reshape(B, L)
+        self._targets = data[1 : B * L + 1].reshape(B, L)
+        self._epoch = epoch
+
+    def __next__(self) -> StreamBatch:
+        epoch = self.position // self.chunks_per_epoch
+        if epoch != self._epoch and self.groups > 1:
+            self._deal(epoch)
+        return super().__next__()
+
+    def state_dict(self) -> dict[str, int]:
+        """``StreamBatcher``'s state plus the groups and seed the order depends on."""
+        return {**super().state_dict(), "groups": self.groups, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume from ``state_dict()``; raises ``ValueError`` if it was saved with other
+        groups or another seed, as well as for ``StreamBatcher``'s reasons."""
+        for key in ("groups", "seed"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"NameStreamBatcher state was saved with {key}={state[key]}, "
+                    f"this batcher has {key}={getattr(self, key)}"
+                )
+        super().load_state_dict(state)
 
 
 def validation_segments(

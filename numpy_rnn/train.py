@@ -12,6 +12,9 @@ Two batching schedules:
   B=1, T=150);
 * ``stream``: the text as B contiguous streams walked T characters at a time (truncated BPTT),
   the hidden state carried from one batch to the next so each stream reads as one long sequence.
+  For plant names the text of each epoch is the training names dealt into ``stream_groups``
+  random groups (``NameStreamBatcher``), so that consecutive names are as far apart in the
+  sorted file as consecutive validation names are; a plain text file streams in its own order.
 
 Everything a step depends on (weights, optimizer state, the driver's batch RNG or the stream
 position, the carried hidden state, the backend's dropout RNG) goes into the checkpoint, so a
@@ -48,7 +51,7 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from .data import Corpus, StreamBatcher, load_corpus, random_windows
+from .data import Corpus, NameStreamBatcher, StreamBatcher, load_corpus, random_windows
 from .evaluate import validation_loss
 from .model import CELLS, CharRNN, ModelConfig
 from .sampling import labels, sample
@@ -73,7 +76,8 @@ class TrainConfig:
 
     The defaults are the recipe that trains best in 20 minutes on 2 CPU cores (measured, see
     ``README.md``): a 2 x 256 LSTM with an embedding as wide as the vocabulary, float32, batches
-    of 32 streams x 150 characters, Adam at 0.003 decayed (cosine) to 0.0003 over 2200 steps. The
+    of 32 streams x 150 characters over the training names dealt into 10 random groups each
+    epoch, Adam at 0.003 decayed (cosine) to 0.0003 over 2200 steps. The
     notebook's 3 x 512 LSTM sees too few characters in that time on 2 cores (1.44 nats/char
     against 1.01); ``NOTEBOOK`` holds its settings (``train --notebook`` on the command line).
     """
@@ -90,6 +94,7 @@ class TrainConfig:
     seq_len: int = 150
     batch_size: int = 32
     schedule: str = "stream"
+    stream_groups: int = 10             # stream over names: random groups dealt each epoch
     # the optimisation
     steps: int = 2200                   # total optimizer steps of the run (resume included)
     lr: float = 3e-3
@@ -115,8 +120,8 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
-        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "steps",
-                     "eval_every", "sample_every"):
+        for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "stream_groups",
+                     "steps", "eval_every", "sample_every"):
             positive_int(name)
         if self.embedding_dim is not None:
             positive_int("embedding_dim")
@@ -246,8 +251,14 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     vocab = corpus.vocab
     train_ids = vocab.encode(corpus.train_text)
     B, T = config.batch_size, config.seq_len
-    if config.schedule == "stream":
-        batcher: StreamBatcher | None = StreamBatcher(train_ids, B, T)
+    batcher: StreamBatcher | None
+    if config.schedule == "stream" and corpus.train_names is not None:
+        # Names (plants): dealt into random groups afresh each epoch, so that consecutive
+        # names are spaced as validation's are (see NameStreamBatcher).
+        batcher = NameStreamBatcher([vocab.encode(n + "\n") for n in corpus.train_names], B, T,
+                                    groups=config.stream_groups, seed=config.seed)
+    elif config.schedule == "stream":
+        batcher = StreamBatcher(train_ids, B, T)    # a plain text: in its own order
     else:
         batcher = None
         if len(train_ids) < T + 1:
@@ -294,7 +305,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}")
     log(f"model: {config.cell} {config.num_layers} x {config.hidden_size}, "
         f"{n_params:,} parameters, {config.dtype}, {config.backend} backend on {config.device}")
-    log(f"training: {config.schedule} batches of {B} x {T} characters, steps "
+    how = config.schedule
+    if isinstance(batcher, NameStreamBatcher) and batcher.groups > 1:
+        how += f" (names dealt into {batcher.groups} random groups each epoch)"
+    log(f"training: {how} batches of {B} x {T} characters, steps "
         f"{start_step + 1}-{config.steps}" + (f" (resumed from {ckpt_path})" if resumed else ""))
 
     def checkpoint_meta(step: int) -> dict[str, Any]:
@@ -445,9 +459,10 @@ def _check_resume(meta: dict[str, Any], config: TrainConfig, model_config: Model
     characters). Raises ``CheckpointError`` naming what differs."""
     check_compatible(meta, path, config=model_config, vocab=corpus.vocab)
     state = meta["train"]
-    saved = state.get("config") or {}
+    saved = dict(state.get("config") or {})
+    saved.setdefault("stream_groups", 1)    # saved before the option existed: file order
     diffs = [f"{k} {saved[k]!r} (asked for {getattr(config, k)!r})"
-             for k in ("schedule", "batch_size", "seq_len")
+             for k in ("schedule", "batch_size", "seq_len", "stream_groups")
              if k in saved and saved[k] != getattr(config, k)]
     if diffs:
         raise CheckpointError(f"cannot resume {path} with other batching: it was trained with "
@@ -476,6 +491,7 @@ def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     # Everything that defines the run carries over; how it reports (quiet) does not.
     base = {k: v for k, v in saved.items() if k in fields and k != "quiet"}
+    base.setdefault("stream_groups", 1)     # saved before the option existed: file order
     base.update(overrides or {})
     base.update(out=str(out), resume=True, overwrite=False)
     try:

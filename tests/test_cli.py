@@ -99,7 +99,7 @@ def test_python_dash_m_help_lists_the_commands():
     ("train", ["--backend", "--cell", "--hidden-size", "--num-layers", "--embedding-dim",
                "--dropout", "--seq-len", "--batch-size", "--schedule", "--steps", "--lr",
                "--clip", "--dtype", "--seed", "--data", "--out", "--eval-every",
-               "--sample-every", "--resume", "--device", "--lr-decay"]),
+               "--sample-every", "--resume", "--device", "--lr-decay", "--stream-groups"]),
     ("sample", ["--checkpoint", "--backend", "--num-samples", "--temperature", "--top-k",
                 "--top-p", "--prime", "--prime-file", "--max-length", "--seed", "--label"]),
     ("evaluate", ["--checkpoint", "--backend", "--data", "--json"]),
@@ -121,8 +121,8 @@ def test_train_defaults_are_the_measured_recipe():
     d = train_mod.TrainConfig()
     assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.dropout, d.seq_len) == \
         ("lstm", 2, 256, None, 0.0, 150)
-    assert (d.batch_size, d.schedule, d.dtype, d.steps, d.eval_every) == \
-        (32, "stream", "float32", 2200, 275)
+    assert (d.batch_size, d.schedule, d.stream_groups, d.dtype, d.steps, d.eval_every) == \
+        (32, "stream", 10, "float32", 2200, 275)
     assert (d.lr, d.lr_decay, d.lr_final, d.lr_decay_steps, d.clip) == \
         (0.003, "cosine", 0.1, 2200, 5.0)
 
@@ -148,6 +148,8 @@ def test_train_notebook_flag_applies_the_preset_and_lets_flags_override(monkeypa
     assert (c.num_layers, c.hidden_size, c.dtype, c.schedule, c.batch_size, c.clip) == \
         (3, 512, "float64", "random", 1, None)
     assert c.steps == 5
+    assert main(["train", "--stream-groups", "3", "--out", "x"]) == 0
+    assert seen["config"].stream_groups == 3
 
 
 def test_train_notebook_with_resume_is_a_one_line_error(capsys):
@@ -338,6 +340,7 @@ def test_bad_corpora(plants, run, tmp_path, content, fragment):
     (["train", "--steps", "-3"], "--steps"),
     (["train", "--dropout", "1"], "--dropout"),
     (["train", "--schedule", "shuffle"], "--schedule"),
+    (["train", "--stream-groups", "0"], "--stream-groups"),
     (["train", "--dtype", "float16"], "--dtype"),
     (["train", "--lr-final", "2"], "--lr-final"),
     (["train", "--no-such-flag"], "unrecognized"),

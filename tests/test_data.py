@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from numpy_rnn import data
 from numpy_rnn.data import (
     DataError,
+    NameStreamBatcher,
     StreamBatcher,
     Vocabulary,
     download,
@@ -528,6 +529,105 @@ def test_stream_batcher_rejects_text_shorter_than_one_chunk() -> None:
     StreamBatcher(np.arange(21), 2, 10)  # B * T + 1 is enough
     with pytest.raises(ValueError, match="too short"):
         StreamBatcher(np.arange(20), 2, 10)
+
+
+def _names(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n "names" of 1-6 characters, each ending in a terminator 0; name i's characters are
+    i + 1 (mod 1000), so a batch tells which names it came from."""
+    lengths = np.random.default_rng(seed).integers(1, 7, size=n)
+    return [np.r_[np.full(k, i % 1000 + 1), 0] for i, k in enumerate(lengths)]
+
+
+def test_name_stream_batcher_with_one_group_is_stream_batcher_over_the_names() -> None:
+    names = _names(300)
+    grouped = NameStreamBatcher(names, 4, 9, groups=1, seed=5)
+    plain = StreamBatcher(np.concatenate(names), 4, 9)
+    for _ in range(3 * plain.chunks_per_epoch + 2):    # several epochs: file order every time
+        a, b = next(grouped), next(plain)
+        np.testing.assert_array_equal(a.inputs, b.inputs)
+        np.testing.assert_array_equal(a.targets, b.targets)
+        assert a.reset == b.reset
+
+
+@pytest.mark.parametrize("groups", [2, 10])
+def test_name_stream_batcher_epoch_is_every_name_once_groups_in_file_order(groups: int) -> None:
+    names = _names(400)
+    batcher = NameStreamBatcher(names, 3, 8, groups=groups, seed=11)
+    orders = []
+    for epoch in range(3):
+        order = batcher.epoch_order(epoch)
+        assert sorted(order) == list(range(len(names)))    # every name once
+        # The order is the groups one after another, each in file order: at most `groups`
+        # increasing runs.
+        assert 1 + int(np.sum(np.diff(order) < 0)) <= groups
+        text = np.concatenate([names[i] for i in order])
+        # The streams tile that text, and targets are inputs shifted by one, as StreamBatcher.
+        plain = StreamBatcher(text, 3, 8)
+        for _ in range(plain.chunks_per_epoch):
+            a, b = next(batcher), next(plain)
+            np.testing.assert_array_equal(a.inputs, b.inputs)
+            np.testing.assert_array_equal(a.targets, b.targets)
+            assert a.reset == b.reset
+        orders.append(order)
+    assert not np.array_equal(orders[0], orders[1])           # dealt afresh each epoch
+    assert not np.array_equal(orders[1], orders[2])
+
+
+def test_name_stream_batcher_spaces_names_like_a_one_in_k_subsample() -> None:
+    # Within a group, the gaps between consecutive names (in file positions) are those of a
+    # random 1-in-K subsample: mean K. Validation is 1 in 10, hence the default groups=10.
+    order = NameStreamBatcher(_names(20_000), 4, 8, groups=10, seed=0).epoch_order(0)
+    gaps = np.diff(order)
+    gaps = gaps[gaps > 0]                                      # drop the 9 group boundaries
+    assert len(gaps) == 20_000 - 10
+    assert 9.5 < gaps.mean() < 10.5
+    assert np.mean(gaps == 1) < 0.15                           # file order would be all ones
+
+
+def test_name_stream_batcher_order_depends_on_seed_and_epoch_only() -> None:
+    names = _names(200)
+    a = NameStreamBatcher(names, 2, 8, groups=10, seed=3)
+    b = NameStreamBatcher(names, 2, 8, groups=10, seed=3)
+    c = NameStreamBatcher(names, 2, 8, groups=10, seed=4)
+    for epoch in (0, 1, 7):
+        np.testing.assert_array_equal(a.epoch_order(epoch), b.epoch_order(epoch))
+    assert not np.array_equal(a.epoch_order(0), c.epoch_order(0))
+
+
+def test_name_stream_batcher_resumes_exactly_from_state_dict() -> None:
+    names = _names(300)
+    original = NameStreamBatcher(names, 3, 8, groups=10, seed=9)
+    per_epoch = original.chunks_per_epoch
+    for _ in range(per_epoch + 5):                 # into the second epoch's order
+        next(original)
+    state = original.state_dict()
+    assert all(type(v) is int for v in state.values())
+    resumed = NameStreamBatcher(names, 3, 8, groups=10, seed=9)
+    resumed.load_state_dict(state)
+    for _ in range(2 * per_epoch):                 # and across the next re-deal
+        a, b = next(original), next(resumed)
+        np.testing.assert_array_equal(a.inputs, b.inputs)
+        np.testing.assert_array_equal(a.targets, b.targets)
+        assert a.reset == b.reset
+
+
+def test_name_stream_batcher_refuses_state_and_arguments_it_cannot_honour() -> None:
+    names = _names(300)
+    state = NameStreamBatcher(names, 3, 8, groups=10, seed=9).state_dict()
+    with pytest.raises(ValueError, match="groups=10"):
+        NameStreamBatcher(names, 3, 8, groups=5, seed=9).load_state_dict(state)
+    with pytest.raises(ValueError, match="seed=9"):
+        NameStreamBatcher(names, 3, 8, groups=10, seed=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="batch_size"):
+        NameStreamBatcher(names, 4, 8, groups=10, seed=9).load_state_dict(state)
+    with pytest.raises(ValueError, match="groups"):
+        NameStreamBatcher(names, 3, 8, groups=0)
+    with pytest.raises(ValueError, match="seed"):
+        NameStreamBatcher(names, 3, 8, seed=-1)
+    with pytest.raises(ValueError, match="at least one name"):
+        NameStreamBatcher([], 3, 8)
+    with pytest.raises(ValueError, match="too short"):
+        NameStreamBatcher(names[:3], 3, 8)
 
 
 @pytest.mark.parametrize("n", [2, 3, 16, 17, 18, 100, 1234])

@@ -16,8 +16,9 @@ import pytest
 from numpy_rnn import backend as backend_mod
 from numpy_rnn import train as train_mod
 from numpy_rnn.backend import NumpyBackend, StepResult
-from numpy_rnn.checkpoint import CheckpointError, load_checkpoint
-from numpy_rnn.data import load_corpus, validation_segments
+from numpy_rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_rnn.data import (NameStreamBatcher, StreamBatcher, load_corpus,
+                            validation_segments)
 from numpy_rnn.evaluate import validation_loss
 from numpy_rnn.losses import cross_entropy
 from numpy_rnn.model import CharRNN
@@ -325,6 +326,54 @@ def test_resume_with_another_model_or_batching_is_refused(plants, tmp_path):
     with pytest.raises(ValueError, match="already at step 5"):
         train(resume_config(out, {"steps": 5}))
     assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_stream_schedule_deals_the_training_names_into_random_groups(plants, tmp_path,
+                                                                    monkeypatch):
+    # The driver's stream over plant names is NameStreamBatcher's, seeded by --seed, across
+    # a re-deal (wraparound) inside the run; --stream-groups 1 is the file order.
+    seen: list[np.ndarray] = []
+    original = NumpyBackend.train_step
+
+    def spy(self, inputs, targets, state):
+        seen.append(inputs.copy())
+        return original(self, inputs, targets, state)
+
+    monkeypatch.setattr(NumpyBackend, "train_step", spy)
+    corpus = load_corpus("plants")
+    names = [corpus.vocab.encode(n + "\n") for n in corpus.train_names]
+    for groups in (10, 1):
+        seen.clear()
+        config = tiny(tmp_path / f"g{groups}", schedule="stream", batch_size=8, steps=40,
+                      seed=7, stream_groups=groups)
+        train(config)
+        want = NameStreamBatcher(names, 8, config.seq_len, groups=groups, seed=7)
+        assert want.chunks_per_epoch < 40
+        for got in seen:
+            np.testing.assert_array_equal(got, next(want).inputs)
+    first_epoch = StreamBatcher(corpus.vocab.encode(corpus.train_text), 8, 16)
+    np.testing.assert_array_equal(seen[0], next(first_epoch).inputs)    # groups=1: file order
+
+
+def test_resume_with_other_stream_groups_is_refused_and_old_runs_keep_file_order(plants,
+                                                                                 tmp_path):
+    out = tmp_path / "out"
+    kw = dict(schedule="stream", batch_size=8)
+    train(tiny(out, steps=5, **kw))
+    with pytest.raises(CheckpointError, match="stream_groups 10 \\(asked for 3\\)"):
+        train(resume_config(out, {"steps": 10, "stream_groups": 3}))
+    # A run saved before --stream-groups existed streamed the file order: it resumes so.
+    train(tiny(tmp_path / "old", steps=5, stream_groups=1, **kw))
+    weights, meta = load_checkpoint(tmp_path / "old" / "checkpoint.npz")
+    del meta["train"]["config"]["stream_groups"]
+    save_checkpoint(tmp_path / "old" / "checkpoint.npz", weights, meta)
+    assert resume_config(tmp_path / "old", {"steps": 10}).stream_groups == 1
+    with pytest.raises(CheckpointError, match="stream_groups 1"):
+        train(dataclasses.replace(resume_config(tmp_path / "old", {"steps": 10}),
+                                  stream_groups=10))
+    straight = train(tiny(tmp_path / "straight", steps=10, stream_groups=1, **kw))
+    resumed = train(resume_config(tmp_path / "old", {"steps": 10}))
+    assert resumed.losses == straight.losses[5:]
 
 
 def test_resume_on_a_corpus_with_another_vocabulary_is_refused(plants, tmp_path):
