@@ -7,13 +7,15 @@ Three numbers per configuration, all in bytes:
   and each buffer counts once. This includes the layer-0 input ``x`` (kept by reference, not
   copied) and excludes the parameters, which exist anyway.
 * ``expected``: the count from the shapes, as :mod:`numpy_rnn.recurrent`'s docstring documents
-  it, by component: per layer the input projection ``(T, B, G*H)``, the states ``(T+1, B, H)``
-  (and ``(T+1, B, H)`` for ``c``), the step's cache (LSTM ``(T, B, 5H)``, GRU ``(T, B, 6H)``, RNN
-  none), plus the layer-0 input ``(T, B, F)``. Upper layers read a view of the layer below's
-  states: no extra copy. ``unexplained`` is ``held`` minus the components that ``held`` is
-  consistent with; when ``held`` equals the documented count without the input projection,
-  ``input_projection_freed`` is True (the layer drops ``gx`` after its time loop: the LSTM and
-  GRU caches already hold what backward needs from it).
+  it, by component: per layer the states ``(T+1, B, H)`` (and ``(T+1, B, H)`` for ``c``) and the
+  step's cache (LSTM ``(T, B, 5H)`` and a ``(B, 4H)`` scratch, GRU ``(T, B, 6H)``, RNN none),
+  plus the layer-0 input ``(T, B, F)``. Upper layers read a view of the layer below's states: no
+  extra copy.
+  ``unexplained`` is ``held - expected``: 0 when the layer keeps exactly what is documented.
+* ``input_projection``: one layer's input projection ``(T, B, G*H)``, which the docstring
+  documents as a forward-time transient (the layer drops it after its time loop; the caches
+  hold what backward needs from it), so it is not in ``expected``; it is part of
+  ``peak_forward``.
 * ``peak_forward`` / ``peak_backward``: the highest traced NumPy allocation during one forward
   and one backward call (``tracemalloc``, which NumPy reports its data buffers to), above what
   was allocated before the call: the transient buffers on top of what is held.
@@ -36,6 +38,7 @@ from .workloads import make_recurrent_pair
 STATE_COUNT = {"lstm": 2, "gru": 1, "rnn": 1}
 CACHE_WIDTH = {"lstm": 5, "gru": 6, "rnn": 0}   # multiples of H per (t, b) in the step's cache
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+WORK_WIDTH = {"lstm": 4, "gru": 0, "rnn": 0}    # multiples of H per b in the cache's scratch
 
 
 def expected_components(cfg: Config) -> dict[str, int]:
@@ -44,9 +47,9 @@ def expected_components(cfg: Config) -> dict[str, int]:
     n = np.dtype(cfg.dtype).itemsize
     return dict(
         input=n * T * B * F,                                          # layer 0's x
-        input_projection=n * L * T * B * GATES[cfg.cell] * H,         # gx of every layer
         states=n * L * STATE_COUNT[cfg.cell] * (T + 1) * B * H,       # h (and c), t = 0..T
         cache=n * L * T * B * CACHE_WIDTH[cfg.cell] * H,              # the step's cache
+        work=n * L * B * WORK_WIDTH[cfg.cell] * H,                    # its per-step scratch
     )
 
 
@@ -125,9 +128,9 @@ def measure_memory(cfg: Config) -> dict:
     peak_bwd = _traced_peak(lambda: pair.layer.backward(pair.dout, ds))
     parts = expected_components(cfg)
     expected = sum(parts.values())
-    freed = held == expected - parts["input_projection"]
-    unexplained = held - (expected - parts["input_projection"] if freed else expected)
+    n = np.dtype(cfg.dtype).itemsize
+    projection = n * cfg.seq_len * cfg.batch * GATES[cfg.cell] * cfg.hidden_size
     return dict(held=held, buffers=buffers, expected=expected, expected_components=parts,
-                held_over_expected=held / expected, input_projection_freed=freed,
-                unexplained=unexplained, peak_forward=peak_fwd, peak_backward=peak_bwd,
+                held_over_expected=held / expected, unexplained=held - expected,
+                input_projection=projection, peak_forward=peak_fwd, peak_backward=peak_bwd,
                 torch_saved=torch_saved_bytes(pair))

@@ -13,8 +13,10 @@ Shapes (torch's): ``T`` steps, ``B`` batch, ``F`` input features, ``H`` hidden s
 of the emitted ``h`` (``proj_size`` if set, else ``H``), ``L`` layers, ``D`` directions.
 
 Memory held for backward, per layer and direction: the states ``(T+1, B, Ho)`` (and
-``(T+1, B, H)`` for ``c``) and the step's cache (LSTM: ``(T, B, 5H)``, plus ``(T, B, H+P)`` with a
-projection; GRU ``(T, B, 6H)``; RNN nothing); plus each layer's input and, with dropout, its mask.
+``(T+1, B, H)`` for ``c``) and the step's cache (LSTM: ``(T, B, 5H)`` and a ``(B, 4H)`` scratch,
+plus ``(T, B, H+P)`` with a projection; GRU ``(T, B, 6H)``; RNN nothing); plus each layer's input
+(a view of the layer below's states, unless directions are concatenated or steps masked) and,
+with dropout, its mask.
 The input projection ``(T, B, G*H)`` is a forward-time transient: the peak is what is held plus
 one direction's projection. Backward allocates ``(T, B, G*H)`` gate gradients (twice for the GRU).
 """
