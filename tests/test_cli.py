@@ -120,7 +120,7 @@ def test_train_defaults_are_the_measured_recipe():
     # The README's "What the default run reaches" measures exactly these settings.
     d = train_mod.TrainConfig()
     assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.dropout, d.seq_len) == \
-        ("lstm", 2, 256, None, 0.0, 150)
+        ("lstm", 2, 256, None, 0.1, 150)
     assert (d.batch_size, d.schedule, d.stream_groups, d.dtype, d.steps, d.eval_every) == \
         (32, "stream", 10, "float32", 2200, 275)
     assert (d.lr, d.lr_decay, d.lr_final, d.lr_decay_steps, d.clip) == \
@@ -129,8 +129,8 @@ def test_train_defaults_are_the_measured_recipe():
 
 def test_notebook_preset_is_the_original_run():
     c = train_mod.TrainConfig(**train_mod.NOTEBOOK)
-    assert (c.cell, c.num_layers, c.hidden_size, c.embedding_dim, c.dtype) == \
-        ("lstm", 3, 512, None, "float64")
+    assert (c.cell, c.num_layers, c.hidden_size, c.embedding_dim, c.dropout, c.dtype) == \
+        ("lstm", 3, 512, None, 0.0, "float64")
     assert (c.batch_size, c.seq_len, c.schedule, c.steps, c.lr, c.lr_decay, c.clip) == \
         (1, 150, "random", 700, 0.002, "none", None)
 
