@@ -78,9 +78,9 @@ class TrainConfig:
     ``README.md``): a 2 x 256 LSTM with an embedding as wide as the vocabulary, float32, batches
     of 32 streams x 150 characters over the training names dealt into 10 random groups each
     epoch, dropout 0.1 between the layers, Adam at 0.003 decayed (cosine) to 0.0003 over 2200
-    steps. The
-    notebook's 3 x 512 LSTM sees too few characters in that time on 2 cores (1.44 nats/char
-    against 1.01); ``NOTEBOOK`` holds its settings (``train --notebook`` on the command line).
+    steps. The notebook's 3 x 512 LSTM sees too few characters in that time on 2 cores (1.44
+    nats/char against 1.01 for 2 x 256, both on the file-order stream); ``NOTEBOOK`` holds its
+    settings (``train --notebook`` on the command line).
     """
 
     # the model
