@@ -158,12 +158,9 @@ class TrainConfig:
                              "checkpoint that overwrite would discard")
 
     def model_config(self, vocab_size: int) -> ModelConfig:
-        """The model of the run. Dropout acts between recurrent layers only, so a one-layer
-        model gets 0 (the same computation, without torch's warning about it)."""
-        dropout = self.dropout if self.num_layers > 1 else 0.0
         return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
                            num_layers=self.num_layers, cell=self.cell,
-                           embedding_dim=self.embedding_dim, dropout=dropout,
+                           embedding_dim=self.embedding_dim, dropout=self.dropout,
                            dtype=self.dtype)
 
     def to_json(self) -> dict[str, Any]:

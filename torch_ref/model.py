@@ -42,8 +42,10 @@ class CharRNN(nn.Module):
         self.config = config
         kw = dict(dtype=torch_dtype(config), device=device)
         self.encoder = nn.Embedding(config.vocab_size, config.input_size, **kw)
+        # Dropout acts between layers only: with one layer it changes nothing, but torch warns.
+        dropout = config.dropout if config.num_layers > 1 else 0.0
         self.rnn = _RNNS[config.cell](config.input_size, config.hidden_size,
-                                      num_layers=config.num_layers, dropout=config.dropout, **kw)
+                                      num_layers=config.num_layers, dropout=dropout, **kw)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, **kw)
 
     @property
