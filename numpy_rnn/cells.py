@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .module import Module, check_array
-from .recurrent import DirectionRun, _positive_int, run_backward, run_forward
+from .module import Module, ShapeError, check_array, check_bool, check_size
+from .recurrent import DirectionRun, run_backward, run_forward
 from .steps import GRUStep, LSTMStep, RNNStep, State, Step
 
 
@@ -20,13 +20,17 @@ class RecurrentCell(Module):
     ``weight_hh (G*H, H)``, ``bias_ih (G*H,)``, ``bias_hh (G*H,)``, drawn from U(-1/sqrt(H), 1/sqrt(H)).
     """
 
+    #: The gradient-check contract (:func:`numpy_rnn.gradcheck`): ``backward`` takes ONE
+    #: argument shaped like forward's result (an array, or the tuple ``(dh, dc)``).
+    backward_unpacks_outputs = False
+
     def __init__(self, step: Step, input_size: int, bias: bool = True, dtype: Any = np.float64,
                  seed: int | None = None) -> None:
         super().__init__(dtype)
         self.step = step
-        self.input_size = _positive_int("input_size", input_size)
+        self.input_size = check_size("input_size", input_size)
         self.hidden_size = H = step.hidden_size
-        self.bias = bool(bias)
+        self.bias = check_bool("bias", bias)
         G = step.num_gates
         shapes = {"weight_ih": (G * H, self.input_size), "weight_hh": (G * H, step.output_size)}
         if self.bias:
@@ -48,12 +52,10 @@ class RecurrentCell(Module):
     def _forward(self, x: Any, state: tuple) -> State:
         x = check_array("input", x, self.dtype, (1, 2))
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"input has {x.shape[-1]} features, expected input_size="
+            raise ShapeError(f"input has {x.shape[-1]} features, expected input_size="
                              f"{self.input_size}")
         unbatched = x.ndim == 1
-        B = 1 if unbatched else x.shape[0]
-        if B == 0:
-            raise ValueError("input must hold at least one sequence")
+        B = 1 if unbatched else x.shape[0]     # B = 0 is fine: an empty batch, as in torch
         init = []
         for name, size, s in zip(self.step.state_names, self.step.state_sizes(), state):
             if s is None:
@@ -62,9 +64,9 @@ class RecurrentCell(Module):
             s = check_array(name, s, self.dtype, (x.ndim,))
             want = (size,) if unbatched else (B, size)
             if s.shape != want:
-                raise ValueError(f"{name} must have shape {want}, got {s.shape}")
+                raise ShapeError(f"{name} must have shape {want}, got {s.shape}")
             init.append(s.reshape(B, size))
-        run = run_forward(self.step, self._params(), x.reshape(1, B, -1), tuple(init), None,
+        run = run_forward(self.step, self._params(), x.reshape(1, B, self.input_size), tuple(init), None,
                           reverse=False)
         self._run, self._unbatched = run, unbatched
         new = run.final()
@@ -83,7 +85,7 @@ class RecurrentCell(Module):
             want = (size,) if unbatched else (B, size)
             d = check_array("d" + name, d, self.dtype, (len(want),))
             if d.shape != want:
-                raise ValueError(f"d{name} must have shape {want}, got {d.shape}")
+                raise ShapeError(f"d{name} must have shape {want}, got {d.shape}")
             dnew.append(d.reshape(B, size))
         dx, dprev = run_backward(self.step, self._params(), self.grads, run, None, tuple(dnew))
         if unbatched:

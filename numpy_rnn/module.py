@@ -37,11 +37,54 @@ def resolve_dtype(dtype: Any) -> FloatDType:
     return _FLOAT_DTYPES[dt]
 
 
+class ShapeError(ValueError, RuntimeError):
+    """An array whose shape does not fit the module (features, batch, states, lengths, T = 0).
+
+    A ``ValueError``, and also a ``RuntimeError``, which is what torch raises for the same
+    mistakes, so code written against ``torch.nn`` catches it unchanged.
+    """
+
+
+class DTypeError(TypeError, ValueError):
+    """An array of another dtype than the module's (nothing is ever cast silently).
+
+    A ``TypeError``, and also a ``ValueError``, which is what torch raises for an input whose
+    dtype does not match the weights.
+    """
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a Python ``bool``; raise ``TypeError`` naming ``name`` otherwise.
+
+    As torch does for ``bias`` and ``batch_first``: ``0``, ``1``, ``"False"``, ``None`` and NumPy
+    bools are refused rather than read with ``bool()`` (``bool("False")`` is True).
+    """
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be of type bool, got: {type(value).__name__} "
+                        f"({value!r})")
+    return value
+
+
+def check_size(name: str, value: Any) -> int:
+    """Return ``value`` as an int if it is an integer >= 1.
+
+    Raises ``TypeError`` for anything that is not an integer (floats such as ``2.0``, strings,
+    None, bools) and ``ValueError`` for integers below 1, as torch does for its layer sizes.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__} "
+                        f"({value!r})")
+    if value < 1:
+        raise ValueError(f"{name} must be greater than zero, got {value}")
+    return int(value)
+
+
 def check_array(name: str, a: Any, dtype: FloatDType, ndims: tuple[int, ...]) -> np.ndarray:
     """Check that ``a`` is a real floating array of exactly ``dtype`` and one of ``ndims`` ranks.
 
     Nothing is cast: an fp32 module refuses fp64 input (and vice versa) instead of silently
-    converting it, and integer or complex input is refused with a ``TypeError``.
+    converting it, and integer or complex input is refused, each with a :class:`DTypeError`. A
+    wrong rank is a :class:`ShapeError`.
     """
     if not isinstance(a, np.ndarray):
         if isinstance(a, (list, tuple)) or np.isscalar(a):
@@ -49,14 +92,14 @@ def check_array(name: str, a: Any, dtype: FloatDType, ndims: tuple[int, ...]) ->
         else:
             raise TypeError(f"{name} must be a NumPy array, got {type(a).__name__}")
     if a.dtype.kind != "f":
-        raise TypeError(f"{name} must be a real floating array of dtype {np.dtype(dtype).name}, "
-                        f"got dtype {a.dtype.name}")
+        raise DTypeError(f"{name} must be a real floating array of dtype "
+                         f"{np.dtype(dtype).name}, got dtype {a.dtype.name}")
     if a.dtype != dtype:
-        raise TypeError(f"{name} has dtype {a.dtype.name} but the module's dtype is "
-                        f"{np.dtype(dtype).name}; convert it explicitly (x.astype(...))")
+        raise DTypeError(f"{name} has dtype {a.dtype.name} but the module's dtype is "
+                         f"{np.dtype(dtype).name}; convert it explicitly (x.astype(...))")
     if a.ndim not in ndims:
         want = " or ".join(f"{n}-D" for n in ndims)
-        raise ValueError(f"{name} must be {want}, got a {a.ndim}-D array of shape {a.shape}")
+        raise ShapeError(f"{name} must be {want}, got a {a.ndim}-D array of shape {a.shape}")
     return a
 
 

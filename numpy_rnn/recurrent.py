@@ -23,14 +23,17 @@ one direction's projection. Backward allocates ``(T, B, G*H)`` gate gradients (t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+import numbers
+import warnings
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .module import Module, check_array
+from .module import Module, ShapeError, check_array, check_bool, check_size
 from .steps import GRUStep, LSTMStep, RNNStep, State, Step
 
 
@@ -76,10 +79,10 @@ def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarra
     T, B, _ = x.shape
     dtype = x.dtype
     # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
-    gx = x.reshape(T * B, -1) @ p["weight_ih"].T
+    gx = x.reshape(T * B, x.shape[2]) @ p["weight_ih"].T
     if p["bias_ih"] is not None:
         gx += p["bias_ih"]
-    gx = gx.reshape(T, B, -1)
+    gx = gx.reshape(T, B, gx.shape[1])
     p = dict(p)
     if step.shares_gate_grads and p["bias_hh"] is not None:
         # A cell that only ever uses gx + gh sees b_hh the same way at every step: add it to
@@ -148,7 +151,7 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
     dgh2 = dgh.reshape(T * B, GH)
     h_prev = run.prev(0)
     g["weight_ih"] += dgx2.T @ x.reshape(T * B, F)
-    g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, -1)
+    g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, h_prev.shape[2])
     if p["bias_ih"] is not None:
         g["bias_ih"] += dgx2.sum(axis=0)
         g["bias_hh"] += dgh2.sum(axis=0)
@@ -163,10 +166,26 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
 # The multi-layer, bidirectional layer
 # --------------------------------------------------------------------------------------------
 
-def _positive_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return int(v)
+def check_dropout(p: Any) -> float:
+    """``p`` as a float if it is a probability in ``[0, 1]``, else ``ValueError`` (torch's rule:
+    bools, strings, NaN and numbers outside the range are refused; 1 zeroes every element)."""
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) \
+            or math.isnan(p) or not 0 <= p <= 1:
+        raise ValueError(f"dropout must be a number in [0, 1] (the probability of an element "
+                         f"being zeroed), got {p!r}")
+    return float(p)
+
+
+def scale_dropout_mask(keep: np.ndarray, p: float, dtype: Any) -> np.ndarray:
+    """Inverted dropout's factor for each element: ``keep / (1 - p)`` in ``dtype``.
+
+    ``keep`` is a 0/1 (or bool) array, 1 where the element is kept. With ``p = 1`` every
+    element is dropped and the factor is 0 everywhere, as in torch. Both backends scale the
+    driver's masks with this one function, so they multiply by exactly the same numbers.
+    """
+    if p >= 1.0:
+        return np.zeros(keep.shape, dtype)
+    return np.asarray(keep).astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
 
 
 class Recurrent(Module):
@@ -178,26 +197,30 @@ class Recurrent(Module):
     step's extras (``weight_hr_...`` for a projected LSTM), in torch's registration order.
     """
 
+    #: The gradient-check contract (:func:`numpy_rnn.gradcheck`): ``backward`` takes the
+    #: gradient of each forward output as its own argument, ``backward(dout, dstates)``.
+    backward_unpacks_outputs = True
+
     def __init__(self, step: Step, input_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  dtype: Any = np.float64, seed: int | None = None) -> None:
         super().__init__(dtype)
         self.step = step
-        self.input_size = _positive_int("input_size", input_size)
+        self.input_size = check_size("input_size", input_size)
         self.hidden_size = step.hidden_size
-        self.num_layers = _positive_int("num_layers", num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)) \
-                or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be a number in [0, 1), got {dropout!r}")
-        self.dropout = float(dropout)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.num_layers = check_size("num_layers", num_layers)
+        self.dropout = dropout                   # checked by the property below
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn("dropout option adds dropout after all but last recurrent layer, so "
+                          f"non-zero dropout expects num_layers greater than 1, but got "
+                          f"dropout={self.dropout} and num_layers=1", UserWarning, stacklevel=3)
+        self.bias = check_bool("bias", bias)
+        self.batch_first = check_bool("batch_first", batch_first)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
         self.num_directions = 2 if self.bidirectional else 1
         self._rng = np.random.default_rng(seed)
-        self._ctx: dict | None = None
-        self._injected_masks: list[np.ndarray] | None = None
-        self._frozen_masks: list | None = None   # [masks] inside fixed_dropout_masks()
+        self._ctx: dict[str, Any] | None = None
+        self._frozen_masks: list[list[np.ndarray]] | None = None  # inside fixed_dropout_masks()
 
         # Names and shapes in torch's registration order; draws from U(-1/sqrt(H), 1/sqrt(H)).
         H, Ho, G, D = self.hidden_size, step.output_size, step.num_gates, self.num_directions
@@ -229,10 +252,26 @@ class Recurrent(Module):
     def _step_grads(self, k: int) -> dict:
         return {short: self.grads[full] for short, full in self._keys[k].items()}
 
-    def _inject_dropout_masks(self, masks: list[np.ndarray]) -> None:
-        """Test hook: use these 0/1 masks (time-major ``(T, B, D*Ho)``, one per layer but the
-        last) for the next forward call instead of drawing them."""
-        self._injected_masks = [np.asarray(m) for m in masks]
+    @property
+    def dropout(self) -> float:
+        """The probability of zeroing each element between layers, in ``[0, 1]``; checked
+        whenever it is set, in the constructor or later (``layer.dropout = 0.3``)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, p: float) -> None:
+        self._dropout = check_dropout(p)
+
+    @property
+    def applies_dropout(self) -> bool:
+        """True when a forward call now drops elements: training mode, ``dropout > 0`` and
+        more than one layer."""
+        return self.training and self.dropout > 0 and self.num_layers > 1
+
+    def dropout_mask_shape(self, T: int, B: int) -> tuple[int, int, int]:
+        """The shape ``(T, B, D*Ho)`` of each of the ``num_layers - 1`` dropout masks of a
+        forward call over ``T`` steps of ``B`` sequences (time-major, whatever ``batch_first``)."""
+        return (T, B, self.num_directions * self.step.output_size)
 
     @contextmanager
     def fixed_dropout_masks(self) -> Iterator[None]:
@@ -250,24 +289,24 @@ class Recurrent(Module):
     def _check_state(self, name: str, s: Any, shape: tuple[int, ...]) -> np.ndarray:
         s = check_array(name, s, self.dtype, (len(shape),))
         if s.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {s.shape}")
+            raise ShapeError(f"{name} must have shape {shape}, got {s.shape}")
         return s
 
     def _check_lengths(self, lengths: Any, T: int, B: int) -> np.ndarray:
         arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu":
+        if arr.dtype.kind not in "iu" and arr.size:
             raise TypeError(f"lengths must be integers, got dtype {arr.dtype.name}")
         if arr.shape != (B,):
-            raise ValueError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
+            raise ShapeError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
         if arr.size and (arr.min() < 1 or arr.max() > T):
-            raise ValueError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
+            raise ShapeError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
                              f"max {arr.max()}")
         return arr.astype(np.int64)
 
     # -- forward ---------------------------------------------------------------------------
 
-    def forward(self, x: np.ndarray, hx: Any = None,
-                lengths: Any = None) -> tuple[np.ndarray, State]:
+    def forward(self, x: np.ndarray, hx: Any = None, lengths: Any = None, *,
+                dropout_masks: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, State]:
         """Run the stack. Shapes as torch's (``batch_first`` never applies to states).
 
         Args:
@@ -275,6 +314,11 @@ class Recurrent(Module):
             hx: tuple of initial states, one per ``step.state_names`` (each may be None = zeros):
                 ``h0 (L*D, B, Ho)`` (``(L*D, Ho)`` unbatched), ``c0 (L*D, B, H)`` for the LSTM.
             lengths: ``(B,)`` integer valid lengths in ``[1, T]``; as torch's packed sequences.
+            dropout_masks: the dropout masks to use instead of drawing them from the layer's
+                own generator: ``num_layers - 1`` keep masks (bool or 0/1), each of
+                :meth:`dropout_mask_shape` ``(T, B, D*Ho)``, time-major whatever
+                ``batch_first``; mask ``l`` multiplies the output of layer ``l`` (scaled by
+                ``1 / (1 - dropout)``). Only when the layer :attr:`applies_dropout`.
 
         Returns:
             ``out`` ``(T, B, D*Ho)`` (layout of ``x``) and the tuple of final states, shaped like
@@ -283,7 +327,7 @@ class Recurrent(Module):
         x = check_array("input", x, self.dtype, (2, 3))
         unbatched = x.ndim == 2
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"input has {x.shape[-1]} features, expected input_size="
+            raise ShapeError(f"input has {x.shape[-1]} features, expected input_size="
                              f"{self.input_size}")
         if unbatched:
             if lengths is not None:
@@ -292,9 +336,8 @@ class Recurrent(Module):
         else:
             xt = x.transpose(1, 0, 2) if self.batch_first else x
         T, B, _ = xt.shape
-        if T == 0 or B == 0:
-            raise ValueError(f"input must have at least one time step and one sequence, "
-                             f"got shape {x.shape}")
+        if T == 0:                               # B = 0 is fine: empty outputs, as in torch
+            raise ShapeError(f"input must have at least one time step, got shape {x.shape}")
         LD, names = self.num_layers * self.num_directions, self.step.state_names
         if hx is None:
             hx = (None,) * len(names)
@@ -313,7 +356,7 @@ class Recurrent(Module):
         if lengths is not None:
             lens = self._check_lengths(lengths, T, B)
             mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
-        masks = self._dropout_masks(T, B)        # may raise: still nothing changed
+        masks = self._dropout_masks(T, B, dropout_masks)  # may raise: nothing changed yet
 
         xt = np.ascontiguousarray(xt)
         layer_in, runs, finals = xt, [], [[] for _ in names]
@@ -349,28 +392,33 @@ class Recurrent(Module):
             out *= mask
         return out
 
-    def _dropout_masks(self, T: int, B: int) -> list[np.ndarray] | None:
-        """Scaled masks ``M / (1-p)``, ``(T, B, D*Ho)``, one per layer but the last, or None."""
-        injected, self._injected_masks = self._injected_masks, None
-        if not self.training or self.dropout == 0.0 or self.num_layers == 1:
+    def _dropout_masks(self, T: int, B: int, given: Sequence[np.ndarray] | None
+                       ) -> list[np.ndarray] | None:
+        """Scaled masks ``keep / (1-p)``, ``(T, B, D*Ho)``, one per layer but the last, or None
+        when no dropout applies. ``given`` keep masks are checked and used instead of drawing."""
+        if not self.applies_dropout:
+            if given is not None:
+                raise ValueError("dropout_masks were given but this forward call applies no "
+                                 f"dropout (training={self.training}, dropout={self.dropout}, "
+                                 f"num_layers={self.num_layers})")
             return None
-        shape = (T, B, self.num_directions * self.step.output_size)
+        shape = self.dropout_mask_shape(T, B)
         if self._frozen_masks:
             frozen = self._frozen_masks[0]
             if frozen[0].shape != shape:
-                raise ValueError(f"fixed_dropout_masks: input shape changed, masks are "
+                raise ShapeError(f"fixed_dropout_masks: input shape changed, masks are "
                                  f"{frozen[0].shape}, need {shape}")
             return frozen
-        if injected is not None:
-            if len(injected) != self.num_layers - 1 or any(m.shape != shape for m in injected):
-                raise ValueError(f"injected dropout masks must be {self.num_layers - 1} arrays "
-                                 f"of shape {shape}")
-            keep = [m.astype(self.dtype) for m in injected]
+        if given is not None:
+            keep = [np.asarray(m) for m in given]
+            if len(keep) != self.num_layers - 1 or any(m.shape != shape for m in keep):
+                raise ShapeError(f"dropout_masks must be {self.num_layers - 1} arrays of shape "
+                                 f"{shape}, got shapes {[m.shape for m in keep]}")
+            if any(m.dtype.kind not in "biuf" for m in keep):
+                raise TypeError("dropout_masks must be bool or 0/1 arrays")
         else:
-            keep = [(self._rng.random(shape) >= self.dropout).astype(self.dtype)
-                    for _ in range(self.num_layers - 1)]
-        scale = self.dtype(1.0 / (1.0 - self.dropout))
-        masks = [m * scale for m in keep]
+            keep = [self._rng.random(shape) >= self.dropout for _ in range(self.num_layers - 1)]
+        masks = [scale_dropout_mask(m, self.dropout, self.dtype) for m in keep]
         if self._frozen_masks is not None:
             self._frozen_masks.append(masks)
         return masks
@@ -400,7 +448,7 @@ class Recurrent(Module):
         if dout is not None:
             dout = check_array("dout", dout, self.dtype, (len(out_shape),))
             if dout.shape != out_shape:
-                raise ValueError(f"dout must have the output's shape {out_shape}, "
+                raise ShapeError(f"dout must have the output's shape {out_shape}, "
                                  f"got {dout.shape}")
         if dstates is None:
             dstates = (None,) * len(names)
@@ -468,10 +516,11 @@ class RNN(Recurrent):
                          batch_first, dropout, bidirectional, dtype, seed)
         self.nonlinearity = nonlinearity
 
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None,
-                lengths: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def forward(self, x: np.ndarray, h0: np.ndarray | None = None, lengths: Any = None, *,
+                dropout_masks: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
         """``x (T, B, F)`` -> ``out (T, B, D*H)``, ``h_n (L*D, B, H)``; see ``Recurrent.forward``."""
-        out, (h_n,) = super().forward(x, (h0,), lengths)
+        out, (h_n,) = super().forward(x, (h0,), lengths, dropout_masks=dropout_masks)
         return out, h_n
 
     def backward(self, dout: np.ndarray | None,
@@ -508,10 +557,11 @@ class LSTM(Recurrent):
                          batch_first, dropout, bidirectional, dtype, seed)
         self.proj_size = self.step.proj_size
 
-    def forward(self, x: np.ndarray, hx: tuple | None = None,
-                lengths: Any = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    def forward(self, x: np.ndarray, hx: tuple[Any, Any] | None = None, lengths: Any = None, *,
+                dropout_masks: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
         """``x (T, B, F)`` -> ``out (T, B, D*Ho)``, ``(h_n (L*D, B, Ho), c_n (L*D, B, H))``."""
-        out, (h_n, c_n) = super().forward(x, hx, lengths)
+        out, (h_n, c_n) = super().forward(x, hx, lengths, dropout_masks=dropout_masks)
         return out, (h_n, c_n)
 
     def backward(self, dout: np.ndarray | None,

@@ -37,6 +37,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .module import check_size
+
 Params = dict[str, "np.ndarray | None"]
 State = tuple[np.ndarray, ...]
 
@@ -89,10 +91,7 @@ class Step(ABC):
     shares_gate_grads: bool = False
 
     def __init__(self, hidden_size: int) -> None:
-        if not isinstance(hidden_size, (int, np.integer)) or isinstance(hidden_size, bool) \
-                or hidden_size < 1:
-            raise ValueError(f"hidden_size must be a positive integer, got {hidden_size!r}")
-        self.hidden_size = int(hidden_size)
+        self.hidden_size = check_size("hidden_size", hidden_size)
 
     @property
     def output_size(self) -> int:
@@ -310,9 +309,12 @@ class LSTMStep(Step):
 
     def __init__(self, hidden_size: int, proj_size: int = 0) -> None:
         super().__init__(hidden_size)
-        if not isinstance(proj_size, (int, np.integer)) or isinstance(proj_size, bool) \
-                or proj_size < 0:
-            raise ValueError(f"proj_size must be a non-negative integer, got {proj_size!r}")
+        if isinstance(proj_size, (bool, np.bool_)) or not isinstance(proj_size, (int, np.integer)):
+            raise TypeError(f"proj_size should be of type int, got: {type(proj_size).__name__} "
+                            f"({proj_size!r})")
+        if proj_size < 0:
+            raise ValueError(f"proj_size should be a positive integer or zero to disable "
+                             f"projections, got {proj_size}")
         if proj_size >= self.hidden_size:
             raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size "
                              f"({self.hidden_size})")
