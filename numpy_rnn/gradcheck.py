@@ -170,11 +170,15 @@ def gradcheck(layer: Any, x: np.ndarray, hx: Any = None, *, eps: float = 1e-6, s
               max_entries: int | None = None, **forward_kwargs: Any) -> GradcheckReport:
     """Check ``layer.backward`` against finite differences, for every parameter, ``x`` and ``hx``.
 
-    Works for any object with ``layer(x, hx, **forward_kwargs)``, ``layer.backward(...)``,
-    ``.params`` and ``.grads``: numpy_rnn's layers and cells, and a user's own class that follows
-    the same contract. ``backward`` receives the upstream gradients in the structure forward
-    returned: as ``backward(dout, dstates)`` when it takes two arguments (layers), as one argument
-    otherwise (cells). It must return ``(dx, dhx)`` with ``dhx`` shaped like ``hx``.
+    Works for any object with ``layer(x, hx, **forward_kwargs)`` (``layer(x, **forward_kwargs)``
+    when ``hx`` is None), ``layer.backward(...)``, ``.params`` and ``.grads``: numpy_rnn's
+    layers, cells and attention pooling, subclasses and wrappers of them, and a user's own class
+    that follows the same contract. How ``backward`` receives the upstream gradients is part of
+    that contract, declared by the layer's ``backward_unpacks_outputs`` attribute (see
+    :func:`backward_unpacks_outputs`): True, one argument per forward output
+    (``backward(dout, dstates)``, the layers); False, one argument shaped like forward's result
+    (``backward(dh)`` or ``backward((dh, dc))``, the cells). It must return ``(dx, dhx)`` with
+    ``dhx`` shaped like ``hx``, or ``dx`` alone for a layer without initial states.
 
     Args:
         layer: a float64 layer or cell. A layer in training mode with dropout reuses one set of
@@ -200,19 +204,21 @@ def gradcheck(layer: Any, x: np.ndarray, hx: Any = None, *, eps: float = 1e-6, s
         hx = np.array(hx, copy=True)
         arrays["h0"] = hx
         state_names = ["h0"]
-    n_backward_args = len([q for q in inspect.signature(layer.backward).parameters.values()
-                           if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)])
+    unpack = backward_unpacks_outputs(layer)
 
-    def fn():
+    def fn() -> Structure:
+        if hx is None:
+            return layer(arrays["x"], **forward_kwargs)
         return layer(arrays["x"], hx, **forward_kwargs)
 
-    def vjp(upstream):
+    def vjp(upstream: Structure) -> dict[str, np.ndarray]:
         layer.zero_grad()
         fn()
-        if n_backward_args >= 2 and isinstance(upstream, tuple):
-            dx, dhx = layer.backward(*upstream)
+        if unpack and isinstance(upstream, tuple):
+            result = layer.backward(*upstream)
         else:
-            dx, dhx = layer.backward(upstream)
+            result = layer.backward(upstream)
+        dx, dhx = (result, None) if isinstance(result, np.ndarray) else result
         grads = {k: np.array(g, copy=True) for k, g in layer.grads.items()}
         grads["x"] = dx
         dstates = dhx if isinstance(dhx, tuple) else (dhx,)
@@ -232,3 +238,38 @@ def gradcheck(layer: Any, x: np.ndarray, hx: Any = None, *, eps: float = 1e-6, s
     finally:
         for k, g in saved_grads.items():
             np.copyto(layer.grads[k], g)
+
+
+def backward_unpacks_outputs(layer: Any) -> bool:
+    """How ``layer.backward`` takes the gradients of forward's outputs, from what ``layer`` is.
+
+    The layer (or its class) declares it as ``backward_unpacks_outputs``: True for numpy_rnn's
+    layers and attention pooling (``backward(dout, dstates)``: one argument per output), False
+    for its cells (``backward(dh)``, ``backward((dh, dc))``: one argument shaped like forward's
+    result). Subclasses inherit the declaration, and a wrapper that forwards attribute access
+    (``__getattr__``) or names the object it wraps as ``__wrapped__`` (``functools.wraps``
+    style) answers for the wrapped layer, so ``backward(self, *args, **kwargs)`` wrappers work.
+
+    A user's own class that declares nothing is read the old way, from an explicit signature:
+    two or more positional parameters unpack, one does not. When even that cannot tell (the
+    signature is ``*args``), a ``TypeError`` asks for the declaration.
+    """
+    seen = set()
+    obj = layer
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        declared = getattr(obj, "backward_unpacks_outputs", None)
+        if isinstance(declared, (bool, np.bool_)):
+            return bool(declared)
+        obj = getattr(obj, "__wrapped__", None)
+    try:
+        params = inspect.signature(layer.backward).parameters.values()
+    except (TypeError, ValueError):
+        params = None
+    if params is not None and not any(q.kind == q.VAR_POSITIONAL for q in params):
+        positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+        return len(positional) >= 2
+    raise TypeError(f"gradcheck cannot tell how {type(layer).__name__}.backward takes the "
+                    "gradients of forward's outputs: set the class attribute "
+                    "backward_unpacks_outputs = True (backward(dout, dstates), like "
+                    "numpy_rnn's layers) or False (backward(dstate), like its cells)")

@@ -131,3 +131,117 @@ def test_numerical_gradient_of_a_quadratic_is_exact_to_roundoff():
     a = _x(4)
     g = nr.numerical_gradient(lambda: float(np.sum(a ** 2)), a)
     np.testing.assert_allclose(g, 2 * a, rtol=1e-8)
+
+
+# -- wrapped layers: gradcheck decides from what the layer is, not from its signature --------
+
+class _LoggingLSTM(nr.LSTM):
+    """The ordinary way to wrap a layer: forward everything, remember the calls."""
+
+    calls: list[str]
+
+    def forward(self, *args, **kwargs):
+        self.calls = getattr(self, "calls", []) + ["forward"]
+        return super().forward(*args, **kwargs)
+
+    def backward(self, *args, **kwargs):
+        self.calls.append("backward")
+        return super().backward(*args, **kwargs)
+
+
+class _Wrapper:
+    """Composition: holds a layer and passes everything through (``__getattr__``)."""
+
+    def __init__(self, layer, scale_dx=1.0):
+        self.layer, self.scale_dx = layer, scale_dx
+
+    def __call__(self, *args, **kwargs):
+        return self.layer(*args, **kwargs)
+
+    def backward(self, *args, **kwargs):
+        dx, dstates = self.layer.backward(*args, **kwargs)
+        return dx * self.scale_dx, dstates
+
+    def __getattr__(self, name):
+        return getattr(self.layer, name)
+
+
+class _WrapsStyle:
+    """Names the wrapped object as ``__wrapped__`` and exposes params/grads explicitly."""
+
+    def __init__(self, cell):
+        self.__wrapped__ = cell
+        self.params, self.grads, self.zero_grad = cell.params, cell.grads, cell.zero_grad
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def backward(self, *args, **kwargs):
+        return self.__wrapped__.backward(*args, **kwargs)
+
+
+def test_gradcheck_works_through_a_subclass_whose_backward_takes_star_args():
+    layer = _LoggingLSTM(3, 4, num_layers=2, seed=0)
+    report = nr.gradcheck(layer, _x(4, 2, 3), (_x(2, 2, 4), _x(2, 2, 4)))
+    assert report.ok(1e-6), str(report)
+    assert "backward" in layer.calls
+
+
+@pytest.mark.parametrize("make, hx", [
+    (lambda: nr.GRU(3, 4, bidirectional=True, seed=0), lambda: _x(2, 2, 4)),
+    (lambda: nr.LSTMCell(3, 4, seed=0), lambda: (_x(2, 4), _x(2, 4))),
+    (lambda: nr.RNNCell(3, 4, seed=0), lambda: _x(2, 4)),
+], ids=["gru", "lstm-cell", "rnn-cell"])
+def test_gradcheck_works_through_wrappers_of_layers_and_cells(make, hx):
+    x = _x(4, 2, 3) if isinstance(make(), nr.Recurrent) else _x(2, 3)
+    for wrapper in (_Wrapper, _WrapsStyle):
+        report = nr.gradcheck(wrapper(make()), x, hx())
+        assert report.ok(1e-6), f"{wrapper.__name__}\n{report}"
+
+
+def test_gradcheck_catches_a_wrong_gradient_planted_in_a_wrapper():
+    report = nr.gradcheck(_Wrapper(nr.LSTM(3, 4, seed=0), scale_dx=1.01), _x(4, 2, 3))
+    assert not report.ok(1e-6)
+    assert report.errors["x"] > 1e-3
+    assert report.errors["weight_ih_l0"] < 1e-6
+
+
+def test_gradcheck_asks_an_undeclared_star_args_class_to_declare_its_contract():
+    class Opaque:
+        def __init__(self):
+            self.layer = nr.RNN(3, 4, seed=0)
+            self.params, self.grads = self.layer.params, self.layer.grads
+
+        def zero_grad(self):
+            self.layer.zero_grad()
+
+        def __call__(self, *args):
+            return self.layer(*args)
+
+        def backward(self, *args):
+            return self.layer.backward(*args)
+
+    with pytest.raises(TypeError, match="backward_unpacks_outputs"):
+        nr.gradcheck(Opaque(), _x(3, 2, 3))
+    Opaque.backward_unpacks_outputs = True
+    assert nr.gradcheck(Opaque(), _x(3, 2, 3)).ok(1e-6)
+
+
+def test_gradcheck_still_reads_an_explicit_signature_of_an_undeclared_class():
+    class OwnCell:
+        """A user's own cell written before the declaration existed: backward(dh)."""
+
+        def __init__(self):
+            self.cell = nr.GRUCell(3, 4, seed=0)
+            self.params, self.grads = self.cell.params, self.cell.grads
+
+        def zero_grad(self):
+            self.cell.zero_grad()
+
+        def __call__(self, x, h=None):
+            return self.cell(x, h)
+
+        def backward(self, dh):
+            return self.cell.backward(dh)
+
+    assert nr.gradcheck(OwnCell(), _x(2, 3), _x(2, 4)).ok(1e-6)
