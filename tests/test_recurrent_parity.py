@@ -350,7 +350,7 @@ def torch_stack_reference(mod: torch.nn.RNNBase, cfg: LayerConfig, data: LayerDa
 
 
 def numpy_result(layer, cfg: LayerConfig, data: LayerData, dtype: type,
-                 zero_grad: bool = True) -> dict[str, np.ndarray]:
+                 zero_grad: bool = True, dropout_masks=None) -> dict[str, np.ndarray]:
     """Forward + backward of the NumPy layer (from zeroed gradients unless ``zero_grad=False``),
     as the same named arrays as the torch reference; the gradients are copies."""
     if zero_grad:
@@ -360,6 +360,8 @@ def numpy_result(layer, cfg: LayerConfig, data: LayerData, dtype: type,
         return None if a is None else a.astype(dtype)
 
     kw = {} if cfg.lengths is None else {"lengths": np.asarray(cfg.lengths, dtype=np.int64)}
+    if dropout_masks is not None:
+        kw["dropout_masks"] = dropout_masks
     x = cast(data.x)
     res: dict[str, np.ndarray] = {}
     if cfg.is_lstm:
@@ -457,8 +459,8 @@ def test_dropout_with_injected_masks_matches_torch_layer_stack(parity, kind, dty
     layer.train()
     masks = random_masks(cfg, p)
     want = torch_stack_reference(mod, cfg, d, dtype, masks, p)
-    layer._inject_dropout_masks([m.astype(dtype) for m in masks])
-    assert_parity(parity, "dropout", cfg, dtype, numpy_result(layer, cfg, d, dtype), want)
+    assert_parity(parity, "dropout", cfg, dtype,
+                  numpy_result(layer, cfg, d, dtype, dropout_masks=masks), want)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -492,7 +494,7 @@ def test_eval_mode_disables_dropout_and_matches_torch_eval(parity, kind, data, p
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_injected_masks_are_used_by_the_next_forward_call_only(kind):
+def test_given_masks_are_used_by_that_forward_call_only(kind):
     cfg = LayerConfig(kind=kind, input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
                       proj_size=0, bias=True, batch_first=False, unbatched=False, steps=6, batch=5,
                       lengths=None, given_state=False, seed=7)
@@ -501,10 +503,33 @@ def test_injected_masks_are_used_by_the_next_forward_call_only(kind):
     layer.train()
     x = make_data(cfg).x
     ones = [np.ones((cfg.steps, cfg.batch, cfg.D * cfg.Ho))]
-    layer._inject_dropout_masks(ones)
-    first, _ = layer(x)
+    first, _ = layer(x, dropout_masks=ones)
     second, _ = layer(x)  # random masks now: 60 kept-or-dropped draws cannot all be ones
     assert not np.array_equal(first, second)
+    keep = [RNG_MASKS.random(ones[0].shape) >= p]
+    as_bool, _ = layer(x, dropout_masks=keep)
+    as_float, _ = layer(x, dropout_masks=[keep[0].astype(np.float64)])
+    np.testing.assert_array_equal(as_bool, as_float)      # bool and 0/1 masks are the same
+
+
+RNG_MASKS = np.random.default_rng(99)
+
+
+def test_dropout_masks_are_refused_where_no_dropout_applies_or_the_shape_is_wrong():
+    layer = numpy_rnn.GRU(3, 4, num_layers=3, dropout=0.5, seed=0)
+    x = np.zeros((5, 2, 3))
+    good = [np.ones((5, 2, 4), bool)] * 2
+    with pytest.raises(ValueError, match=r"2 arrays of shape \(5, 2, 4\)"):
+        layer(x, dropout_masks=good[:1])
+    with pytest.raises(ValueError, match="shape"):
+        layer(x, dropout_masks=[np.ones((5, 2, 8), bool)] * 2)
+    layer.eval()
+    with pytest.raises(ValueError, match="applies no dropout"):
+        layer(x, dropout_masks=good)
+    layer.train()
+    layer.dropout = 0.0
+    with pytest.raises(ValueError, match="applies no dropout"):
+        layer(x, dropout_masks=good)
 
 
 @pytest.mark.parametrize("kind", KINDS)
