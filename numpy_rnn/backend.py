@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
@@ -92,23 +93,17 @@ class Backend(ABC):
         """Change the learning rate before the next step (lr schedules)."""
 
     @abstractmethod
-    def rng_state(self) -> Any:
-        """The state of the backend's own random generator (dropout masks), JSON-able or array."""
-
-    @abstractmethod
-    def set_rng_state(self, state: Any) -> None:
-        """Restore :meth:`rng_state`."""
-
-    @abstractmethod
-    def seed_rng(self, seed: int) -> None:
-        """Seed the backend's own generator (dropout masks), so ``--seed`` fixes a whole run."""
-
-    @abstractmethod
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray,
-                   state: State | None) -> StepResult:
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+                   dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
         """One optimizer step on ``inputs (B, T)`` -> ``targets (B, T)`` (int64), starting the
         recurrent stack from ``state`` (None: zeros) in training mode: forward, mean
-        cross-entropy, backward, clip to ``optim.clip``, update."""
+        cross-entropy, backward, clip to ``optim.clip``, update.
+
+        ``dropout_masks``: the keep masks between the recurrent layers, bool
+        ``config.dropout_mask_shapes(T, B)``, drawn by the driver; each backend scales them
+        with :func:`numpy_rnn.recurrent.scale_dropout_mask` and applies exactly those, so both
+        compute the same step. Required when the config has dropout to apply; a backend
+        draws no random numbers of its own."""
 
     @abstractmethod
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
@@ -116,7 +111,21 @@ class Backend(ABC):
         and the final states."""
 
 
-def make_optimizer(optim: OptimConfig, params: dict, grads: dict) -> Optimizer:
+def check_dropout_masks(config: ModelConfig, shape: tuple[int, ...],
+                        masks: Sequence[np.ndarray] | None) -> None:
+    """Raise ``ValueError`` unless ``masks`` are what a training step on ``inputs`` of
+    ``shape`` ``(B, T)`` needs: exactly ``config.dropout_mask_shapes(T, B)`` (None when that
+    is empty). The driver draws them; a backend never falls back on random draws of its own."""
+    B, T = shape
+    want = config.dropout_mask_shapes(T, B)
+    got = [] if masks is None else [np.shape(m) for m in masks]
+    if got != want:
+        raise ValueError(f"train_step needs the driver's dropout masks: {len(want)} of shape "
+                         f"{want[0] if want else None}, got {got}")
+
+
+def make_optimizer(optim: OptimConfig, params: dict[str, np.ndarray],
+                   grads: dict[str, np.ndarray]) -> Optimizer:
     """The numpy_rnn optimizer for ``optim`` over a module's ``params``/``grads``."""
     if optim.name == "sgd":
         return SGD(params, grads, lr=optim.lr, momentum=optim.momentum,
@@ -153,20 +162,12 @@ class NumpyBackend(Backend):
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
 
-    def rng_state(self) -> Any:
-        return self.model.rnn._rng.bit_generator.state
-
-    def set_rng_state(self, state: Any) -> None:
-        self.model.rnn._rng.bit_generator.state = state
-
-    def seed_rng(self, seed: int) -> None:
-        self.model.rnn._rng = np.random.default_rng(seed)
-
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray,
-                   state: State | None) -> StepResult:
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+                   dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
+        check_dropout_masks(self.config, np.shape(inputs), dropout_masks)
         model = self.model.train()
         model.zero_grad()
-        logits, final = model(inputs, state)
+        logits, final = model(inputs, state, dropout_masks)
         V = logits.shape[-1]
         loss, dlogits = cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
         model.backward(dlogits.reshape(logits.shape))

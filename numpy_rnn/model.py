@@ -6,6 +6,7 @@ Parameter names are torch's for the same model (``torch_ref.CharRNN``): ``encode
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -51,6 +52,14 @@ class ModelConfig:
         """The embedding width fed to the recurrent stack."""
         return self.embedding_dim or self.vocab_size
 
+    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, int, int]]:
+        """The keep masks one training step over ``B`` sequences of ``T`` steps needs:
+        ``num_layers - 1`` masks of ``(T, B, H)``, or none when there is no dropout to apply
+        (``dropout = 0`` or a single layer)."""
+        if self.dropout == 0 or self.num_layers == 1:
+            return []
+        return [(T, B, self.hidden_size)] * (self.num_layers - 1)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -64,8 +73,10 @@ class ModelConfig:
 
 def _make_rnn(config: ModelConfig, seed: Any) -> Recurrent:
     cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[config.cell]
+    # Dropout acts between layers only: with one layer it changes nothing (and would warn).
+    dropout = config.dropout if config.num_layers > 1 else 0.0
     return cls(config.input_size, config.hidden_size, num_layers=config.num_layers,
-               dropout=config.dropout, dtype=config.dtype, seed=seed)
+               dropout=dropout, dtype=config.dtype, seed=seed)
 
 
 class CharRNN(Module):
@@ -102,14 +113,20 @@ class CharRNN(Module):
         self.rnn.train(mode)
         return self
 
-    def forward(self, tokens: np.ndarray,
-                state: tuple | None = None) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-        """``tokens (B, T)`` -> ``logits (B, T, V)`` and the final states ``(L, B, H)`` each."""
+    def forward(self, tokens: np.ndarray, state: tuple[np.ndarray, ...] | None = None,
+                dropout_masks: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """``tokens (B, T)`` -> ``logits (B, T, V)`` and the final states ``(L, B, H)`` each.
+
+        ``dropout_masks``: in training mode with dropout, the keep masks between the layers
+        (``config.dropout_mask_shapes(T, B)``), drawn by the caller; None: the stack draws its
+        own.
+        """
         tokens = np.asarray(tokens)
         if tokens.ndim != 2:
             raise ValueError(f"tokens must be 2-D (B, T), got shape {tokens.shape}")
         x = self.encoder(tokens.T)                       # (T, B, E): the stack runs time-major
-        out, final = Recurrent.forward(self.rnn, x, state)
+        out, final = Recurrent.forward(self.rnn, x, state, dropout_masks=dropout_masks)
         logits = self.decoder(out)                       # (T, B, V)
         return logits.transpose(1, 0, 2), final
 

@@ -16,9 +16,12 @@ Two batching schedules:
   random groups (``NameStreamBatcher``), so that consecutive names are as far apart in the
   sorted file as consecutive validation names are; a plain text file streams in its own order.
 
-Everything a step depends on (weights, optimizer state, the driver's batch RNG or the stream
-position, the carried hidden state, the backend's dropout RNG) goes into the checkpoint, so a
-resumed run logs exactly the losses the uninterrupted run would have.
+Every random number of a run is drawn here, by the driver, from generators seeded by ``--seed``:
+the initial weights, the random windows, the name deals, and the dropout masks, which go to the
+backend with each batch. A backend computes and draws nothing, so both backends given one seed
+take the same steps. Everything a step depends on (weights, optimizer state, the batch and
+dropout generators or the stream position, the carried hidden state) goes into the checkpoint,
+so a resumed run logs exactly the losses the uninterrupted run would have, in either backend.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from .model import CELLS, CharRNN, ModelConfig
 from .sampling import labels, sample
 
 __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary", "TrainingDiverged",
+           "draw_dropout_masks",
            "lr_at", "plot_losses", "resume_config", "train"]
 
 METRICS_NAME = "metrics.jsonl"
@@ -64,6 +68,9 @@ PLOT_NAME = "loss.png"
 SCHEDULES = ("random", "stream")
 LR_DECAYS = ("none", "cosine", "linear")
 DTYPES = ("float32", "float64")
+# Mixed into the seed of the dropout generator, so its draws are not those of any other
+# generator seeded with the run's seed (the batches) or with (seed, step) (the samples).
+_DROPOUT_TAG = 0x64726F70
 
 
 class TrainingDiverged(RuntimeError):
@@ -274,21 +281,17 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     optim = OptimConfig(lr=config.lr, clip=config.clip)
     backend = get_backend(config.backend)(model_config, optim, config.device)
     data_rng = np.random.default_rng(config.seed)   # the random schedule's window offsets
+    dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every dropout mask
     carried: tuple[np.ndarray, ...] | None = None   # the stream schedule's hidden state
     best_val, best_step, start_step = math.inf, None, 0
     if resumed is None:
         backend.load_state_dict(CharRNN(model_config, seed=config.seed).state_dict())
-        backend.seed_rng(config.seed)    # dropout masks too: one seed fixes the whole run
     else:
         weights, meta = resumed
         state = _check_resume(meta, config, model_config, corpus, ckpt_path)
         backend.load_state_dict(weights)
         if meta.get("optimizer"):
             backend.load_optimizer_state_dict(meta["optimizer"])
-        if state.get("backend") == config.backend and state.get("backend_rng") is not None:
-            # Dropout masks continue the same stream; a state from the other backend's RNG
-            # cannot be translated, so a cross-backend resume starts its own.
-            backend.set_rng_state(state["backend_rng"])
         data_rng.bit_generator.state = state["data_rng"]
         if batcher is not None:
             batcher.load_state_dict(state["batcher"])
@@ -301,6 +304,18 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         if start_step >= config.steps:
             raise ValueError(f"the checkpoint in {out} is already at step {start_step}: pass "
                              f"--steps > {start_step} to train further")
+        if state.get("dropout_rng") is not None:
+            dropout_rng.bit_generator.state = state["dropout_rng"]
+        else:
+            # Saved before the driver drew the masks (each backend drew its own, from a state
+            # the other could not read). From here on the masks come from a generator seeded
+            # by (seed, step): deterministic, the same in both backends, but not the masks the
+            # old run would have drawn.
+            dropout_rng = np.random.default_rng([config.seed, start_step, _DROPOUT_TAG])
+            if model_config.dropout_mask_shapes(T, B):
+                log(f"note: {ckpt_path} predates dropout masks drawn by the driver; the masks "
+                    f"of steps {start_step + 1}- come from a new generator, so these losses "
+                    "differ from those the old run would have logged")
 
     n_params = sum(int(np.prod(w.shape)) for w in backend.state_dict().values())
     log(f"corpus {corpus.source}: {len(corpus.train_text):,} training and "
@@ -317,8 +332,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         train_state = {
             "config": config.to_json(),
             "backend": config.backend,
-            "backend_rng": backend.rng_state(),
             "data_rng": data_rng.bit_generator.state,
+            "dropout_rng": dropout_rng.bit_generator.state,
             "batcher": batcher.state_dict() if batcher is not None else None,
             "carried": list(carried) if carried is not None else None,
             "best_val_loss": best_val if math.isfinite(best_val) else None,
@@ -355,8 +370,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
                     # Carry the hidden state across batches so each of the B streams is one
                     # long sequence; start again from zeros when the streams wrap around.
                     init = None if batch.reset else carried
+                masks = draw_dropout_masks(dropout_rng, model_config.dropout,
+                                           model_config.dropout_mask_shapes(T, B))
                 t0 = time.perf_counter()
-                result = backend.train_step(inputs, targets, init)
+                result = backend.train_step(inputs, targets, init, masks)
                 dt = time.perf_counter() - t0
                 if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
                     raise TrainingDiverged(_diverged_message(step, result.loss,
@@ -436,6 +453,16 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
         f"{summary.wall_time_s:.1f} s" if summary.val_loss is not None else
         f"stopped at step {summary.step}")
     return summary
+
+
+def draw_dropout_masks(rng: np.random.Generator, p: float,
+                       shapes: list[tuple[int, ...]]) -> list[np.ndarray] | None:
+    """One keep mask per shape, ``True`` with probability ``1 - p`` (``rng.random(shape) >= p``,
+    float64 draws whatever the model's dtype); None when there are no shapes. The backend
+    scales and applies them (:func:`numpy_rnn.recurrent.scale_dropout_mask`)."""
+    if not shapes:
+        return None
+    return [rng.random(shape) >= p for shape in shapes]
 
 
 def _data_source(data: str) -> str:

@@ -372,8 +372,8 @@ def test_resume_with_another_model_is_refused_and_keeps_the_checkpoint(trained, 
 def test_diverged_training_exits_non_zero_with_one_line(plants, run, tmp_path, monkeypatch):
     original = NumpyBackend.train_step
 
-    def nan_at_step_7(self, inputs, targets, state):
-        result = original(self, inputs, targets, state)
+    def nan_at_step_7(self, inputs, targets, state, dropout_masks=None):
+        result = original(self, inputs, targets, state, dropout_masks)
         if self.optimizer.state["decoder.bias"]["step"] >= 7:
             return StepResult(float("nan"), result.grad_norm, result.state)
         return result

@@ -19,6 +19,7 @@ from numpy_rnn.backend import NumpyBackend, OptimConfig  # noqa: E402
 from numpy_rnn.data import StreamBatcher, random_windows  # noqa: E402
 from numpy_rnn.model import CharRNN as NumpyCharRNN  # noqa: E402
 from numpy_rnn.model import ModelConfig  # noqa: E402
+from numpy_rnn.train import draw_dropout_masks  # noqa: E402
 from torch_ref.backend import TorchBackend  # noqa: E402
 from torch_ref.model import CharRNN as TorchCharRNN  # noqa: E402
 from torch_ref.notebook import load_notebook_state  # noqa: E402
@@ -120,17 +121,22 @@ def assert_same_optimizer_state(a: dict, b: dict, rtol: float = RTOL) -> None:
                 assert_close(v, b["state"][name][k], rtol, f"{name}.{k}")
 
 
-def run(backends, batches, state=None):
+def run(backends, batches, state=None, mask_seed=3):
     """Train every backend on the same batches; carry each one's own state, reset when told.
+    Where the config has dropout, every backend gets the same keep masks (drawn here, as the
+    driver draws them).
 
     Returns one list of StepResults per step (one result per backend) and the final states.
     """
     states = [state] * len(backends)
+    cfg = backends[0].config
+    rng = np.random.default_rng(mask_seed)
     steps = []
     for x, y, reset in batches:
         if reset:
             states = [None] * len(backends)
-        results = [b.train_step(x, y, s) for b, s in zip(backends, states)]
+        masks = draw_dropout_masks(rng, cfg.dropout, cfg.dropout_mask_shapes(*x.shape[::-1]))
+        results = [b.train_step(x, y, s, masks) for b, s in zip(backends, states)]
         states = [r.state for r in results]
         steps.append(results)
     return steps, states
@@ -153,10 +159,13 @@ def assert_same_steps(steps, rtol: float = RTOL) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.3], ids=["no-dropout", "dropout"])
 @pytest.mark.parametrize("schedule", sorted(SCHEDULES))
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
-def test_training_run_matches_numpy_step_for_step_with_clipping(cell, schedule):
-    nb, tb = make_backends(config(cell), OptimConfig(name="adam", lr=1e-2, clip=CLIP))
+def test_training_run_matches_numpy_step_for_step_with_clipping(cell, schedule, dropout):
+    # With dropout both backends apply the same driver-drawn masks: still the same run.
+    nb, tb = make_backends(config(cell, dropout=dropout),
+                           OptimConfig(name="adam", lr=1e-2, clip=CLIP))
     steps, _ = run([nb, tb], SCHEDULES[schedule](STEPS))
     assert_same_steps(steps)
     clipped = sum(t.grad_norm > CLIP for _, t in steps)
@@ -337,29 +346,46 @@ def test_state_dict_names_order_and_strict_loading_match_numpy():
 
 
 # --------------------------------------------------------------------------------------------
-# The random generator: dropout masks replay after set_rng_state
+# Dropout: the backends apply the driver's masks and draw nothing themselves
 # --------------------------------------------------------------------------------------------
 
 
-def test_rng_state_replays_a_dropout_step_exactly():
-    tb = TorchBackend(config("lstm", dropout=0.5), OptimConfig(clip=CLIP))
-    tb.load_state_dict(NumpyCharRNN(config("lstm"), seed=2).state_dict())
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_both_backends_apply_exactly_the_given_masks(cell):
+    cfg = config(cell, dropout=0.5)
+    nb, tb = make_backends(cfg, OptimConfig(clip=CLIP))
     x, y, _ = next(window_batches(1))
-    weights, opt, rng = tb.state_dict(), tb.optimizer_state_dict(), tb.rng_state()
-    assert rng["cpu"].dtype == np.uint8
-    first = tb.train_step(x, y, None)
-    after = tb.state_dict()
-    tb.load_state_dict(weights)
-    tb.load_optimizer_state_dict(opt)
-    tb.set_rng_state(rng)
-    again = tb.train_step(x, y, None)
-    assert again.loss == first.loss
-    assert_same_weights(tb.state_dict(), after, rtol=0.0)
-    # a different draw of the masks gives a different loss: the replay above is not vacuous
-    third = tb.train_step(x, y, None)
-    assert third.loss != first.loss
-    with pytest.raises(ValueError, match="keys"):
-        tb.set_rng_state({"numpy": 1})
+    weights, opt = nb.state_dict(), nb.optimizer_state_dict()
+    masks = draw_dropout_masks(np.random.default_rng(0), 0.5, cfg.dropout_mask_shapes(T, B))
+    first = [b.train_step(x, y, None, masks) for b in (nb, tb)]
+    for b in (nb, tb):                        # the same step again, from the same start
+        b.load_state_dict(weights)
+        b.load_optimizer_state_dict(opt)
+    torch.manual_seed(123)                    # torch's global generator plays no part
+    again = [b.train_step(x, y, None, masks) for b in (nb, tb)]
+    assert [r.loss for r in again] == [r.loss for r in first]
+    assert abs(first[0].loss - first[1].loss) <= RTOL * first[1].loss
+    for b in (nb, tb):                        # other masks, another loss: the masks act
+        b.load_state_dict(weights)
+        b.load_optimizer_state_dict(opt)
+    other = [~m for m in masks]
+    third = [b.train_step(x, y, None, other) for b in (nb, tb)]
+    assert third[0].loss != first[0].loss
+    assert abs(third[0].loss - third[1].loss) <= RTOL * third[1].loss
+
+
+@pytest.mark.parametrize("backend_cls", [NumpyBackend, TorchBackend], ids=["numpy", "torch"])
+def test_train_step_refuses_missing_or_misshapen_masks(backend_cls):
+    cfg = config("gru", dropout=0.2)
+    b = backend_cls(cfg, OptimConfig())
+    x, y, _ = next(window_batches(1))
+    with pytest.raises(ValueError, match="dropout masks"):
+        b.train_step(x, y, None)               # dropout to apply, and no masks
+    with pytest.raises(ValueError, match="dropout masks"):
+        b.train_step(x, y, None, [np.ones((T, B, H + 1), bool)])
+    plain = backend_cls(config("gru"), OptimConfig())
+    with pytest.raises(ValueError, match="dropout masks"):
+        plain.train_step(x, y, None, [np.ones((T, B, H), bool)])   # no dropout, masks given
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,5 +520,4 @@ def test_cuda_backend_trains_like_numpy():
     tb.load_state_dict(weights)
     steps, _ = run([nb, tb], stream_batches(20))
     assert_same_steps(steps, rtol=1e-9)
-    assert set(tb.rng_state()) == {"cpu", "cuda"}
     assert_same_optimizer_state(nb.optimizer_state_dict(), tb.optimizer_state_dict())

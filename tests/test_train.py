@@ -124,7 +124,7 @@ def test_resume_logs_the_same_losses_as_an_uninterrupted_run(plants, tmp_path, s
 
 def test_resume_is_exact_in_the_torch_backend_too(plants, tmp_path, torch):
     kw = dict(backend="torch", schedule="stream", num_layers=2, dropout=0.2, batch_size=8)
-    torch.manual_seed(5)     # the backend seeds the dropout generator from --seed itself
+    torch.manual_seed(5)     # torch's own generator plays no part: the driver draws the masks
     train(tiny(tmp_path / "straight", steps=16, eval_every=8, **kw))
     torch.manual_seed(6)
     train(tiny(tmp_path / "resumed", steps=8, eval_every=8, **kw))
@@ -148,6 +148,60 @@ def test_the_seed_fixes_the_dropout_masks(plants, tmp_path, backend, request):
     assert c != d            # dropout really acts, so equal runs mean equal masks
 
 
+@pytest.mark.parametrize("schedule", ["random", "stream"])
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_both_backends_log_the_same_losses_with_dropout(plants, tmp_path, torch, cell, schedule):
+    # The driver draws every dropout mask: with one seed both backends take the same steps.
+    kw = dict(cell=cell, schedule=schedule, num_layers=2, dropout=0.3, steps=50, eval_every=25,
+              batch_size=8)
+    a = read_metrics_of(train(tiny(tmp_path / "np", backend="numpy", **kw)))
+    b = read_metrics_of(train(tiny(tmp_path / "torch", backend="torch", **kw)))
+    assert len(a) == len(b) == 50
+    for ra, rb in zip(a, b):
+        assert abs(ra["loss"] - rb["loss"]) <= 1e-9 * abs(rb["loss"]), (ra, rb)
+    nodrop = train(tiny(tmp_path / "nodrop", backend="numpy", **{**kw, "dropout": 0.0}))
+    assert nodrop.losses[1:] != [r["loss"] for r in a][1:]   # the masks really act
+
+
+@pytest.mark.parametrize("first, then", [("numpy", "torch"), ("torch", "numpy")])
+def test_resume_across_backends_with_dropout_is_exact(plants, tmp_path, torch, first, then):
+    kw = dict(schedule="stream", num_layers=2, dropout=0.3, batch_size=8, eval_every=10)
+    straight = {b: train(tiny(tmp_path / f"straight-{b}", steps=40, backend=b, **kw)).losses
+                for b in ("numpy", "torch")}
+    train(tiny(tmp_path / "resumed", steps=20, backend=first, **kw))
+    train(resume_config(tmp_path / "resumed", {"steps": 40, "backend": then}))
+    got = [r["loss"] for r in read_metrics(tmp_path / "resumed")]
+    for want in straight.values():
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=0)
+
+
+def test_a_checkpoint_from_before_driver_masks_still_resumes(plants, tmp_path):
+    kw = dict(schedule="stream", num_layers=2, dropout=0.3, batch_size=8, eval_every=10)
+    train(tiny(tmp_path / "old", steps=10, **kw))
+    path = tmp_path / "old" / "checkpoint.npz"
+    weights, meta = load_checkpoint(path)
+    del meta["train"]["dropout_rng"]            # as written before the driver drew the masks
+    meta["train"]["backend_rng"] = {"cpu": np.zeros(8, np.uint8)}
+    save_checkpoint(path, weights, meta)
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for f in (tmp_path / "old").iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    lines: list[str] = []
+    a = train(dataclasses.replace(resume_config(tmp_path / "old", {"steps": 20}), quiet=False),
+              log=lines.append)
+    b = train(resume_config(copy, {"steps": 20}))
+    assert a.start_step == 10 and a.step == 20
+    assert a.losses == b.losses                   # deterministic: seeded by (seed, step)
+    assert any("predates dropout masks drawn by the driver" in line for line in lines)
+    _, meta = load_checkpoint(path)
+    assert "dropout_rng" in meta["train"]         # and saved the new way from then on
+
+
+def read_metrics_of(summary) -> list[dict]:
+    return read_metrics(Path(summary.out))
+
+
 def test_one_seed_is_the_same_start_in_both_backends(plants, tmp_path, torch):
     a = train(tiny(tmp_path / "np", steps=3, backend="numpy"))
     b = train(tiny(tmp_path / "torch", steps=3, backend="torch"))
@@ -162,9 +216,9 @@ def test_initial_weights_come_from_the_seed(plants, tmp_path, monkeypatch):
     seen = {}
     original = NumpyBackend.train_step
 
-    def spy(self, inputs, targets, state):
+    def spy(self, inputs, targets, state, dropout_masks=None):
         seen.setdefault("weights", self.state_dict())
-        return original(self, inputs, targets, state)
+        return original(self, inputs, targets, state, dropout_masks)
 
     monkeypatch.setattr(NumpyBackend, "train_step", spy)
     config = tiny(tmp_path / "out", steps=1, seed=42)
@@ -335,9 +389,9 @@ def test_stream_schedule_deals_the_training_names_into_random_groups(plants, tmp
     seen: list[np.ndarray] = []
     original = NumpyBackend.train_step
 
-    def spy(self, inputs, targets, state):
+    def spy(self, inputs, targets, state, dropout_masks=None):
         seen.append(inputs.copy())
-        return original(self, inputs, targets, state)
+        return original(self, inputs, targets, state, dropout_masks)
 
     monkeypatch.setattr(NumpyBackend, "train_step", spy)
     corpus = load_corpus("plants")
@@ -414,9 +468,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(plants, tmp_pa
     original = NumpyBackend.train_step
     calls = {"n": 0}
 
-    def diverging(self, inputs, targets, state):
+    def diverging(self, inputs, targets, state, dropout_masks=None):
         calls["n"] += 1
-        result = original(self, inputs, targets, state)
+        result = original(self, inputs, targets, state, dropout_masks)
         if calls["n"] >= 15:   # weights go bad after the step-10 checkpoint
             for p in self.model.params.values():
                 p[...] = bad_value
@@ -445,11 +499,11 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(plant
     original = NumpyBackend.train_step
     calls = {"n": 0}
 
-    def interrupted(self, inputs, targets, state):
+    def interrupted(self, inputs, targets, state, dropout_masks=None):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)   # arrives mid-step; handled after it
-        return original(self, inputs, targets, state)
+        return original(self, inputs, targets, state, dropout_masks)
 
     monkeypatch.setattr(NumpyBackend, "train_step", interrupted)
     summary = train(tiny(tmp_path / "resumed", **kw))

@@ -15,14 +15,16 @@ CPU, the foreach kernels on CUDA; never the fused ones), with the hyperparameter
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from numpy_rnn.backend import Backend, OptimConfig, State, StepResult, make_optimizer
+from numpy_rnn.backend import (Backend, OptimConfig, State, StepResult, check_dropout_masks,
+                               make_optimizer)
+from numpy_rnn.recurrent import scale_dropout_mask
 from numpy_rnn.model import CharRNN as NumpyCharRNN
 from numpy_rnn.model import ModelConfig
 
@@ -66,9 +68,9 @@ class TorchBackend(Backend):
             raise ValueError(f"the torch backend runs on 'cpu' or 'cuda', got device={device!r}")
         super().__init__(config, optim, device)
         self._np_dtype = np.dtype(config.dtype)
-        # Built on the CPU inside fork_rng so that torch's own initialisation does not advance
-        # the global generator the dropout masks are drawn from; then given numpy_rnn's seed-0
-        # weights, the NumPy backend's placeholder, so the two backends start out identical.
+        # Built on the CPU inside fork_rng so that torch's own initialisation leaves the
+        # caller's global generator alone; then given numpy_rnn's seed-0 weights, the NumPy
+        # backend's placeholder, so the two backends start out identical.
         with torch.random.fork_rng(devices=[]):
             model = CharRNN(config)
         load_numpy_state(model, NumpyCharRNN(config, seed=0).state_dict())
@@ -157,52 +159,23 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
 
-    # -- random generator (dropout masks) --------------------------------------------------------
-
-    def rng_state(self) -> dict[str, np.ndarray]:
-        """``{"cpu": torch.get_rng_state()}`` as a uint8 array, plus ``"cuda"`` (the generator of
-        the current GPU) on the cuda device. Torch draws dropout masks from these global
-        generators, so this is the whole random state of a training step."""
-        out = {"cpu": torch.get_rng_state().numpy().copy()}
-        if self.device == "cuda":
-            out["cuda"] = torch.cuda.get_rng_state().numpy().copy()
-        return out
-
-    def seed_rng(self, seed: int) -> None:
-        """Torch draws dropout masks from its global generators: seed those."""
-        torch.manual_seed(seed)
-
-    def set_rng_state(self, state: Any) -> None:
-        """Restore :meth:`rng_state` (a dict as returned there)."""
-        want = {"cpu", "cuda"} if self.device == "cuda" else {"cpu"}
-        if not isinstance(state, Mapping) or set(state) != want:
-            got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise ValueError(f"torch rng state on {self.device} must be a dict with keys "
-                             f"{sorted(want)}, got {got}")
-        arrays = {}
-        for k in want:
-            a = np.asarray(state[k])
-            if a.dtype != np.uint8 or a.ndim != 1:
-                raise ValueError(f"torch rng state {k!r} must be a 1-D uint8 array, got "
-                                 f"{a.dtype.name} of shape {a.shape}")
-            arrays[k] = torch.from_numpy(a.copy())
-        try:
-            if "cuda" in arrays:
-                torch.cuda.set_rng_state(arrays["cuda"])
-            torch.set_rng_state(arrays["cpu"])
-        except RuntimeError as exc:
-            raise ValueError(f"not a torch rng state: {exc}") from exc
-
     # -- the two computations --------------------------------------------------------------------
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray,
-                   state: State | None) -> StepResult:
+    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+                   dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
         tokens = self._tokens(inputs)
         y = self._targets(targets, tuple(tokens.shape))
         hx = self._state_in(state, tokens.shape[0])
+        check_dropout_masks(self.config, tuple(tokens.shape), dropout_masks)
+        masks = None
+        if dropout_masks:
+            # The driver's keep masks, scaled by the same function as the NumPy backend's, so
+            # both multiply by exactly the same numbers.
+            masks = [torch.as_tensor(scale_dropout_mask(m, self.config.dropout, self._np_dtype),
+                                     device=self.device) for m in dropout_masks]
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        logits, final = self.model(tokens, hx)
+        logits, final = self.model(tokens, hx, masks)
         V = logits.shape[-1]
         loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=_IGNORE_INDEX)
         loss.backward()
