@@ -57,6 +57,7 @@ from .checkpoint import (
 from .data import Corpus, NameStreamBatcher, StreamBatcher, load_corpus, random_windows
 from .evaluate import validation_loss
 from .model import CELLS, CharRNN, ModelConfig
+from .rundir import run_lock
 from .sampling import labels, sample
 
 __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary", "TrainingDiverged",
@@ -235,10 +236,20 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     Raises ``ValueError``/``DataError`` for a bad corpus or option, ``CheckpointError`` for a bad
     or mismatching checkpoint on resume, and :class:`TrainingDiverged` when a loss becomes
     NaN or infinite (nothing is saved then: the last good checkpoint stays).
+
+    One run per output directory: the run holds ``OUT/.lock`` from start to end, and a second
+    run on the same directory is refused at once with :class:`numpy_rnn.rundir.RunLockedError`
+    naming the process that holds it (see :func:`numpy_rnn.rundir.run_lock`).
     """
     t_start = time.perf_counter()
     if log is None:
         log = (lambda msg: None) if config.quiet else print
+    with run_lock(config.out, log):
+        return _train(config, log, t_start)
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> TrainSummary:
+    """The body of :func:`train`, run while holding the output directory's lock."""
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
 
