@@ -109,11 +109,11 @@ def select_configs(sel: Selection) -> list[Config]:
         configs = _product(QUICK_BASE, axes_for(QUICK_AXES), prefix="quick-")
     else:
         configs = []
-        if sel.config in ("seed", "all"):
-            if all(given is None or getattr(SEED, key) in given
-                   for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
-                                      ("batch", sel.batches), ("hidden_size", sel.hiddens))):
-                configs.append(SEED)
+        if sel.config in ("seed", "all") and all(
+                given is None or getattr(SEED, key) in given
+                for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
+                                   ("batch", sel.batches), ("hidden_size", sel.hiddens))):
+            configs.append(SEED)
         if sel.config in ("grid", "all"):
             configs += _product(SEED, axes_for(GRID_AXES))
         if sel.config not in ("seed", "grid", "all"):

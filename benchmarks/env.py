@@ -72,7 +72,7 @@ def numpy_info() -> dict:
         blas = cfg.get("Build Dependencies", {}).get("blas", {})
         info["blas_build"] = dict(name=blas.get("name"), version=blas.get("version"),
                                   configuration=blas.get("openblas configuration"))
-    except Exception as exc:  # noqa: BLE001 - show_config's format is not a stable API
+    except Exception as exc:
         info["show_config_error"] = repr(exc)
     return info
 

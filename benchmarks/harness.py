@@ -60,7 +60,7 @@ class RatioStats:
     per_round: list[float]
 
     @classmethod
-    def of(cls, num: Timings, den: Timings) -> "RatioStats":
+    def of(cls, num: Timings, den: Timings) -> RatioStats:
         r = [a / b for a, b in zip(num.per_round, den.per_round)]
         return cls(statistics.median(r), min(r), max(r), r)
 

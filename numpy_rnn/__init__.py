@@ -4,8 +4,8 @@ Every layer and cell computes exactly what ``torch.nn`` computes (same parameter
 order and shapes); the gate math of one time step lives in :mod:`numpy_rnn.steps`.
 """
 
-from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gradient
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
+from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gradient
 from .module import Module
 from .recurrent import GRU, LSTM, RNN, Recurrent
 from .steps import GRUStep, LSTMStep, RNNStep, Step
@@ -13,8 +13,21 @@ from .steps import GRUStep, LSTMStep, RNNStep, Step
 __version__ = "0.1.0"
 
 __all__ = [
-    "Module", "Step", "RNNStep", "GRUStep", "LSTMStep",
-    "Recurrent", "RNN", "GRU", "LSTM",
-    "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell",
-    "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
+    "GRU",
+    "LSTM",
+    "RNN",
+    "GRUCell",
+    "GRUStep",
+    "GradcheckReport",
+    "LSTMCell",
+    "LSTMStep",
+    "Module",
+    "RNNCell",
+    "RNNStep",
+    "Recurrent",
+    "RecurrentCell",
+    "Step",
+    "check_function",
+    "gradcheck",
+    "numerical_gradient",
 ]

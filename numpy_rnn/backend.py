@@ -52,7 +52,7 @@ class OptimConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "OptimConfig":
+    def from_json(cls, d: dict[str, Any]) -> OptimConfig:
         return cls(**d)
 
 

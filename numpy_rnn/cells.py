@@ -12,12 +12,13 @@ import numpy as np
 
 from .module import Module, ShapeError, check_array, check_bool, check_size
 from .recurrent import DirectionRun, run_backward, run_forward
-from .steps import GRUStep, LSTMStep, RNNStep, State, Step
+from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 
 
 class RecurrentCell(Module):
     """One time step of any ``Step`` with torch's cell parameters ``weight_ih (G*H, F)``,
-    ``weight_hh (G*H, H)``, ``bias_ih (G*H,)``, ``bias_hh (G*H,)``, drawn from U(-1/sqrt(H), 1/sqrt(H)).
+    ``weight_hh (G*H, H)``, ``bias_ih (G*H,)``, ``bias_hh (G*H,)``, drawn from
+    U(-1/sqrt(H), 1/sqrt(H)).
     """
 
     #: The gradient-check contract (:func:`numpy_rnn.gradcheck`): ``backward`` takes ONE
@@ -32,7 +33,8 @@ class RecurrentCell(Module):
         self.hidden_size = H = step.hidden_size
         self.bias = check_bool("bias", bias)
         G = step.num_gates
-        shapes = {"weight_ih": (G * H, self.input_size), "weight_hh": (G * H, step.output_size)}
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (G * H, self.input_size),
+                                              "weight_hh": (G * H, step.output_size)}
         if self.bias:
             shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
         shapes.update(step.extra_param_shapes())
@@ -43,8 +45,8 @@ class RecurrentCell(Module):
         self._run: DirectionRun | None = None
         self._unbatched = False
 
-    def _params(self) -> dict:
-        p = dict(self.params)
+    def _params(self) -> Params:
+        p: Params = dict(self.params)
         p.setdefault("bias_ih", None)
         p.setdefault("bias_hh", None)
         return p
@@ -66,8 +68,8 @@ class RecurrentCell(Module):
             if s.shape != want:
                 raise ShapeError(f"{name} must have shape {want}, got {s.shape}")
             init.append(s.reshape(B, size))
-        run = run_forward(self.step, self._params(), x.reshape(1, B, self.input_size), tuple(init), None,
-                          reverse=False)
+        run = run_forward(self.step, self._params(), x.reshape(1, B, self.input_size),
+                          tuple(init), None, reverse=False)
         self._run, self._unbatched = run, unbatched
         new = run.final()
         return tuple(s[0] if unbatched else s for s in new)
@@ -125,7 +127,8 @@ class RecurrentCell(Module):
 
 
 class RNNCell(RecurrentCell):
-    """``h' = φ(x W_ih^T + b_ih + h W_hh^T + b_hh)``: ``h = cell(x, h)``, ``dx, dh = cell.backward(dh)``.
+    """``h' = φ(x W_ih^T + b_ih + h W_hh^T + b_hh)``: ``h = cell(x, h)``,
+    ``dx, dh = cell.backward(dh)``.
 
     ``x`` is ``(B, F)`` or ``(F,)``, ``h`` is ``(B, H)`` or ``(H,)`` (None means zeros).
     """

@@ -170,7 +170,8 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
     arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, "wb", lambda f: np.savez(f, **arrays))
+    atomic_write(path, "wb", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    # (numpy's stub types savez's keyword arrays as its allow_pickle flag)
     return path
 
 
@@ -179,7 +180,7 @@ def atomic_write(path: Path, mode: str, write: Any) -> None:
     a killed process leaves either the old file or the new one, never half of one."""
     fd, tmp_name = open_temporary(path)
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

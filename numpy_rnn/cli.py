@@ -34,8 +34,16 @@ from .checkpoint import (
 from .data import DataError, load_corpus
 from .model import CELLS
 from .sampling import labels, sample
-from .train import (DTYPES, LR_DECAYS, NOTEBOOK, SCHEDULES, TrainConfig, TrainingDiverged,
-                    resume_config, train)
+from .train import (
+    DTYPES,
+    LR_DECAYS,
+    NOTEBOOK,
+    SCHEDULES,
+    TrainConfig,
+    TrainingDiverged,
+    resume_config,
+    train,
+)
 
 PROG = "python -m numpy_rnn"
 D = TrainConfig()   # the defaults, shown in --help
@@ -111,7 +119,7 @@ def dropout_rate(text: str) -> float:
 # -- the parser -------------------------------------------------------------------------------
 
 
-def _add_backend_flags(p: argparse.ArgumentParser, **kw: Any) -> None:
+def _add_backend_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, **kw: Any) -> None:
     p.add_argument("--backend", choices=sorted(BACKENDS), **kw,
                    help="numpy: this package's own layers; torch: the same model in torch.nn "
                         "(needs torch). Both read and write the same checkpoints"
@@ -121,16 +129,18 @@ def _add_backend_flags(p: argparse.ArgumentParser, **kw: Any) -> None:
                         + ("" if kw else " (default: cpu)"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argument parser of every command; ``prog`` is how the usage lines name the program
+    (``python -m numpy_rnn``, or ``numpy-rnn`` for the installed console command)."""
     parser = _Parser(
-        prog=PROG,
+        prog=prog,
         description="A character-level RNN in NumPy (or torch) that learns plant names and "
                     "invents new ones.",
         epilog="examples:\n"
-               f"  {PROG} train --out runs/plants\n"
-               f"  {PROG} train --out runs/plants --resume --steps 3000\n"
-               f"  {PROG} sample --checkpoint runs/plants/best.npz --num-samples 20 --label\n"
-               f"  {PROG} evaluate --checkpoint runs/plants/best.npz --json\n"
+               f"  {prog} train --out runs/plants\n"
+               f"  {prog} train --out runs/plants --resume --steps 3000\n"
+               f"  {prog} sample --checkpoint runs/plants/best.npz --num-samples 20 --label\n"
+               f"  {prog} evaluate --checkpoint runs/plants/best.npz --json\n"
                "Run any command with --help for its flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -404,7 +414,9 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 diverged, 2 user error,
     130 interrupted)."""
-    parser = build_parser()
+    # The installed console command (setup.cfg) is the same CLI under its own name.
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    parser = build_parser("numpy-rnn" if invoked == "numpy-rnn" else PROG)
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:

@@ -36,10 +36,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
+    "DATA_DIR_ENV",
     "PLANTS_FILENAME",
     "PLANTS_SHA256",
     "PLANTS_URL",
-    "DATA_DIR_ENV",
     "Corpus",
     "DataError",
     "NameStreamBatcher",

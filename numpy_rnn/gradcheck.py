@@ -3,8 +3,8 @@
 Two levels:
 
 * :func:`gradcheck` checks any layer or cell that follows numpy_rnn's contract
-  (``out = layer(x, hx, **kw)``, ``layer.backward(...)``, ``.params``, ``.grads``), including a user's
-  own class, and leaves its parameters and gradients exactly as they were.
+  (``out = layer(x, hx, **kw)``, ``layer.backward(...)``, ``.params``, ``.grads``), including a
+  user's own class, and leaves its parameters and gradients exactly as they were.
 * :func:`check_function` checks any function of arrays given its vector-Jacobian product, and
   :func:`numerical_gradient` is the finite-difference primitive under both.
 

@@ -64,7 +64,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_json(cls, d: dict[str, Any]) -> ModelConfig:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
@@ -108,7 +108,7 @@ class CharRNN(Module):
                 self.params[f"{prefix}.{name}"] = child.params[name]
                 self.grads[f"{prefix}.{name}"] = child.grads[name]
 
-    def train(self, mode: bool = True) -> "CharRNN":
+    def train(self, mode: bool = True) -> CharRNN:
         super().train(mode)
         self.rnn.train(mode)
         return self

@@ -20,7 +20,8 @@ import numpy as np
 
 FloatDType = type[np.floating]
 
-_FLOAT_DTYPES = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64}
+_FLOAT_DTYPES: dict[np.dtype[Any], FloatDType] = {np.dtype(np.float32): np.float32,
+                                                   np.dtype(np.float64): np.float64}
 
 
 def resolve_dtype(dtype: Any) -> FloatDType:
@@ -133,12 +134,12 @@ class Module:
         for g in self.grads.values():
             g.fill(0)
 
-    def train(self, mode: bool = True) -> "Module":
+    def train(self, mode: bool = True) -> Module:
         """Training mode (dropout active). Returns self."""
         self.training = bool(mode)
         return self
 
-    def eval(self) -> "Module":
+    def eval(self) -> Module:
         """Evaluation mode (dropout off). Returns self."""
         return self.train(False)
 
@@ -151,8 +152,8 @@ class Module:
 
         Every key must be present, no key may be extra, and every shape must match. Values are
         converted to the module's dtype (a float64 torch state dict loads into a float32 layer).
-        When anything is wrong a ``KeyError``/``ValueError``/``TypeError`` lists all the problems and
-        no parameter is changed.
+        When anything is wrong a ``KeyError``/``ValueError``/``TypeError`` lists all the problems
+        and no parameter is changed.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state must be a mapping of name -> array, got {type(state).__name__}")

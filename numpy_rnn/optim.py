@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm"]
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -245,6 +245,10 @@ class SGD(Optimizer):
     """
 
     _STATE_KEYS = ("momentum_buffer",)
+    momentum: float
+    dampening: float
+    nesterov: bool
+    weight_decay: float
 
     def __init__(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray | None],
                  lr: float, momentum: float = 0.0, dampening: float = 0.0,
@@ -309,6 +313,9 @@ class Adam(Optimizer):
 
     _STATE_KEYS = ("step", "exp_avg", "exp_avg_sq")
     _DECOUPLED = False
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
 
     def __init__(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray | None],
                  lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -414,16 +421,17 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray | None] | Iterable[np.ndarray 
     norm_type = _check_number("norm_type", norm_type)
     if not norm_type > 0:
         raise ValueError(f"norm_type must be > 0 or inf, got {norm_type}")
+    given: list[np.ndarray | None]
     if isinstance(grads, np.ndarray):
-        arrays = [grads]
+        given = [grads]
     elif isinstance(grads, Mapping):
-        arrays = list(grads.values())
+        given = list(grads.values())
     elif isinstance(grads, Iterable):
-        arrays = list(grads)
+        given = list(grads)
     else:
         raise TypeError(f"grads must be a mapping, an iterable of arrays or an array, got "
                         f"{type(grads).__name__}")
-    arrays = [g for g in arrays if g is not None]
+    arrays = [g for g in given if g is not None]
     for g in arrays:
         if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
             raise TypeError("every gradient must be a floating ndarray or None, got "

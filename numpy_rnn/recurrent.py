@@ -1,10 +1,10 @@
-"""Recurrent layers: a ``Step`` (the gate math of one time step) run over time, depth and directions.
+"""Recurrent layers: a ``Step`` (the gate math of one time step) run over time, depth, directions.
 
 The layers here know nothing about gates. They
 
 * project the input of all ``T`` time steps with one matrix product before the time loop,
 * run the step over ``t = 0 .. T-1`` (and ``T-1 .. 0`` for the reverse direction),
-* freeze the state of sequences that have ended (``lengths``), exactly like torch's packed sequences,
+* freeze the state of sequences that have ended (``lengths``), like torch's packed sequences,
 * stack layers, concatenate directions and apply dropout between layers,
 * and in backward run the steps back in time, then turn the per-step gate gradients into the
   weight gradients and the input gradient with single matrix products after the loop.
@@ -34,8 +34,7 @@ from typing import Any
 import numpy as np
 
 from .module import Module, ShapeError, check_array, check_bool, check_size
-from .steps import GRUStep, LSTMStep, RNNStep, State, Step
-
+from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 
 # --------------------------------------------------------------------------------------------
 # One direction of one layer over time. Shared with the cells (which are runs of T = 1).
@@ -71,7 +70,7 @@ class DirectionRun:
 
 def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarray | None,
                 reverse: bool) -> DirectionRun:
-    """Run ``step`` over the time steps of ``x (T, B, F)`` from the states ``init`` ((B, size) each).
+    """Run ``step`` over the time steps of ``x (T, B, F)`` from the states ``init`` ((B, size)).
 
     Where ``mask[t, b]`` is False (the sequence has ended, or in the reverse direction has not
     started yet) the state is carried unchanged, which is how torch runs packed sequences.
@@ -170,7 +169,7 @@ def check_dropout(p: Any) -> float:
     """``p`` as a float if it is a probability in ``[0, 1]``, else ``ValueError`` (torch's rule:
     bools, strings, NaN and numbers outside the range are refused; 1 zeroes every element)."""
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real) \
-            or math.isnan(p) or not 0 <= p <= 1:
+            or math.isnan(float(p)) or not 0 <= float(p) <= 1:
         raise ValueError(f"dropout must be a number in [0, 1] (the probability of an element "
                          f"being zeroed), got {p!r}")
     return float(p)
@@ -230,7 +229,8 @@ class Recurrent(Module):
             f_in = self.input_size if layer == 0 else D * Ho
             for d in range(D):
                 suffix = f"_l{layer}" + ("_reverse" if d else "")
-                shapes = {"weight_ih": (G * H, f_in), "weight_hh": (G * H, Ho)}
+                shapes: dict[str, tuple[int, ...]] = {"weight_ih": (G * H, f_in),
+                                                      "weight_hh": (G * H, Ho)}
                 if self.bias:
                     shapes.update(bias_ih=(G * H,), bias_hh=(G * H,))
                 shapes.update(step.extra_param_shapes())
@@ -242,14 +242,14 @@ class Recurrent(Module):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _step_params(self, k: int) -> dict:
+    def _step_params(self, k: int) -> Params:
         keys = self._keys[k]
-        p = {short: self.params[full] for short, full in keys.items()}
+        p: Params = {short: self.params[full] for short, full in keys.items()}
         p.setdefault("bias_ih", None)
         p.setdefault("bias_hh", None)
         return p
 
-    def _step_grads(self, k: int) -> dict:
+    def _step_grads(self, k: int) -> dict[str, np.ndarray]:
         return {short: self.grads[full] for short, full in self._keys[k].items()}
 
     @property
@@ -359,7 +359,8 @@ class Recurrent(Module):
         masks = self._dropout_masks(T, B, dropout_masks)  # may raise: nothing changed yet
 
         xt = np.ascontiguousarray(xt)
-        layer_in, runs, finals = xt, [], [[] for _ in names]
+        layer_in, runs = xt, []
+        per_layer: list[list[np.ndarray]] = [[] for _ in names]   # per state: (B, size) each
         for layer in range(self.num_layers):
             dirs = []
             for d in range(self.num_directions):
@@ -368,7 +369,7 @@ class Recurrent(Module):
                                   tuple(s[k] for s in init), mask, reverse=bool(d))
                 dirs.append(run)
                 for j, s in enumerate(run.final()):
-                    finals[j].append(s)
+                    per_layer[j].append(s)
             out = self._layer_output(dirs, mask)
             runs.append(dirs)
             if layer < self.num_layers - 1 and masks is not None:
@@ -376,7 +377,7 @@ class Recurrent(Module):
             layer_in = out
         self._ctx = dict(runs=runs, masks=masks, mask=mask, unbatched=unbatched, T=T, B=B)
         out = layer_in
-        finals = tuple(np.stack(f) for f in finals)
+        finals = tuple(np.stack(f) for f in per_layer)
         if unbatched:
             out, finals = out[:, 0, :], tuple(f[:, 0, :] for f in finals)
         elif self.batch_first:
@@ -473,6 +474,7 @@ class Recurrent(Module):
         if dy is not None and ctx["mask"] is not None:
             dy = dy * ctx["mask"]                # padded outputs are constants: no gradient
         dinit = [np.empty((L * D, B, s), self.dtype) for s in sizes]
+        dx: np.ndarray | None = None
         for layer in range(L - 1, -1, -1):
             dx = None
             for d, run in enumerate(runs[layer]):
@@ -486,7 +488,7 @@ class Recurrent(Module):
             if layer > 0 and ctx["masks"] is not None:
                 dx *= ctx["masks"][layer - 1]    # the same mask as forward
             dy = dx
-        dx = dy
+        assert dx is not None                    # the bottom layer's input gradient
         if unbatched:
             return dx[:, 0, :], tuple(s[:, 0, :] for s in dinit)
         if self.batch_first:
@@ -516,15 +518,18 @@ class RNN(Recurrent):
                          batch_first, dropout, bidirectional, dtype, seed)
         self.nonlinearity = nonlinearity
 
-    def forward(self, x: np.ndarray, h0: np.ndarray | None = None, lengths: Any = None, *,
-                dropout_masks: Sequence[np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
-        """``x (T, B, F)`` -> ``out (T, B, D*H)``, ``h_n (L*D, B, H)``; see ``Recurrent.forward``."""
+    # torch's API: an RNN/GRU takes and returns h as one array, where the generic Recurrent
+    # (and the LSTM) use a tuple of states, so these signatures narrow the base class's.
+    def forward(  # type: ignore[override]
+            self, x: np.ndarray, h0: np.ndarray | None = None, lengths: Any = None, *,
+            dropout_masks: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``x (T, B, F)`` -> ``out (T, B, D*H)``, ``h_n (L*D, B, H)``; see Recurrent.forward."""
         out, (h_n,) = super().forward(x, (h0,), lengths, dropout_masks=dropout_masks)
         return out, h_n
 
-    def backward(self, dout: np.ndarray | None,
-                 dh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def backward(  # type: ignore[override]
+            self, dout: np.ndarray | None,
+            dh_n: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``dx`` (shape of ``x``) and ``dh0`` (shape of ``h0``)."""
         dx, (dh0,) = super().backward(dout, (dh_n,))
         return dx, dh0
@@ -555,7 +560,7 @@ class LSTM(Recurrent):
                  proj_size: int = 0, dtype: Any = np.float64, seed: int | None = None) -> None:
         super().__init__(LSTMStep(hidden_size, proj_size), input_size, num_layers, bias,
                          batch_first, dropout, bidirectional, dtype, seed)
-        self.proj_size = self.step.proj_size
+        self.proj_size = self.step.proj_size if isinstance(self.step, LSTMStep) else 0
 
     def forward(self, x: np.ndarray, hx: tuple[Any, Any] | None = None, lengths: Any = None, *,
                 dropout_masks: Sequence[np.ndarray] | None = None

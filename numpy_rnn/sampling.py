@@ -74,16 +74,15 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     index of probability zero. Returns int64 ``(B,)``.
     """
     cdf = np.cumsum(probs, axis=-1)
-    u = rng.random(probs.shape[0])[:, None] * cdf[:, -1:]
+    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]     # the same B uniforms, as a column
     idx = np.sum(cdf <= u, axis=-1)
     return np.minimum(idx, probs.shape[-1] - 1).astype(np.int64)
 
 
-def _condition(backend: Backend, ids: np.ndarray) -> tuple[np.ndarray, tuple]:
+def _condition(backend: Backend, ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """Run ``ids (N,)`` through the model from a zero state: last logits ``(1, V)``, state."""
-    state = None
-    logits = None
-    for t0 in range(0, ids.shape[0], _PRIME_CHUNK):
+    logits, state = backend.logits(ids[None, :_PRIME_CHUNK], None)
+    for t0 in range(_PRIME_CHUNK, ids.shape[0], _PRIME_CHUNK):
         logits, state = backend.logits(ids[None, t0:t0 + _PRIME_CHUNK], state)
     return logits[:, -1, :], state
 

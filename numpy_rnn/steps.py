@@ -39,7 +39,7 @@ import numpy as np
 
 from .module import check_size
 
-Params = dict[str, "np.ndarray | None"]
+Params = dict[str, Any]  # short name -> ndarray (None for an absent bias)
 State = tuple[np.ndarray, ...]
 
 
@@ -118,8 +118,9 @@ class Step(ABC):
         ``p`` maps short parameter names (``"weight_hh"``, ``"bias_hh"`` (or None), extras) to
         arrays, plus ``"weight_hh_T"``, a contiguous copy of ``W_hh^T`` made once per call. When
         ``shares_gate_grads`` is True the layer has already added ``b_hh`` into ``gx`` and
-        ``p["bias_hh"]`` is None; ``prev`` and ``new`` hold one ``(B, size)`` array per state; ``cache`` is the
-        object from ``new_cache`` and ``t`` the time index to store this step's values at.
+        ``p["bias_hh"]`` is None; ``prev`` and ``new`` hold one ``(B, size)`` array per state;
+        ``cache`` is the object from ``new_cache`` and ``t`` the time index to store this step's
+        values at.
         """
 
     @abstractmethod
@@ -128,8 +129,9 @@ class Step(ABC):
         """One step back: from ``dnew`` (the gradient w.r.t. each new state, ``(B, size)``) write
         ``dgx`` and ``dgh`` (``(B, G*H)``) and return the gradient w.r.t. each ``prev`` state."""
 
-    def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,
+    def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,  # noqa: B027
                         dgx: np.ndarray, dgh: np.ndarray, prev: State, new: State) -> None:
+        # An optional hook, not abstract: a cell without extra parameters has nothing to add.
         """After the time loop: add the gradients of ``extra_param_shapes`` into ``g``.
 
         ``dgx``/``dgh`` are the ``(T, B, G*H)`` buffers; ``prev``/``new`` hold, per state, the
@@ -165,7 +167,8 @@ class RNNStep(Step):
             raise ValueError(f"unknown nonlinearity {nonlinearity!r}: use 'tanh' or 'relu'")
         self.nonlinearity = nonlinearity
 
-    def forward(self, p, gx, prev, new, cache, t):
+    def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
+                t: int) -> None:
         (h,), (h_new,) = prev, new
         a = h_new                                  # compute a in place in h' (no cache needed)
         np.matmul(h, p["weight_hh_T"], out=a)     # a = h W_hh^T
@@ -177,7 +180,8 @@ class RNNStep(Step):
         else:
             np.maximum(a, 0.0, out=h_new)          # h' = relu(a)
 
-    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+    def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
+                 dgx: np.ndarray, dgh: np.ndarray) -> State:
         (dh_new,), (h_new,) = dnew, new
         da = dgx
         if self.nonlinearity == "tanh":
@@ -223,11 +227,12 @@ class GRUStep(Step):
 
     num_gates = 3
 
-    def new_cache(self, T, B, dtype):
+    def new_cache(self, T: int, B: int, dtype: Any) -> Any:
         H = self.hidden_size
         return GRUCache(rzn=np.empty((T, B, 3 * H), dtype), gh=np.empty((T, B, 3 * H), dtype))
 
-    def forward(self, p, gx, prev, new, cache, t):
+    def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
+                t: int) -> None:
         (h,), (h_new,) = prev, new
         H = self.hidden_size
         gh, rzn = cache.gh[t], cache.rzn[t]
@@ -245,7 +250,8 @@ class GRUStep(Step):
         h_new *= z                                       # z ⊙ (h - n)
         h_new += n                                       # h' = n + z ⊙ (h - n)
 
-    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+    def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
+                 dgx: np.ndarray, dgh: np.ndarray) -> State:
         (dh_new,), (h,) = dnew, prev
         H = self.hidden_size
         rzn, gh_n = cache.rzn[t], cache.gh[t][:, 2 * H:]
@@ -324,20 +330,21 @@ class LSTMStep(Step):
     def output_size(self) -> int:
         return self.proj_size or self.hidden_size
 
-    def state_sizes(self):
+    def state_sizes(self) -> tuple[int, ...]:
         return (self.output_size, self.hidden_size)
 
-    def extra_param_shapes(self):
+    def extra_param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight_hr": (self.proj_size, self.hidden_size)} if self.proj_size else {}
 
-    def new_cache(self, T, B, dtype):
+    def new_cache(self, T: int, B: int, dtype: Any) -> Any:
         H, P = self.hidden_size, self.proj_size
         return LSTMCache(ifgo=np.empty((T, B, 4 * H), dtype), tanh_c=np.empty((T, B, H), dtype),
                          m=np.empty((T, B, H), dtype) if P else None,
                          dh=np.empty((T, B, P), dtype) if P else None,
                          work=np.empty((B, 4 * H), dtype))
 
-    def forward(self, p, gx, prev, new, cache, t):
+    def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
+                t: int) -> None:
         (h, c), (h_new, c_new) = prev, new
         H = self.hidden_size
         a = cache.ifgo[t]                        # pre-activations, overwritten by the gates
@@ -362,7 +369,8 @@ class LSTMStep(Step):
         else:
             np.multiply(o, tanh_c, out=h_new)    # h' = m = o ⊙ tanh(c')
 
-    def backward(self, p, dnew, prev, new, cache, t, dgx, dgh):
+    def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
+                 dgx: np.ndarray, dgh: np.ndarray) -> State:
         (dh_new, dc_new), (_, c) = dnew, prev
         H = self.hidden_size
         ifgo, tanh_c = cache.ifgo[t], cache.tanh_c[t]
@@ -396,7 +404,8 @@ class LSTMStep(Step):
             dgh[...] = dgx                       # dgh = dgx = da
         return (dgx @ p["weight_hh"], dc)        # dh = da W_hh
 
-    def finish_backward(self, p, g, cache, dgx, dgh, prev, new):
+    def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,
+                        dgx: np.ndarray, dgh: np.ndarray, prev: State, new: State) -> None:
         if self.proj_size:                       # dW_hr = Σ_t dh'_t^T m_t, one matrix product
             P, H = self.proj_size, self.hidden_size
             g["weight_hr"] += cache.dh.reshape(-1, P).T @ cache.m.reshape(-1, H)

@@ -35,7 +35,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,9 @@ from .model import CELLS, CharRNN, ModelConfig
 from .rundir import run_lock
 from .sampling import labels, sample
 
-__all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary", "TrainingDiverged",
-           "draw_dropout_masks",
-           "lr_at", "plot_losses", "resume_config", "train"]
+__all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary",
+           "TrainingDiverged", "draw_dropout_masks", "lr_at", "plot_losses", "resume_config",
+           "train"]
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
@@ -467,7 +467,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
 
 
 def draw_dropout_masks(rng: np.random.Generator, p: float,
-                       shapes: list[tuple[int, ...]]) -> list[np.ndarray] | None:
+                       shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray] | None:
     """One keep mask per shape, ``True`` with probability ``1 - p`` (``rng.random(shape) >= p``,
     float64 draws whatever the model's dtype); None when there are no shapes. The backend
     scales and applies them (:func:`numpy_rnn.recurrent.scale_dropout_mask`)."""
@@ -580,7 +580,8 @@ class _MetricsLog:
                     continue   # a line cut short by a kill: dropped
         atomic_write(path, "w", lambda f: f.write("".join(kept)))
         self.path = path
-        self._file = open(path, "a", encoding="utf-8")
+        # Held open for the run and closed by __exit__: this class is the context manager.
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")

@@ -115,7 +115,7 @@ def parity() -> Parity:
     return _PARITY
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     lines = _PARITY.summary_lines()
     if not lines:
         return

@@ -37,7 +37,7 @@ def torch_error(make):
         warnings.simplefilter("ignore")
         try:
             make()
-        except Exception as exc:  # noqa: BLE001 - we want whatever torch raises
+        except Exception as exc:
             return type(exc)
     return None
 
@@ -291,8 +291,9 @@ def test_cell_shapes_are_checked_like_torch(kind):
                  (np.zeros((3, 1)), good_h)]:
         pairs = [(h, good_h), (good_h, h)] if kind == "LSTMCell" else [h]
         for hx in pairs:
-            assert_refused_like_torch(lambda: cell(x, hx),
-                                      lambda: ref(torch.from_numpy(x), _to_torch(hx)), "")
+            assert_refused_like_torch(lambda x=x, hx=hx: cell(x, hx),
+                                      lambda x=x, hx=hx: ref(torch.from_numpy(x), _to_torch(hx)),
+                                      "")
     assert_refused_like_torch(lambda: cell(np.zeros((1, 2, 10))),
                               lambda: ref(torch.zeros(1, 2, 10, dtype=torch.float64)),
                               "1-D or 2-D")
@@ -403,7 +404,7 @@ def test_RNN_dropout_state(p, train):
     layer.train(train)
     x, hx = RNG.random((1, 1, 100)), RNG.random((2, 1, 100))
     out1, h1 = layer(x, hx)
-    out2, h2 = layer(x, hx)
+    out2, _ = layer(x, hx)
     copy = pickle.loads(pickle.dumps(layer))
     out3, h3 = copy(x, hx)
     if p == 0 or not train:

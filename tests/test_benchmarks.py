@@ -21,9 +21,9 @@ pytest.importorskip("torch")
 pytest.importorskip("threadpoolctl")
 pytest.importorskip("matplotlib")
 
-from benchmarks import floor, harness, memory, report  # noqa: E402
-from benchmarks.configs import QUICK_BASE, SEED, Selection, select_configs  # noqa: E402
-from benchmarks.workloads import WORKLOADS, Workload, register  # noqa: E402
+from benchmarks import floor, harness, memory, report
+from benchmarks.configs import QUICK_BASE, SEED, Selection, select_configs
+from benchmarks.workloads import WORKLOADS, Workload, register
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +67,8 @@ def test_quick_run_json_records_environment_rounds_ratios_floor_and_memory(quick
             s = r["seconds_per_call"][backend]
             assert len(s["per_round"]) == rounds and s["calls"] >= 1
             assert s["min"] <= s["median"] <= s["max"]
-        for key in ("ratio_numpy_torch", "floor_multiple") if with_floor else ("ratio_numpy_torch",):
+        keys = ("ratio_numpy_torch", "floor_multiple") if with_floor else ("ratio_numpy_torch",)
+        for key in keys:
             st = r[key]
             assert len(st["per_round"]) == rounds and st["min"] <= st["median"] <= st["max"]
         # Both backends computed the same thing (same weights and inputs): not a timing.

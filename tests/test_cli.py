@@ -95,6 +95,24 @@ def test_python_dash_m_help_lists_the_commands():
         assert command in res.stdout
 
 
+def test_the_numpy_rnn_console_command_is_the_same_cli():
+    from importlib.metadata import entry_points
+    script = Path(sys.executable).parent / "numpy-rnn"
+    if not script.exists():
+        pytest.skip("numpy_rnn is not installed in this environment (pip install -e .)")
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("numpy-rnn") == "numpy_rnn.cli:main"      # declared in setup.cfg
+    res = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.startswith("usage: numpy-rnn")
+    for command in ("train", "sample", "evaluate", "convert"):
+        assert command in res.stdout
+    bad = subprocess.run([str(script), "train", "--steps", "0"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "error: argument --steps: must be an integer >= 1, got 0 (see 'numpy-rnn train --help')"]
+
+
 @pytest.mark.parametrize("command, flags", [
     ("train", ["--backend", "--cell", "--hidden-size", "--num-layers", "--embedding-dim",
                "--dropout", "--seq-len", "--batch-size", "--schedule", "--steps", "--lr",

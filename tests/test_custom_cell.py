@@ -125,6 +125,7 @@ def test_peephole_lstm_with_zero_peepholes_equals_the_builtin_lstm():
     out_ref, (h_ref, c_ref) = ref(x)
     out, (h, c) = peep(x)
     np.testing.assert_allclose(out, out_ref, rtol=1e-13, atol=1e-14)
+    np.testing.assert_allclose(h, h_ref, rtol=1e-13, atol=1e-14)
     np.testing.assert_allclose(c, c_ref, rtol=1e-13, atol=1e-14)
 
 

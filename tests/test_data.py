@@ -285,7 +285,7 @@ class _Server:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = 5  # bound a stuck client
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_GET(self) -> None:
                 outer.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -407,7 +407,7 @@ def test_download_unreachable_server_says_where_to_put_the_file(
 
 def test_default_url_is_used_when_none_given(tmp_path: Path) -> None:
     # The autouse fixture redirected PLANTS_URL to a closed local port; the error names it.
-    with pytest.raises(DataError, match="127.0.0.1:9"):
+    with pytest.raises(DataError, match=r"127\.0\.0\.1:9"):
         ensure_plants(tmp_path, progress=False)
 
 

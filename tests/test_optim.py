@@ -153,7 +153,7 @@ def test_state_dict_round_trip_continues_identically(cls, torch_cls, kw):
     saved = opt.state_dict()
 
     params2 = {k: v.copy() for k, v in params.items()}
-    grads2 = {k: None for k in params}
+    grads2 = dict.fromkeys(params)
     opt2 = cls(params2, grads2, lr=123.0)  # a different lr: load_state_dict restores it
     opt2.load_state_dict(saved)
     assert opt2.lr == opt.lr and opt2.hyperparams == opt.hyperparams
@@ -195,16 +195,23 @@ def test_sgd_state_dict_holds_momentum_buffers_only_with_momentum():
 def bad_state_dicts(sd):
     """Variants of a valid Adam state dict, each wrong in one way."""
     import copy
+
+    def exp_avg_shape(d): d["state"]["weight"]["exp_avg"] = np.zeros((4, 3))
+    def unknown_param(d): d["state"]["nonexistent"] = d["state"]["bias"]
+    def other_optimizer(d): d["optimizer"] = "SGD"
+    def bad_beta(d): d["hyperparams"]["betas"] = (0.9, 1.5)
+    def negative_lr(d): d["hyperparams"]["lr"] = -1.0
+    def no_eps(d): del d["hyperparams"]["eps"]
+    def no_exp_avg_sq(d): del d["state"]["bias"]["exp_avg_sq"]
+    def step_zero(d): d["state"]["bias"]["step"] = 0
+    def no_state(d): del d["state"]
+
     out = []
-    d = copy.deepcopy(sd); d["state"]["weight"]["exp_avg"] = np.zeros((4, 3)); out.append(d)
-    d = copy.deepcopy(sd); d["state"]["nonexistent"] = d["state"]["bias"]; out.append(d)
-    d = copy.deepcopy(sd); d["optimizer"] = "SGD"; out.append(d)
-    d = copy.deepcopy(sd); d["hyperparams"]["betas"] = (0.9, 1.5); out.append(d)
-    d = copy.deepcopy(sd); d["hyperparams"]["lr"] = -1.0; out.append(d)
-    d = copy.deepcopy(sd); del d["hyperparams"]["eps"]; out.append(d)
-    d = copy.deepcopy(sd); del d["state"]["bias"]["exp_avg_sq"]; out.append(d)
-    d = copy.deepcopy(sd); d["state"]["bias"]["step"] = 0; out.append(d)
-    d = copy.deepcopy(sd); del d["state"]; out.append(d)
+    for spoil in (exp_avg_shape, unknown_param, other_optimizer, bad_beta, negative_lr, no_eps,
+                  no_exp_avg_sq, step_zero, no_state):
+        d = copy.deepcopy(sd)
+        spoil(d)
+        out.append(d)
     return out
 
 

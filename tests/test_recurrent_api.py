@@ -70,12 +70,14 @@ def test_load_state_dict_refuses_missing_unexpected_and_misshaped_keys_without_c
     layer = nr.LSTM(3, 4, num_layers=2, seed=0)
     snap = _snapshot(layer)
     good = {k: np.ones_like(v) for k, v in layer.params.items()}
-    missing = dict(good); del missing["bias_hh_l1"]
-    with pytest.raises(KeyError, match="missing keys.*bias_hh_l1"):
+    missing = dict(good)
+    del missing["bias_hh_l1"]
+    with pytest.raises(KeyError, match=r"missing keys.*bias_hh_l1"):
         layer.load_state_dict(missing)
-    with pytest.raises(KeyError, match="unexpected keys.*weight_hr_l0"):
+    with pytest.raises(KeyError, match=r"unexpected keys.*weight_hr_l0"):
         layer.load_state_dict({**good, "weight_hr_l0": np.ones((2, 4))})
-    bad = dict(good); bad["weight_hh_l0"] = np.ones((16, 3))
+    bad = dict(good)
+    bad["weight_hh_l0"] = np.ones((16, 3))
     with pytest.raises(ValueError, match=r"weight_hh_l0: expected shape \(16, 4\), got \(16, 3\)"):
         layer.load_state_dict(bad)
     with pytest.raises(TypeError, match="non-real"):
@@ -99,9 +101,11 @@ def test_state_dict_is_a_copy_and_load_writes_in_place():
 def test_zero_grad_and_accumulation():
     layer = nr.RNN(3, 4, seed=0)
     x, dout = _x(4, 2, 3), _x(4, 2, 4)
-    layer(x); layer.backward(dout)
+    layer(x)
+    layer.backward(dout)
     once = {k: v.copy() for k, v in layer.grads.items()}
-    layer(x); layer.backward(dout)
+    layer(x)
+    layer.backward(dout)
     for k in once:
         np.testing.assert_allclose(layer.grads[k], 2 * once[k], rtol=1e-14)
     layer.zero_grad()
@@ -213,9 +217,11 @@ def test_hidden_and_input_size_must_be_positive():
     (lambda l: l(np.ones((5, 2, 3), dtype=np.int64)), TypeError, "int64"),
     (lambda l: l(np.ones((5, 2, 3), dtype=np.complex128)), TypeError, "complex128"),
     (lambda l: l(_x(5, 2, 3, dtype=np.float32)), TypeError, "float32.*float64"),
-    (lambda l: l(_x(5, 2, 3), (_x(2, 2, 4), _x(2, 2, 4))), ValueError, r"h0 must have shape \(1, 2, 4\)"),
+    (lambda l: l(_x(5, 2, 3), (_x(2, 2, 4), _x(2, 2, 4))), ValueError,
+     r"h0 must have shape \(1, 2, 4\)"),
     (lambda l: l(_x(5, 2, 3), (_x(1, 2, 4), _x(1, 2, 5))), ValueError, r"c0 must have shape"),
-    (lambda l: l(_x(5, 2, 3), (_x(1, 2, 4, dtype=np.float32), None)), TypeError, "h0 has dtype float32"),
+    (lambda l: l(_x(5, 2, 3), (_x(1, 2, 4, dtype=np.float32), None)), TypeError,
+     "h0 has dtype float32"),
     (lambda l: l(_x(5, 2, 3), _x(1, 2, 4)), TypeError, "tuple"),
     (lambda l: l(_x(5, 3), (_x(1, 2, 4), None)), ValueError, "h0 must be 2-D"),
     (lambda l: l(_x(5, 2, 3), lengths=[5, 6]), ValueError, r"\[1, T=5\]"),

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_train import write_plants
 
 from numpy_rnn.rundir import LOCK_NAME, RunLockedError, run_lock
-
-from test_train import write_plants
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = ("import sys, time\n"
@@ -95,7 +94,7 @@ def test_two_training_processes_on_one_directory(tmp_path, data):
         assert f"process {first.pid}" in second.stderr and str(out) in second.stderr
         assert first.poll() is None, "the first run must still be running for this test"
     finally:
-        stdout, stderr = first.communicate(timeout=300)
+        _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 401))

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 
 from numpy_rnn.backend import NumpyBackend, OptimConfig
-from numpy_rnn.checkpoint import backend_from_checkpoint, load_checkpoint, make_meta, \
-    save_checkpoint
+from numpy_rnn.checkpoint import (
+    backend_from_checkpoint,
+    load_checkpoint,
+    make_meta,
+    save_checkpoint,
+)
 from numpy_rnn.data import Corpus, Vocabulary
 from numpy_rnn.model import CharRNN, ModelConfig
 from numpy_rnn.sampling import draw, filter_logits, label, labels, sample
@@ -154,7 +158,7 @@ def test_prime_is_conditioned_as_one_stream(backend):
 
 
 def test_prime_outside_the_vocabulary_is_refused(backend):
-    with pytest.raises(ValueError, match="prime.*not in the vocabulary.*'Z'"):
+    with pytest.raises(ValueError, match=r"prime.*not in the vocabulary.*'Z'"):
         sample(backend, VOCAB, 2, np.random.default_rng(0), prime="abZ")
     with pytest.raises(ValueError, match="prime"):
         sample(backend, VOCAB, 2, np.random.default_rng(0), prime="")

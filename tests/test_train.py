@@ -4,6 +4,7 @@ lose nothing. Tiny models on a small corpus written to a temporary directory."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -17,8 +18,7 @@ from numpy_rnn import backend as backend_mod
 from numpy_rnn import train as train_mod
 from numpy_rnn.backend import NumpyBackend, StepResult
 from numpy_rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_rnn.data import (NameStreamBatcher, StreamBatcher, load_corpus,
-                            validation_segments)
+from numpy_rnn.data import NameStreamBatcher, StreamBatcher, load_corpus, validation_segments
 from numpy_rnn.evaluate import validation_loss
 from numpy_rnn.losses import cross_entropy
 from numpy_rnn.model import CharRNN
@@ -248,7 +248,7 @@ def test_run_writes_metrics_checkpoints_and_plot(plants, tmp_path):
     assert summary.best_val_loss == min(r["val_loss"] for r in records if "val_loss" in r)
     assert summary.chars_per_s > 0
 
-    weights, meta = load_checkpoint(out / "checkpoint.npz")
+    _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["step"] == 25 and meta["data"] == "plants"
     assert meta["train"]["config"]["hidden_size"] == 16
     _, best = load_checkpoint(out / "best.npz")
@@ -298,7 +298,7 @@ def test_lr_decays_from_lr_to_the_final_fraction(decay):
     rates = [lr_at(s, config) for s in range(1, 102)]
     assert lr_at(300, config) == pytest.approx(0.001)       # constant after the horizon
     assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.001)
-    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(rates))
     assert lr_at(51, config) == pytest.approx(0.0055)
 
 
@@ -443,7 +443,7 @@ def test_a_new_run_does_not_overwrite_an_existing_one(plants, tmp_path):
     out = tmp_path / "out"
     train(tiny(out, steps=5))
     before = (out / "checkpoint.npz").read_bytes()
-    with pytest.raises(ValueError, match="--resume|--overwrite"):
+    with pytest.raises(ValueError, match=r"--resume|--overwrite"):
         train(tiny(out, steps=5))
     assert (out / "checkpoint.npz").read_bytes() == before
     (out / "best.npz").write_bytes(b"stale")

@@ -22,11 +22,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from numpy_rnn.backend import (Backend, OptimConfig, State, StepResult, check_dropout_masks,
-                               make_optimizer)
-from numpy_rnn.recurrent import scale_dropout_mask
+from numpy_rnn.backend import (
+    Backend,
+    OptimConfig,
+    State,
+    StepResult,
+    check_dropout_masks,
+    make_optimizer,
+)
 from numpy_rnn.model import CharRNN as NumpyCharRNN
 from numpy_rnn.model import ModelConfig
+from numpy_rnn.recurrent import scale_dropout_mask
 
 from .convert import load_numpy_state, to_numpy_state
 from .model import CharRNN

@@ -49,13 +49,17 @@ class CharRNN(nn.Module):
     def __init__(self, config: ModelConfig, device: str | torch.device = "cpu") -> None:
         super().__init__()
         self.config = config
-        kw = dict(dtype=torch_dtype(config), device=device)
-        self.encoder = nn.Embedding(config.vocab_size, config.input_size, **kw)
+        dtype = torch_dtype(config)
+        self.encoder = nn.Embedding(config.vocab_size, config.input_size, dtype=dtype,
+                                    device=device)
         self.rnn = _RNNS[config.cell](config.input_size, config.hidden_size,
-                                      num_layers=config.num_layers, dropout=0.0, **kw)
-        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, **kw)
+                                      num_layers=config.num_layers, dropout=0.0, dtype=dtype,
+                                      device=device)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, dtype=dtype,
+                                 device=device)
         # A plain attribute, not a submodule: it holds no parameters of its own in the state.
         self.__dict__["layerwise"] = LayerwiseRNN(self.rnn)
+        self.layerwise: LayerwiseRNN
 
     @property
     def num_states(self) -> int:
@@ -121,7 +125,10 @@ class LayerwiseRNN:
             if type(rnn) is nn.RNN:
                 kw["nonlinearity"] = rnn.nonlinearity
             with torch.random.fork_rng(devices=[]):   # its init must not move the generator
-                self._templates[key] = type(rnn)(width, rnn.hidden_size, **kw)
+                # (nn.RNN/GRU/LSTM take (input_size, hidden_size, ...); RNNBase's stub types
+                # the first argument as its mode string)
+                self._templates[key] = type(rnn)(width, rnn.hidden_size,  # type: ignore[arg-type]
+                                                 **kw)
         return self._templates[key]
 
     def __call__(self, x: Any, hx: Any, masks: Sequence[torch.Tensor]) -> tuple[Any, Any]:
