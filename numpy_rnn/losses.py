@@ -1,8 +1,9 @@
-"""Softmax, log-softmax and the cross-entropy loss, equal to ``torch.nn.CrossEntropyLoss``.
+"""Softmax, log-softmax and two losses: cross-entropy (``torch.nn.CrossEntropyLoss``) and
+binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``).
 
-Every function is stable for large logits: the row maximum is subtracted before ``exp``, so
-``exp`` never overflows and the log-sum-exp keeps full precision. The result has the dtype of
-the input (float32 stays float32).
+Every function is stable for large logits: the row maximum is subtracted before ``exp`` (and the
+binary loss only ever takes ``exp`` of ``-|x|``), so ``exp`` never overflows and the logarithms
+keep full precision. The result has the dtype of the input (float32 stays float32).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["softmax", "log_softmax", "cross_entropy"]
+__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "softmax"]
 
 
 def _float_array(name: str, x: Any) -> np.ndarray:
@@ -102,4 +103,50 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
     dlogits[rows, cls] -= scale
     if n_valid < n:
         dlogits[~valid] = 0
+    return loss, dlogits
+
+
+def binary_cross_entropy_with_logits(logits: np.ndarray,
+                                     targets: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean binary cross-entropy of ``logits`` x against ``targets`` y, and its gradient.
+
+    With ``σ(x) = 1 / (1 + exp(-x))`` and N = ``logits.size``, for every element::
+
+        loss_i    = -(y_i log σ(x_i) + (1 - y_i) log(1 - σ(x_i)))
+                  = max(x_i, 0) - x_i y_i + log1p(exp(-|x_i|))      (the stable form computed)
+        loss      = (1/N) Σ_i loss_i
+        dlogits_i = (σ(x_i) - y_i) / N
+
+    as ``torch.nn.BCEWithLogitsLoss()`` (``reduction='mean'``, no weights, no ``pos_weight``).
+    The stable form follows from ``log σ(x) = -log(1 + exp(-x))`` and ``log(1 - σ(x)) =
+    log σ(x) - x``; written with ``|x|`` its ``exp`` never overflows, so logits of ±1e4 give the
+    exact loss (``|x|`` for a wrong sign, 0 for a right one) and the exact gradient.
+    ``σ(x)`` itself is ``1 / (1 + z)`` for x >= 0 and ``z / (1 + z)`` for x < 0, ``z = exp(-|x|)``.
+
+    Args:
+        logits: float32 or float64 array of any shape (rank >= 1, at least one element).
+        targets: array of the same shape and dtype (nothing is cast), 0/1 labels; any value in
+            [0, 1] (a soft label) is as well defined.
+
+    Returns:
+        ``(loss, dlogits)``: a Python float and an array of the logits' shape and dtype.
+
+    Raises ``TypeError`` for non-float logits or targets or targets of another dtype than the
+    logits, and ``ValueError`` for a shape mismatch or empty input (torch would return NaN).
+    """
+    logits = _float_array("logits", logits)
+    targets = _float_array("targets", targets)
+    if targets.dtype != logits.dtype:
+        raise TypeError(f"targets have dtype {targets.dtype.name} but logits have "
+                        f"{logits.dtype.name}; convert them explicitly (targets.astype(...))")
+    if targets.shape != logits.shape:
+        raise ValueError(f"targets must have the logits' shape {logits.shape}, "
+                         f"got {targets.shape}")
+    if logits.size == 0:
+        raise ValueError(f"logits are empty (shape {logits.shape}); the mean loss is undefined")
+    x, y = logits, targets
+    z = np.exp(-np.abs(x))                                   # in (0, 1]: never overflows
+    loss = float(np.mean(np.maximum(x, 0) - x * y + np.log1p(z)))
+    sigmoid = np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+    dlogits = (sigmoid - y) * (1.0 / x.size)
     return loss, dlogits

@@ -80,6 +80,23 @@ def check_size(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray:
+    """``lengths`` as an int64 ``(B,)`` array of valid lengths in ``[1, T]``, one per sequence.
+
+    Raises ``TypeError`` for non-integers and :class:`ShapeError` for the wrong shape or a length
+    outside ``[1, T]`` (torch's packed sequences refuse the same).
+    """
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iu" and arr.size:
+        raise TypeError(f"lengths must be integers, got dtype {arr.dtype.name}")
+    if arr.shape != (B,):
+        raise ShapeError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
+    if arr.size and (arr.min() < 1 or arr.max() > T):
+        raise ShapeError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
+                         f"max {arr.max()}")
+    return arr.astype(np.int64)
+
+
 def check_array(name: str, a: Any, dtype: FloatDType, ndims: tuple[int, ...]) -> np.ndarray:
     """Check that ``a`` is a real floating array of exactly ``dtype`` and one of ``ndims`` ranks.
 

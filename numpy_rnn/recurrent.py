@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from .module import Module, ShapeError, check_array, check_bool, check_size
+from .module import Module, ShapeError, check_array, check_bool, check_lengths, check_size
 from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 
 # --------------------------------------------------------------------------------------------
@@ -292,17 +292,6 @@ class Recurrent(Module):
             raise ShapeError(f"{name} must have shape {shape}, got {s.shape}")
         return s
 
-    def _check_lengths(self, lengths: Any, T: int, B: int) -> np.ndarray:
-        arr = np.asarray(lengths)
-        if arr.dtype.kind not in "iu" and arr.size:
-            raise TypeError(f"lengths must be integers, got dtype {arr.dtype.name}")
-        if arr.shape != (B,):
-            raise ShapeError(f"lengths must have shape ({B},) (one per sequence), got {arr.shape}")
-        if arr.size and (arr.min() < 1 or arr.max() > T):
-            raise ShapeError(f"lengths must lie in [1, T={T}], got min {arr.min()}, "
-                             f"max {arr.max()}")
-        return arr.astype(np.int64)
-
     # -- forward ---------------------------------------------------------------------------
 
     def forward(self, x: np.ndarray, hx: Any = None, lengths: Any = None, *,
@@ -354,7 +343,7 @@ class Recurrent(Module):
                 init.append(s[:, None, :] if unbatched else s)
         mask = None
         if lengths is not None:
-            lens = self._check_lengths(lengths, T, B)
+            lens = check_lengths(lengths, T, B)
             mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
         masks = self._dropout_masks(T, B, dropout_masks)  # may raise: nothing changed yet
 

@@ -1,13 +1,19 @@
-"""cross_entropy, softmax and log_softmax against torch, finite differences, stability, errors."""
+"""cross_entropy, binary_cross_entropy_with_logits, softmax and log_softmax against torch, finite
+differences, stability, errors."""
 
 import numpy as np
-
-from numpy_rnn.gradcheck import numerical_gradient
 import pytest
+
+from numpy_rnn.gradcheck import check_function, numerical_gradient
 
 torch = pytest.importorskip("torch")
 
-from numpy_rnn.losses import cross_entropy, log_softmax, softmax  # noqa: E402
+from numpy_rnn.losses import (  # noqa: E402
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    log_softmax,
+    softmax,
+)
 
 RTOL64 = 1e-10
 RTOL32 = 1e-5
@@ -167,3 +173,112 @@ def test_softmax_refuses_integer_and_scalar_input():
         softmax(np.arange(3))
     with pytest.raises(ValueError):
         log_softmax(np.float64(1.0))
+
+
+# ---------------------------------------------------------------------------------------- binary
+
+def torch_bce(logits, targets):
+    """Loss and d loss / d logits from torch.nn.BCEWithLogitsLoss()."""
+    lt = torch.tensor(logits, requires_grad=True)
+    loss = torch.nn.BCEWithLogitsLoss()(lt, torch.tensor(targets))
+    loss.backward()
+    return loss.item(), lt.grad.numpy()
+
+
+@pytest.mark.parametrize("shape", [(1,), (13,), (4, 5), (2, 3, 4)], ids=["1", "13", "4x5", "2x3x4"])
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft"])
+def test_bce_with_logits_loss_and_gradient_match_torch_float64(shape, soft):
+    rng = np.random.default_rng(10)
+    logits = rng.standard_normal(shape) * 4
+    targets = rng.random(shape) if soft else (rng.random(shape) < 0.5).astype(np.float64)
+    loss, dlogits = binary_cross_entropy_with_logits(logits, targets)
+    ref_loss, ref_grad = torch_bce(logits, targets)
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(ref_loss, rel=RTOL64)
+    assert dlogits.shape == logits.shape and dlogits.dtype == np.float64
+    assert_close(dlogits, ref_grad, RTOL64)
+
+
+def test_bce_with_logits_is_finite_and_exact_for_huge_logits():
+    logits = np.array([1e4, -1e4, 1e4, -1e4, 800.0, -800.0, 0.0])
+    targets = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    loss, dlogits = binary_cross_entropy_with_logits(logits, targets)
+    n = logits.size
+    # right sign: 0 loss, 0 gradient; wrong sign: loss |x|, gradient ±1/N; x = 0: log 2, -1/2N.
+    assert loss == (1e4 + 1e4 + 800.0 + np.log(2)) / n
+    np.testing.assert_array_equal(dlogits, np.array([0, 0, 1, -1, 0, -1, -0.5]) / n)
+    ref_loss, ref_grad = torch_bce(logits, targets)
+    assert loss == pytest.approx(ref_loss, rel=RTOL64)
+    assert_close(dlogits, ref_grad, RTOL64)
+    loss32, d32 = binary_cross_entropy_with_logits(logits.astype(np.float32),
+                                                   targets.astype(np.float32))
+    assert np.isfinite(loss32) and np.all(np.isfinite(d32))
+    assert loss32 == pytest.approx(loss, rel=RTOL32)
+
+
+def test_bce_with_logits_is_accurate_where_the_naive_formula_loses_digits():
+    """x = ±40 on the right side: each loss is log1p(exp(-40)) ~ 4.2e-18, which the textbook
+    -log(sigmoid(x)) rounds to 0 (sigmoid(40) is 1.0 in float64)."""
+    loss, dlogits = binary_cross_entropy_with_logits(np.array([40.0, -40.0]), np.array([1.0, 0.0]))
+    assert loss == pytest.approx(np.log1p(np.exp(-40.0)), rel=1e-12) and loss > 0
+    # sigmoid(-40) = z / (1 + z) keeps its digits; sigmoid(40) - 1 is 0 here, as in torch.
+    assert dlogits[1] == pytest.approx(np.exp(-40.0) / 2, rel=1e-12)
+
+
+def test_bce_with_logits_float32_matches_torch_and_stays_float32():
+    rng = np.random.default_rng(11)
+    logits = (rng.standard_normal((6, 7)) * 3).astype(np.float32)
+    targets = (rng.random((6, 7)) < 0.3).astype(np.float32)
+    loss, dlogits = binary_cross_entropy_with_logits(logits, targets)
+    ref_loss, ref_grad = torch_bce(logits, targets)
+    assert isinstance(loss, float)
+    assert dlogits.dtype == np.float32 and dlogits.shape == logits.shape
+    assert loss == pytest.approx(ref_loss, rel=RTOL32)
+    assert_close(dlogits, ref_grad, RTOL32)
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["labels", "soft"])
+def test_bce_with_logits_gradient_matches_finite_differences(soft):
+    rng = np.random.default_rng(12)
+    logits = rng.standard_normal((5, 4)) * 3
+    targets = rng.random((5, 4)) if soft else (rng.random((5, 4)) < 0.5).astype(np.float64)
+
+    def loss():
+        return np.asarray(binary_cross_entropy_with_logits(logits, targets)[0])
+
+    def vjp(u):
+        return {"logits": u * binary_cross_entropy_with_logits(logits, targets)[1]}
+
+    report = check_function(loss, {"logits": logits}, vjp)
+    assert report.ok(1e-7), str(report)
+
+
+def test_bce_with_logits_refuses_non_float_logits_and_targets():
+    with pytest.raises(TypeError, match="logits"):
+        binary_cross_entropy_with_logits(np.zeros(3, dtype=np.int64), np.zeros(3))
+    with pytest.raises(TypeError, match="targets"):
+        binary_cross_entropy_with_logits(np.zeros(3), np.array([0, 1, 1]))
+    with pytest.raises(TypeError, match="targets"):
+        binary_cross_entropy_with_logits(np.zeros(3), np.array([True, False, True]))
+    with pytest.raises(TypeError, match="targets"):
+        binary_cross_entropy_with_logits(np.zeros(3), "011")
+
+
+def test_bce_with_logits_refuses_targets_of_another_dtype_without_casting():
+    with pytest.raises(TypeError, match="float32"):
+        binary_cross_entropy_with_logits(np.zeros(3), np.zeros(3, dtype=np.float32))
+    with pytest.raises(TypeError, match="float64"):
+        binary_cross_entropy_with_logits(np.zeros(3, dtype=np.float32), np.zeros(3))
+
+
+@pytest.mark.parametrize("target_shape", [(3,), (4, 3), (3, 4, 1), (12,)])
+def test_bce_with_logits_refuses_a_shape_mismatch(target_shape):
+    with pytest.raises(ValueError, match="shape"):
+        binary_cross_entropy_with_logits(np.zeros((3, 4)), np.zeros(target_shape))
+
+
+def test_bce_with_logits_refuses_empty_and_scalar_input():
+    with pytest.raises(ValueError, match="empty"):
+        binary_cross_entropy_with_logits(np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(ValueError):
+        binary_cross_entropy_with_logits(np.float64(1.0), np.float64(1.0))
