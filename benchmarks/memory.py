@@ -6,7 +6,7 @@ Three numbers per configuration, all in bytes:
   after one forward call. Views count as the whole buffer they view (that is what stays alive),
   and each buffer counts once. This includes the layer-0 input ``x`` (kept by reference, not
   copied) and excludes the parameters, which exist anyway.
-* ``expected``: the count from the shapes, as :mod:`numpy_rnn.recurrent`'s docstring documents
+* ``expected``: the count from the shapes, as :mod:`numpy_rnn.nn.recurrent`'s docstring documents
   it, by component: per layer the states ``(T+1, B, H)`` (and ``(T+1, B, H)`` for ``c``) and the
   step's cache (LSTM ``(T, B, 5H)`` and a ``(B, 4H)`` scratch, GRU ``(T, B, 6H)``, RNN none),
   plus the layer-0 input ``(T, B, F)``. Upper layers read a view of the layer below's states: no

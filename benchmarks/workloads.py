@@ -239,7 +239,7 @@ register(Workload(
 # --------------------------------------------------------------------------------------------
 
 def _charrnn_config(cfg: Config):
-    from numpy_rnn.model import ModelConfig
+    from numpy_rnn.tasks.lm import ModelConfig
     # The stack's input size is the embedding width (the seed: vocabulary 30, embedding 30).
     return ModelConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden_size,
                        num_layers=cfg.num_layers, cell=cfg.cell, embedding_dim=cfg.input_size,
@@ -249,8 +249,8 @@ def _charrnn_config(cfg: Config):
 def setup_train_step(cfg: Config, gpu: bool) -> Bench:
     """Both backends of the shared driver, loaded with the same weights, one ``train_step`` on the
     same (B, T) batch per call (embedding, stack, decoder, cross-entropy, clipping, Adam)."""
-    from numpy_rnn.backend import NumpyBackend, OptimConfig
-    from numpy_rnn.model import CharRNN
+    from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
+    from numpy_rnn.tasks.lm import CharRNN
     from torch_ref.backend import TorchBackend
 
     mcfg = _charrnn_config(cfg)
@@ -289,7 +289,7 @@ def _sampling_bench(cfg: Config, gpu: bool, streams: int) -> Bench:
     kept on the torch side and no conversions."""
     import torch
 
-    from numpy_rnn.model import CharRNN
+    from numpy_rnn.tasks.lm import CharRNN
     from torch_ref.convert import load_numpy_state
     from torch_ref.model import CharRNN as TorchCharRNN
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_rnn.attention import AttentionPooling
-from numpy_rnn.gradcheck import check_function
+from numpy_rnn.nn.attention import AttentionPooling
+from numpy_rnn.nn.gradcheck import check_function
 
 torch = pytest.importorskip("torch")
 

@@ -1,5 +1,5 @@
-"""Tests for numpy_rnn.checkpoint: the portable .npz format, atomic writes, validation on load,
-and the round trip between the NumPy and torch backends."""
+"""Tests for numpy_rnn.driver.checkpoint: the portable .npz format, atomic writes, validation on
+load, and the round trip between the NumPy and torch backends."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from numpy_rnn import checkpoint as ckpt
-from numpy_rnn.backend import NumpyBackend, OptimConfig
-from numpy_rnn.checkpoint import (
+from numpy_rnn.driver import checkpoint as ckpt
+from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
+from numpy_rnn.driver.checkpoint import (
     CheckpointError,
     backend_from_checkpoint,
     check_compatible,
@@ -20,8 +20,8 @@ from numpy_rnn.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from numpy_rnn.data import Vocabulary
-from numpy_rnn.model import CharRNN, ModelConfig
+from numpy_rnn.tasks.data import Vocabulary
+from numpy_rnn.tasks.lm import CharRNN, ModelConfig
 
 VOCAB = Vocabulary.from_text("\n abcdefgh")
 CONFIG = ModelConfig(vocab_size=len(VOCAB), hidden_size=8, num_layers=2, cell="lstm",
@@ -113,7 +113,7 @@ def test_file_layout_is_plain_npz_without_pickle(tmp_path):
     assert {f"param/{k}" for k in CharRNN(CONFIG).params} <= keys
     assert "optim/rnn.weight_ih_l0/exp_avg" in keys
     assert "optim/decoder.bias/exp_avg_sq" in keys
-    assert meta["format"] == "numpy_rnn.checkpoint"
+    assert meta["format"] == "numpy_rnn.checkpoint"       # the format's name, not a module path
     assert meta["model_config"]["hidden_size"] == 8
     assert meta["vocab"] == list(VOCAB.chars)
     assert read_meta(path)["step"] == 2

@@ -1,5 +1,6 @@
-"""Tests for the command line (numpy_rnn.cli): every command end to end on a tiny model, --help,
-and user errors that end in one line on stderr and a non-zero exit status, never a traceback."""
+"""Tests for the command line (numpy_rnn.driver.cli): every command end to end on a tiny model,
+--help, and user errors that end in one line on stderr and a non-zero exit status, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_rnn import backend as backend_mod
-from numpy_rnn import cli as cli_mod
-from numpy_rnn import train as train_mod
-from numpy_rnn.backend import NumpyBackend, StepResult
-from numpy_rnn.checkpoint import load_checkpoint
-from numpy_rnn.cli import main
+from numpy_rnn.driver import backend as backend_mod
+from numpy_rnn.driver import cli as cli_mod
+from numpy_rnn.driver import train as train_mod
+from numpy_rnn.driver.backend import NumpyBackend, StepResult
+from numpy_rnn.driver.checkpoint import load_checkpoint
+from numpy_rnn.driver.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["abelia", "abelia grandiflora", "rosa canina", "rosa rugosa", "pinus nigra", "pinus",
@@ -101,7 +102,7 @@ def test_the_numpy_rnn_console_command_is_the_same_cli():
     if not script.exists():
         pytest.skip("numpy_rnn is not installed in this environment (pip install -e .)")
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts.get("numpy-rnn") == "numpy_rnn.cli:main"      # declared in setup.cfg
+    assert scripts.get("numpy-rnn") == "numpy_rnn.driver.cli:main"      # declared in setup.cfg
     res = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and res.stdout.startswith("usage: numpy-rnn")
     for command in ("train", "sample", "evaluate", "convert"):
@@ -250,7 +251,7 @@ def test_both_backends_sample_the_same_names_from_a_cli_checkpoint(trained, run)
 
 def test_convert_the_notebooks_weights(plants, tmp_path, run):
     torch = _torch_or_skip()
-    from numpy_rnn.data import load_corpus
+    from numpy_rnn.tasks.data import load_corpus
     V = len(load_corpus("plants").vocab)
     torch.manual_seed(0)
     # The notebook's model: Embedding(V, V) -> LSTM(V, 512, 3) -> Linear(512, V), in float64.

@@ -2,7 +2,7 @@
 
 The peephole LSTM (Gers & Schmidhuber, 2000) lets the gates look at the cell state. Written as a
 ``numpy_rnn.Step`` subclass it runs in ``numpy_rnn.Recurrent`` with stacking, both directions,
-lengths and dropout, and ``numpy_rnn.gradcheck`` verifies its hand-written backward.
+lengths and dropout, and ``numpy_rnn.nn.gradcheck`` verifies its hand-written backward.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import numpy_rnn as nr
-from numpy_rnn.steps import sigmoid
+from numpy_rnn.nn.steps import sigmoid
 
 
 class PeepholeCache(NamedTuple):

@@ -1,4 +1,4 @@
-"""Tests for numpy_rnn.data: corpus parsing, vocabulary, download, batching.
+"""Tests for numpy_rnn.tasks.data: corpus parsing, vocabulary, download, batching.
 
 The download tests talk only to an http.server on 127.0.0.1; an autouse fixture points the
 default URL at a closed local port so that nothing here can reach the real network.
@@ -20,8 +20,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_rnn import data
-from numpy_rnn.data import (
+from numpy_rnn.tasks import data
+from numpy_rnn.tasks.data import (
     DataError,
     NameStreamBatcher,
     StreamBatcher,

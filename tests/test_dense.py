@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from numpy_rnn.gradcheck import numerical_gradient
+from numpy_rnn.nn.gradcheck import numerical_gradient
 
 torch = pytest.importorskip("torch")
 
-from numpy_rnn.dense import Embedding, Linear  # noqa: E402
+from numpy_rnn.nn.dense import Embedding, Linear  # noqa: E402
 
 RTOL64 = 1e-10
 RTOL32 = 1e-5

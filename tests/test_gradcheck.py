@@ -1,4 +1,4 @@
-"""numpy_rnn.gradcheck: finite differences agree with every backward, and catch a wrong one."""
+"""numpy_rnn.nn.gradcheck: finite differences agree with every backward, and catch a wrong one."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@ differences, stability, errors."""
 import numpy as np
 import pytest
 
-from numpy_rnn.gradcheck import check_function, numerical_gradient
+from numpy_rnn.nn.gradcheck import check_function, numerical_gradient
 
 torch = pytest.importorskip("torch")
 
-from numpy_rnn.losses import (  # noqa: E402
+from numpy_rnn.nn.losses import (  # noqa: E402
     binary_cross_entropy_with_logits,
     cross_entropy,
     log_softmax,

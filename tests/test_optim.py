@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from numpy_rnn.dense import Linear  # noqa: E402
-from numpy_rnn.optim import SGD, Adam, AdamW, clip_grad_norm  # noqa: E402
+from numpy_rnn.nn.dense import Linear  # noqa: E402
+from numpy_rnn.nn.optim import SGD, Adam, AdamW, clip_grad_norm  # noqa: E402
 
 RTOL64 = 1e-10
 RTOL32 = 1e-5

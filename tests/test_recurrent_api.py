@@ -297,7 +297,7 @@ def test_lengths_freeze_states_and_zero_padded_outputs():
 @pytest.mark.parametrize("width", [2, 4, 8, 9])
 def test_sigmoid_in_place_on_a_single_column_slice_is_correct(dtype, width):
     # Regression: NumPy 2.4's np.negative misreads such a slice in place (the H = 1 LSTM o gate).
-    from numpy_rnn.steps import sigmoid
+    from numpy_rnn.nn.steps import sigmoid
     a = RNG.standard_normal((3, width)).astype(dtype)
     want = 1 / (1 + np.exp(-a[:, -1:].astype(np.float64)))
     col = a[:, -1:]

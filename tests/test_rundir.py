@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from test_train import write_plants
 
-from numpy_rnn.rundir import LOCK_NAME, RunLockedError, run_lock
+from numpy_rnn.driver.rundir import LOCK_NAME, RunLockedError, run_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLD = ("import sys, time\n"
-        "from numpy_rnn.rundir import run_lock\n"
+        "from numpy_rnn.driver.rundir import run_lock\n"
         "with run_lock(sys.argv[1]):\n"
         "    print('locked', flush=True)\n"
         "    time.sleep(120)\n")

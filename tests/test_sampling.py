@@ -1,4 +1,4 @@
-"""Tests for numpy_rnn.sampling: the filters, inverse-CDF drawing, the stop rule, primes,
+"""Tests for numpy_rnn.tasks.sampling: the filters, inverse-CDF drawing, the stop rule, primes,
 labels, and the same text from both backends given the same checkpoint and seed."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_rnn.backend import NumpyBackend, OptimConfig
-from numpy_rnn.checkpoint import (
+from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
+from numpy_rnn.driver.checkpoint import (
     backend_from_checkpoint,
     load_checkpoint,
     make_meta,
     save_checkpoint,
 )
-from numpy_rnn.data import Corpus, Vocabulary
-from numpy_rnn.model import CharRNN, ModelConfig
-from numpy_rnn.sampling import draw, filter_logits, label, labels, sample
+from numpy_rnn.tasks.data import Corpus, Vocabulary
+from numpy_rnn.tasks.lm import CharRNN, ModelConfig
+from numpy_rnn.tasks.sampling import draw, filter_logits, label, labels, sample
 
 VOCAB = Vocabulary.from_text("\n abcdefghijklmnop")
 

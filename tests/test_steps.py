@@ -1,11 +1,11 @@
-"""The elementwise helpers of numpy_rnn.steps against NumPy's own functions."""
+"""The elementwise helpers of numpy_rnn.nn.steps against NumPy's own functions."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from numpy_rnn.steps import sigmoid, tanh
+from numpy_rnn.nn.steps import sigmoid, tanh
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 4e-16), (np.float32, 0.0)])

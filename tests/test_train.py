@@ -1,5 +1,5 @@
-"""Tests for numpy_rnn.train: exact resume, metrics, checkpoints, lr schedule, and errors that
-lose nothing. Tiny models on a small corpus written to a temporary directory."""
+"""Tests for numpy_rnn.driver.train: exact resume, metrics, checkpoints, lr schedule, and errors
+that lose nothing. Tiny models on a small corpus written to a temporary directory."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numpy_rnn import backend as backend_mod
-from numpy_rnn import train as train_mod
-from numpy_rnn.backend import NumpyBackend, StepResult
-from numpy_rnn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_rnn.data import NameStreamBatcher, StreamBatcher, load_corpus, validation_segments
-from numpy_rnn.evaluate import validation_loss
-from numpy_rnn.losses import cross_entropy
-from numpy_rnn.model import CharRNN
-from numpy_rnn.train import (
+from numpy_rnn.driver import backend as backend_mod
+from numpy_rnn.driver import train as train_mod
+from numpy_rnn.driver.backend import NumpyBackend, StepResult
+from numpy_rnn.driver.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from numpy_rnn.driver.evaluate import validation_loss
+from numpy_rnn.driver.train import (
     TrainConfig,
     TrainingDiverged,
     lr_at,
     resume_config,
     train,
 )
+from numpy_rnn.nn.losses import cross_entropy
+from numpy_rnn.tasks.data import NameStreamBatcher, StreamBatcher, load_corpus, validation_segments
+from numpy_rnn.tasks.lm import CharRNN
 
 SYLLABLES = ["ab", "el", "ia", "ros", "a", "ca", "mo", "lu", "pi", "nus", "ta", "ri", "um", "ve"]
 

@@ -20,22 +20,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from numpy_rnn.backend import (
+from numpy_rnn.driver.backend import (
     Backend,
     OptimConfig,
-    State,
     StepResult,
     check_dropout_masks,
     make_optimizer,
 )
-from numpy_rnn.model import CharRNN as NumpyCharRNN
-from numpy_rnn.model import ModelConfig
-from numpy_rnn.recurrent import scale_dropout_mask
+from numpy_rnn.nn.recurrent import scale_dropout_mask
+from numpy_rnn.tasks import get_task
+from numpy_rnn.tasks.base import State, tokens_of
+from numpy_rnn.tasks.lm import ModelConfig
 
 from .convert import load_numpy_state, to_numpy_state
-from .model import CharRNN
+from .model import build_model
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 # The numpy_rnn optimizer class name for each config name, as written in optimizer state dicts.
@@ -43,7 +42,6 @@ _OPTIM_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
 _HYPERPARAMS = {"adam": ("lr", "betas", "eps", "weight_decay"),
                 "adamw": ("lr", "betas", "eps", "weight_decay"),
                 "sgd": ("lr", "momentum", "dampening", "nesterov", "weight_decay")}
-_IGNORE_INDEX = -100  # cross-entropy targets equal to this are skipped (both backends)
 
 
 def _make_torch_optimizer(optim: OptimConfig, params: list[torch.nn.Parameter]
@@ -57,8 +55,8 @@ def _make_torch_optimizer(optim: OptimConfig, params: list[torch.nn.Parameter]
 
 
 class TorchBackend(Backend):
-    """The CharRNN in torch.nn, trained with torch.optim; interface and semantics of
-    :class:`numpy_rnn.backend.NumpyBackend`.
+    """Any task's model in torch.nn (``torch_ref.model.build_model``), trained with torch.optim;
+    interface and semantics of :class:`numpy_rnn.driver.backend.NumpyBackend`.
 
     ``device``: "cpu", or "cuda" when torch sees a GPU; anything else is a ``ValueError``.
     """
@@ -78,9 +76,10 @@ class TorchBackend(Backend):
         # caller's global generator alone; then given numpy_rnn's seed-0 weights, the NumPy
         # backend's placeholder, so the two backends start out identical.
         with torch.random.fork_rng(devices=[]):
-            model = CharRNN(config)
-        load_numpy_state(model, NumpyCharRNN(config, seed=0).state_dict())
+            model = build_model(config)
+        load_numpy_state(model, get_task(config.task).build(config, seed=0).state_dict())
         self.model = model.to(device)
+        self.model.device = torch.device(device)
         # named_parameters order = the order the optimizer holds them = torch's integer ids.
         self._named = list(self.model.named_parameters())
         self._params = [p for _, p in self._named]
@@ -165,14 +164,11 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
 
-    # -- the two computations --------------------------------------------------------------------
+    # -- the computations -------------------------------------------------------------------------
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+    def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        tokens = self._tokens(inputs)
-        y = self._targets(targets, tuple(tokens.shape))
-        hx = self._state_in(state, tokens.shape[0])
-        check_dropout_masks(self.config, tuple(tokens.shape), dropout_masks)
+        check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
         masks = None
         if dropout_masks:
             # The driver's keep masks, scaled by the same function as the NumPy backend's, so
@@ -181,9 +177,7 @@ class TorchBackend(Backend):
                                      device=self.device) for m in dropout_masks]
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        logits, final = self.model(tokens, hx, masks)
-        V = logits.shape[-1]
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=_IGNORE_INDEX)
+        loss, final = self.model.train_loss(inputs, targets, state, masks)
         loss.backward()
         if self.optim.clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._params, self.optim.clip)
@@ -193,76 +187,25 @@ class TorchBackend(Backend):
         self.optimizer.step()
         # The returned state is a detached NumPy copy: the next batch starts a new graph
         # (truncated BPTT), whichever backend it is fed to.
-        return StepResult(float(loss.item()), float(norm.item()), self._state_out(final))
+        return StepResult(float(loss.item()), float(norm.item()),
+                          None if final is None else self.model.state_out(final))
+
+    def _method(self, name: str) -> Any:
+        method = getattr(self.model, name, None)
+        if method is None:
+            raise TypeError(f"a {self.config.task} model has no {name}()")
+        self.model.eval()
+        return method
 
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        tokens = self._tokens(inputs)
-        hx = self._state_in(state, tokens.shape[0])
-        self.model.eval()
-        with torch.no_grad():
-            logits, final = self.model(tokens, hx)
-        return logits.cpu().numpy().astype(np.float64), self._state_out(final)
+        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
+        return result
 
-    # -- crossing the boundary -------------------------------------------------------------------
+    def initial_state(self, conditions: np.ndarray) -> State:
+        result: State = self._method("initial_state")(conditions)
+        return result
 
-    def _tokens(self, inputs: Any) -> torch.Tensor:
-        """``inputs (B, T)`` integers in ``[0, V)`` -> an int64 tensor on the device.
-
-        Checked here, with numpy_rnn's messages: on CUDA an index out of range is a device-side
-        assert that poisons the whole process instead of an exception."""
-        a = np.asarray(inputs)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"idx must be an integer array, got dtype {a.dtype.name}")
-        if a.ndim != 2:
-            raise ValueError(f"tokens must be 2-D (B, T), got shape {a.shape}")
-        V = self.config.vocab_size
-        if a.size and (a.min() < 0 or a.max() >= V):
-            bad = a.min() if a.min() < 0 else a.max()
-            raise ValueError(f"index {bad} is out of range for an Embedding with {V} rows "
-                             f"(valid: 0..{V - 1})")
-        return torch.as_tensor(a.astype(np.int64, copy=False), device=self.device)
-
-    def _targets(self, targets: Any, shape: tuple[int, ...]) -> torch.Tensor:
-        a = np.asarray(targets)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"targets must be integers, got dtype {a.dtype.name}")
-        if a.shape != shape:
-            raise ValueError(f"targets must have the inputs' shape {shape}, got {a.shape}")
-        V = self.config.vocab_size
-        valid = a != _IGNORE_INDEX
-        if not valid.any():
-            raise ValueError("every target equals ignore_index: the mean loss is undefined")
-        if ((a < 0) | (a >= V))[valid].any():
-            raise ValueError(f"targets must lie in [0, {V}) (or be {_IGNORE_INDEX}, ignored)")
-        return torch.as_tensor(a.astype(np.int64, copy=False), device=self.device)
-
-    def _state_in(self, state: State | None, B: int) -> tuple[torch.Tensor, ...] | None:
-        """NumPy ``(h,)``/``(h, c)`` (entries may be None: zeros) -> tensors on the device."""
-        if state is None:
-            return None
-        n = self.model.num_states
-        if not isinstance(state, tuple) or len(state) != n:
-            names = "(h0, c0)" if n == 2 else "(h0,)"
-            raise TypeError(f"initial state must be a tuple of {n} arrays {names} or None")
-        if all(s is None for s in state):
-            return None
-        L, H = self.config.num_layers, self.config.hidden_size
-        out = []
-        for name, s in zip(("h0", "c0"), state):
-            if s is None:
-                out.append(torch.zeros(L, B, H, dtype=self.model.decoder.weight.dtype,
-                                       device=self.device))
-                continue
-            if not isinstance(s, np.ndarray):
-                raise TypeError(f"{name} must be a NumPy array, got {type(s).__name__}")
-            if s.dtype != self._np_dtype:
-                raise TypeError(f"{name} has dtype {s.dtype.name} but the module's dtype is "
-                                f"{self._np_dtype.name}; convert it explicitly (x.astype(...))")
-            if s.shape != (L, B, H):
-                raise ValueError(f"{name} must have shape {(L, B, H)}, got {s.shape}")
-            out.append(torch.as_tensor(s, device=self.device))
-        return tuple(out)
-
-    @staticmethod
-    def _state_out(final: tuple[torch.Tensor, ...]) -> State:
-        return tuple(s.detach().cpu().numpy().copy() for s in final)
+    def classify(self, tokens: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
+        return result

@@ -1,26 +1,41 @@
-"""The character-level model in torch.nn: the oracle for ``numpy_rnn.model.CharRNN``.
+"""The tasks' models in torch.nn, the oracles for numpy_rnn's: here the language model.
 
-Embedding ``(V, E)`` -> ``nn.LSTM``/``nn.GRU``/``nn.RNN`` stack of ``num_layers`` x ``H`` ->
-``nn.Linear(H, V)``, built from the same :class:`numpy_rnn.model.ModelConfig`. The attribute
-names (``encoder``, ``rnn``, ``decoder``) make the state-dict keys identical to numpy_rnn's:
-``encoder.weight``, ``rnn.weight_ih_l0`` ..., ``decoder.weight``, ``decoder.bias``.
+:class:`TorchTaskModel` is what the torch backend trains and evaluates, the counterpart of
+:class:`numpy_rnn.tasks.base.TaskModel`: one training step's loss (``train_loss``, which autograd
+differentiates) and the evaluation calls of :class:`numpy_rnn.tasks.base.Predictor`, all taking
+and returning NumPy arrays, checked at the boundary with numpy_rnn's messages. Each task's model
+has numpy_rnn's parameter names, so one state dict serves both.
+
+:class:`CharRNN`: Embedding ``(V, E)`` -> ``nn.LSTM``/``nn.GRU``/``nn.RNN`` stack of
+``num_layers`` x ``H`` -> ``nn.Linear(H, V)``, built from the same
+:class:`numpy_rnn.tasks.lm.ModelConfig`. The attribute names (``encoder``, ``rnn``,
+``decoder``) make the state-dict keys identical to numpy_rnn's: ``encoder.weight``,
+``rnn.weight_ih_l0`` ..., ``decoder.weight``, ``decoder.bias``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from numpy_rnn.model import ModelConfig
+from numpy_rnn.tasks.base import State
+from numpy_rnn.tasks.lm import ModelConfig
 
-TorchState = tuple[torch.Tensor, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L, B, H)
+TorchState = tuple[torch.Tensor, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+IGNORE_INDEX = -100  # cross-entropy targets equal to this are skipped (both backends)
+#: The torch model of each task, "module:class" (imported when first asked for).
+MODELS = {"lm": "torch_ref.model:CharRNN", "classify": "torch_ref.classify:Classifier",
+          "conditional": "torch_ref.conditional:ConditionalCharRNN"}
 
 
 def torch_dtype(config: ModelConfig) -> torch.dtype:
@@ -28,7 +43,149 @@ def torch_dtype(config: ModelConfig) -> torch.dtype:
     return _DTYPES[config.dtype]
 
 
-class CharRNN(nn.Module):
+def build_model(config: ModelConfig, device: str | torch.device = "cpu") -> TorchTaskModel:
+    """The torch model of ``config``'s task (torch's default weights: load numpy_rnn's)."""
+    module, name = MODELS[config.task].split(":")
+    cls: type[TorchTaskModel] = getattr(importlib.import_module(module), name)
+    return cls(config, device)
+
+
+def make_rnn(config: ModelConfig, device: str | torch.device) -> nn.RNNBase:
+    """The recurrent stack of every task's model, as numpy_rnn's ``make_rnn`` builds it; with
+    ``dropout=0``: the driver's masks are applied by :class:`LayerwiseRNN` instead."""
+    return _RNNS[config.cell](config.input_size, config.hidden_size,
+                              num_layers=config.num_layers, dropout=0.0,
+                              bidirectional=config.num_directions == 2,
+                              dtype=torch_dtype(config), device=device)
+
+
+class TorchTaskModel(nn.Module):
+    """Base of the tasks' torch models: the boundary between NumPy and torch.
+
+    Subclasses build their layers (with ``self.rnn``, the recurrent stack, among them) and
+    implement ``train_loss`` and the evaluation methods their task has.
+    """
+
+    rnn: nn.RNNBase
+
+    def __init__(self, config: ModelConfig, device: str | torch.device = "cpu") -> None:
+        super().__init__()
+        self.config = config
+        self.device = torch.device(device)
+        self._np_dtype = np.dtype(config.dtype)
+
+    @property
+    def num_states(self) -> int:
+        """2 for the LSTM (h, c), 1 otherwise (h)."""
+        return 2 if self.config.cell == "lstm" else 1
+
+    def train_loss(self, inputs: Any, targets: np.ndarray, state: State | None,
+                   dropout_masks: Sequence[torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, TorchState | None]:
+        """Training mode: the task's mean loss on a batch (NumPy in, a scalar tensor out, for
+        autograd) and the final recurrent state (None when the task carries none)."""
+        raise NotImplementedError
+
+    def run_stack(self, x: Any, hx: Any, dropout_masks: Sequence[torch.Tensor] | None
+                  ) -> tuple[Any, Any]:
+        """The recurrent stack on ``x`` (a tensor or a PackedSequence) from ``hx``, with the
+        driver's dropout masks between the layers when given."""
+        if dropout_masks:
+            return self.layerwise(x, hx, dropout_masks)
+        return self.rnn(x, hx)
+
+    @property
+    def layerwise(self) -> LayerwiseRNN:
+        """The stack run one layer at a time (a plain attribute: no parameters of its own)."""
+        if "_layerwise" not in self.__dict__:
+            self.__dict__["_layerwise"] = LayerwiseRNN(self.rnn)
+        result: LayerwiseRNN = self.__dict__["_layerwise"]
+        return result
+
+    # -- crossing the boundary -------------------------------------------------------------------
+
+    def tokens(self, inputs: Any) -> torch.Tensor:
+        """``inputs (B, T)`` integers in ``[0, V)`` -> an int64 tensor on the device.
+
+        Checked here, with numpy_rnn's messages: on CUDA an index out of range is a device-side
+        assert that poisons the whole process instead of an exception."""
+        a = np.asarray(inputs)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"idx must be an integer array, got dtype {a.dtype.name}")
+        if a.ndim != 2:
+            raise ValueError(f"tokens must be 2-D (B, T), got shape {a.shape}")
+        V = self.config.vocab_size
+        if a.size and (a.min() < 0 or a.max() >= V):
+            bad = a.min() if a.min() < 0 else a.max()
+            raise ValueError(f"index {bad} is out of range for an Embedding with {V} rows "
+                             f"(valid: 0..{V - 1})")
+        return torch.as_tensor(a.astype(np.int64, copy=False), device=self.device)
+
+    def class_targets(self, targets: Any, shape: tuple[int, ...]) -> torch.Tensor:
+        """Next-character targets of ``shape`` in ``[0, V)`` (or ``IGNORE_INDEX``) -> int64."""
+        a = np.asarray(targets)
+        if a.dtype.kind not in "iu":
+            raise TypeError(f"targets must be integers, got dtype {a.dtype.name}")
+        if a.shape != shape:
+            raise ValueError(f"targets must have the inputs' shape {shape}, got {a.shape}")
+        V = self.config.vocab_size
+        valid = a != IGNORE_INDEX
+        if not valid.any():
+            raise ValueError("every target equals ignore_index: the mean loss is undefined")
+        if ((a < 0) | (a >= V))[valid].any():
+            raise ValueError(f"targets must lie in [0, {V}) (or be {IGNORE_INDEX}, ignored)")
+        return torch.as_tensor(a.astype(np.int64, copy=False), device=self.device)
+
+    def floats(self, name: str, a: Any, shape: tuple[int, ...]) -> torch.Tensor:
+        """A float array of the model's dtype and ``shape`` -> a tensor on the device."""
+        a = np.asarray(a)
+        if a.dtype != self._np_dtype:
+            raise TypeError(f"{name} has dtype {a.dtype.name} but the module's dtype is "
+                            f"{self._np_dtype.name}; convert it explicitly (x.astype(...))")
+        if a.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+        return torch.as_tensor(a, device=self.device)
+
+    def state_in(self, state: State | None, B: int) -> TorchState | None:
+        """NumPy ``(h,)``/``(h, c)`` (entries may be None: zeros) -> tensors on the device."""
+        if state is None:
+            return None
+        n = self.num_states
+        if not isinstance(state, tuple) or len(state) != n:
+            names = "(h0, c0)" if n == 2 else "(h0,)"
+            raise TypeError(f"initial state must be a tuple of {n} arrays {names} or None")
+        if all(s is None for s in state):
+            return None
+        LD = self.config.num_layers * self.config.num_directions
+        H = self.config.hidden_size
+        out = []
+        for name, s in zip(("h0", "c0"), state):
+            if s is None:
+                out.append(torch.zeros(LD, B, H, dtype=torch_dtype(self.config),
+                                       device=self.device))
+                continue
+            if not isinstance(s, np.ndarray):
+                raise TypeError(f"{name} must be a NumPy array, got {type(s).__name__}")
+            out.append(self.floats(name, s, (LD, B, H)))
+        return tuple(out)
+
+    @staticmethod
+    def state_out(final: TorchState) -> State:
+        """Final states -> detached NumPy copies (the next batch starts a new graph)."""
+        return tuple(s.detach().cpu().numpy().copy() for s in final)
+
+    def hx(self, state: TorchState | None) -> Any:
+        """Our state tuple -> what torch's stack takes: ``(h, c)`` for the LSTM, ``h`` else."""
+        if state is None:
+            return None
+        return state if self.num_states == 2 else state[0]
+
+    def as_state(self, final: Any) -> TorchState:
+        """What torch's stack returns -> our state tuple."""
+        return tuple(final) if self.num_states == 2 else (final,)
+
+
+class CharRNN(TorchTaskModel):
     """``logits, state = model(tokens, state)``, the contract of numpy_rnn's CharRNN.
 
     ``tokens`` (B, T) int64 -> ``logits`` (B, T, V). The recurrent stack runs time-major, as
@@ -47,24 +204,13 @@ class CharRNN(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, device: str | torch.device = "cpu") -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(config, device)
         dtype = torch_dtype(config)
         self.encoder = nn.Embedding(config.vocab_size, config.input_size, dtype=dtype,
                                     device=device)
-        self.rnn = _RNNS[config.cell](config.input_size, config.hidden_size,
-                                      num_layers=config.num_layers, dropout=0.0, dtype=dtype,
-                                      device=device)
+        self.rnn = make_rnn(config, device)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, dtype=dtype,
                                  device=device)
-        # A plain attribute, not a submodule: it holds no parameters of its own in the state.
-        self.__dict__["layerwise"] = LayerwiseRNN(self.rnn)
-        self.layerwise: LayerwiseRNN
-
-    @property
-    def num_states(self) -> int:
-        """2 for the LSTM (h, c), 1 otherwise (h)."""
-        return 2 if self.config.cell == "lstm" else 1
 
     def forward(self, tokens: torch.Tensor, state: TorchState | None = None,
                 dropout_masks: Sequence[torch.Tensor] | None = None
@@ -79,17 +225,27 @@ class CharRNN(nn.Module):
             names = "(h, c)" if self.num_states == 2 else "(h,)"
             raise TypeError(f"state must be a tuple {names} or None")
         x = self.encoder(tokens.t())                       # (T, B, E): the stack runs time-major
-        if state is None:
-            hx = None
-        else:
-            hx = state if self.num_states == 2 else state[0]
-        if dropout_masks:
-            out, final = self.layerwise(x, hx, dropout_masks)
-        else:
-            out, final = self.rnn(x, hx)                   # out (T, B, H)
+        out, final = self.run_stack(x, self.hx(state), dropout_masks)   # out (T, B, H)
         logits = self.decoder(out)                         # (T, B, V)
-        final = tuple(final) if self.num_states == 2 else (final,)
-        return logits.transpose(0, 1), final
+        return logits.transpose(0, 1), self.as_state(final)
+
+    def train_loss(self, inputs: Any, targets: np.ndarray, state: State | None,
+                   dropout_masks: Sequence[torch.Tensor] | None
+                   ) -> tuple[torch.Tensor, TorchState | None]:
+        """The mean cross-entropy of the next characters ``targets (B, T)``."""
+        tokens = self.tokens(inputs)
+        y = self.class_targets(targets, tuple(tokens.shape))
+        logits, final = self(tokens, self.state_in(state, tokens.shape[0]), dropout_masks)
+        V = logits.shape[-1]
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX)
+        return loss, final
+
+    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
+        """Evaluation: ``inputs (B, T)`` -> float64 ``logits (B, T, V)`` and the final state."""
+        tokens = self.tokens(inputs)
+        with torch.no_grad():
+            logits, final = self(tokens, self.state_in(state, tokens.shape[0]))
+        return logits.cpu().numpy().astype(np.float64), self.state_out(final)
 
 
 class LayerwiseRNN:

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from numpy_rnn.checkpoint import check_weights
-from numpy_rnn.model import CharRNN, ModelConfig
+from numpy_rnn.driver.checkpoint import check_weights
+from numpy_rnn.tasks.lm import CharRNN, ModelConfig
 
 NOTEBOOK_NUM_LAYERS = 3
 NOTEBOOK_HIDDEN_SIZE = 512

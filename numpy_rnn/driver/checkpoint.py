@@ -30,15 +30,16 @@ import os
 import secrets
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..tasks import get_task
+from ..tasks.data import Vocabulary, fsync_dir
+from ..tasks.lm import ModelConfig
 from .backend import Backend, OptimConfig, get_backend
-from .data import Vocabulary, fsync_dir
-from .model import CharRNN, ModelConfig
 
 __all__ = [
     "BEST_NAME",
@@ -48,11 +49,13 @@ __all__ = [
     "backend_from_checkpoint",
     "check_compatible",
     "check_weights",
+    "labels_of",
     "load_checkpoint",
     "make_meta",
     "model_config_of",
     "read_meta",
     "save_checkpoint",
+    "task_of",
     "vocab_of",
 ]
 
@@ -76,10 +79,13 @@ class CheckpointError(ValueError):
 def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
               backend: str | None = None, optimizer: Mapping[str, Any] | None = None,
               optim_config: OptimConfig | None = None,
-              train: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              train: Mapping[str, Any] | None = None,
+              labels: Sequence[str] | None = None) -> dict[str, Any]:
     """The metadata of a checkpoint.
 
-    config, vocab: the model and its characters. step: optimizer steps taken so far.
+    config, vocab: the model (its ``task`` is recorded too) and its characters. labels: the
+    label vocabulary of a task that has one (the sorted region codes), in the order of the
+    model's label axis. step: optimizer steps taken so far.
     data: the corpus it was trained on ("plants" or a file path), the default for ``evaluate``.
     backend: the backend that wrote it (informative only). optimizer: the backend's
     ``optimizer_state_dict()`` (arrays are moved to ``optim/<param>/<slot>``), or None.
@@ -88,8 +94,10 @@ def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "task": config.task,
         "model_config": config.to_json(),
         "vocab": vocab.to_json(),
+        "labels": list(labels) if labels is not None else None,
         "step": int(step),
         "data": str(data),
         "backend": backend,
@@ -99,9 +107,24 @@ def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
     }
 
 
+def task_of(meta: Mapping[str, Any]) -> str:
+    """The task a checkpoint's model is for ("lm" when not recorded: saved before the others
+    existed)."""
+    task = meta.get("task") or "lm"
+    if not isinstance(task, str):
+        raise CheckpointError(f"the recorded task must be a name, got {task!r}")
+    return task
+
+
 def model_config_of(meta: Mapping[str, Any]) -> ModelConfig:
-    """The :class:`ModelConfig` recorded in a (validated) checkpoint's metadata."""
-    return ModelConfig.from_json(meta["model_config"])
+    """The model config recorded in a (validated) checkpoint's metadata, of its task's class."""
+    return get_task(task_of(meta)).config_class().from_json(meta["model_config"])
+
+
+def labels_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The label vocabulary recorded in a checkpoint, or None for a task without labels."""
+    labels = meta.get("labels")
+    return None if labels is None else tuple(labels)
 
 
 def vocab_of(meta: Mapping[str, Any]) -> Vocabulary:
@@ -273,9 +296,9 @@ def read_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig,
                   where: str = "weights") -> None:
-    """Raise ``CheckpointError`` unless ``weights`` has exactly the names and shapes of a
-    CharRNN with ``config``, real floating dtypes and only finite values."""
-    expected = {k: v.shape for k, v in CharRNN(config, seed=0).params.items()}
+    """Raise ``CheckpointError`` unless ``weights`` has exactly the names and shapes of the
+    model of ``config`` (its task's), real floating dtypes and only finite values."""
+    expected = {k: v.shape for k, v in get_task(config.task).build(config, 0).params.items()}
     missing = [k for k in expected if k not in weights]
     extra = [k for k in weights if k not in expected]
     if missing or extra:
@@ -321,6 +344,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None 
     if len(chars) != model_config.vocab_size:
         raise CheckpointError(f"{path}: the vocabulary has {len(chars)} characters but the model "
                               f"config says vocab_size={model_config.vocab_size}")
+    labels = meta.get("labels")
+    num_labels = getattr(model_config, "num_labels", None)
+    if num_labels is not None and (
+            not isinstance(labels, list) or len(labels) != num_labels
+            or not all(isinstance(c, str) and c for c in labels) or labels != sorted(set(labels))):
+        raise CheckpointError(f"{path}: a {model_config.task} model needs its label vocabulary "
+                              f"({num_labels} sorted, distinct codes), got {labels!r}")
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")

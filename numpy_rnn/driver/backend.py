@@ -1,10 +1,12 @@
 """What a backend must do for the shared driver, and the NumPy backend.
 
-The driver (data, batching, schedule, logging, checkpoints, sampling) is backend-agnostic. A
-backend does only two things: "loss, gradients and optimizer step for this batch and state"
-(``train_step``) and "logits and next state for these tokens" (``logits``). Everything crosses the
-boundary as NumPy arrays: weights (under torch's state-dict names), recurrent states, optimizer
-state (in :class:`numpy_rnn.optim.Optimizer`'s ``state_dict`` format). That is what makes one
+The driver (data, batching, schedule, logging, checkpoints, sampling) is backend-agnostic, and
+so is a backend of the task: it holds the task's model (built from the model config) and does
+only "loss, gradients and optimizer step for this batch and state" (``train_step``) and the
+evaluation calls a task needs (``logits``, ``initial_state``, ``classify``: the
+:class:`numpy_rnn.tasks.base.Predictor` protocol). Everything crosses the boundary as NumPy
+arrays: weights (under torch's state-dict names), recurrent states, optimizer state (in
+:class:`numpy_rnn.nn.optim.Optimizer`'s ``state_dict`` format). That is what makes one
 checkpoint readable by either backend and one seed mean the same start in both.
 
 ``torch_ref.backend.TorchBackend`` implements the same interface with torch.nn and torch.optim.
@@ -20,11 +22,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .losses import cross_entropy
-from .model import CharRNN, ModelConfig
-from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
-
-State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L, B, H)
+from ..nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
+from ..tasks import get_task
+from ..tasks.base import State, TaskModel, tokens_of
+from ..tasks.lm import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,9 @@ class OptimConfig:
 
 
 class StepResult(NamedTuple):
-    loss: float        # mean cross-entropy of the batch, nats per character, before the update
+    loss: float        # the task's mean loss on the batch, before the update
     grad_norm: float   # global gradient norm before clipping
-    state: State       # final recurrent states of the batch (to carry in the stream schedule)
+    state: State | None  # final recurrent states (carried by the LM's streams), or None
 
 
 class Backend(ABC):
@@ -93,11 +94,13 @@ class Backend(ABC):
         """Change the learning rate before the next step (lr schedules)."""
 
     @abstractmethod
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+    def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        """One optimizer step on ``inputs (B, T)`` -> ``targets (B, T)`` (int64), starting the
-        recurrent stack from ``state`` (None: zeros) in training mode: forward, mean
-        cross-entropy, backward, clip to ``optim.clip``, update.
+        """One optimizer step on a batch, starting the recurrent stack from ``state`` (None:
+        zeros) in training mode: forward, the task's mean loss, backward, clip to
+        ``optim.clip``, update. For the language model ``inputs`` and ``targets`` are int64
+        ``(B, T)`` (the next character of each input); for the other tasks ``inputs`` is their
+        NamedTuple of arrays (:class:`numpy_rnn.tasks.base.Batch`).
 
         ``dropout_masks``: the keep masks between the recurrent layers, bool
         ``config.dropout_mask_shapes(T, B)``, drawn by the driver; each backend scales them
@@ -108,7 +111,17 @@ class Backend(ABC):
     @abstractmethod
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
         """Evaluation mode, no gradients: ``inputs (B, T)`` -> ``logits (B, T, V)`` (float64)
-        and the final states."""
+        and the final states (the language model and the conditional generator)."""
+
+    @abstractmethod
+    def initial_state(self, conditions: np.ndarray) -> State:
+        """The conditional generator's initial state for ``conditions (B, R)`` (eval mode)."""
+
+    @abstractmethod
+    def classify(self, tokens: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The classifier's logits ``(B, R)`` (float64) and attention weights ``(B, T)`` (None
+        without attention) for padded ``tokens (B, T)`` of ``lengths (B,)`` (eval mode)."""
 
 
 def check_dropout_masks(config: ModelConfig, shape: tuple[int, ...],
@@ -136,7 +149,7 @@ def make_optimizer(optim: OptimConfig, params: dict[str, np.ndarray],
 
 
 class NumpyBackend(Backend):
-    """The CharRNN in numpy_rnn, trained with numpy_rnn's optimizers."""
+    """Any task's model in numpy_rnn, trained with numpy_rnn's optimizers."""
 
     name = "numpy"
 
@@ -144,7 +157,8 @@ class NumpyBackend(Backend):
         if device != "cpu":
             raise ValueError(f"the numpy backend runs on the CPU only, got device={device!r}")
         super().__init__(config, optim, device)
-        self.model = CharRNN(config, seed=0)   # placeholder weights: the driver loads its own
+        # Placeholder weights (seed 0): the driver loads its own.
+        self.model: TaskModel = get_task(config.task).build(config, seed=0)
         self.optimizer = make_optimizer(optim, self.model.params, self.model.grads)
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -162,15 +176,13 @@ class NumpyBackend(Backend):
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
 
-    def train_step(self, inputs: np.ndarray, targets: np.ndarray, state: State | None,
+    def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        check_dropout_masks(self.config, np.shape(inputs), dropout_masks)
-        model = self.model.train()
+        check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
+        model = self.model
+        model.train()
         model.zero_grad()
-        logits, final = model(inputs, state, dropout_masks)
-        V = logits.shape[-1]
-        loss, dlogits = cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
-        model.backward(dlogits.reshape(logits.shape))
+        loss, final = model.loss_and_backward(inputs, targets, state, dropout_masks)
         if self.optim.clip is not None:
             norm = clip_grad_norm(model.grads, self.optim.clip)
         else:
@@ -178,13 +190,28 @@ class NumpyBackend(Backend):
         self.optimizer.step()
         return StepResult(loss, norm, final)
 
+    def _method(self, name: str) -> Any:
+        method = getattr(self.model, name, None)
+        if method is None:
+            raise TypeError(f"a {self.config.task} model has no {name}()")
+        return method
+
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        self.model.eval()
-        logits, final = self.model(inputs, state)
-        return logits.astype(np.float64, copy=False), final
+        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
+        return result
+
+    def initial_state(self, conditions: np.ndarray) -> State:
+        result: State = self._method("initial_state")(conditions)
+        return result
+
+    def classify(self, tokens: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
+        return result
 
 
-BACKENDS = {"numpy": "numpy_rnn.backend:NumpyBackend", "torch": "torch_ref.backend:TorchBackend"}
+BACKENDS = {"numpy": "numpy_rnn.driver.backend:NumpyBackend",
+            "torch": "torch_ref.backend:TorchBackend"}
 
 
 def get_backend(name: str) -> type[Backend]:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .backend import Backend
+from .base import Predictor, State
 from .data import Corpus, Vocabulary
 
 __all__ = ["draw", "filter_logits", "label", "labels", "sample"]
@@ -79,21 +79,26 @@ def draw(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(idx, probs.shape[-1] - 1).astype(np.int64)
 
 
-def _condition(backend: Backend, ids: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """Run ``ids (N,)`` through the model from a zero state: last logits ``(1, V)``, state."""
-    logits, state = backend.logits(ids[None, :_PRIME_CHUNK], None)
+def _condition(model: Predictor, ids: np.ndarray,
+               state: State | None) -> tuple[np.ndarray, State]:
+    """Run ``ids (N,)`` through the model from ``state`` (None: zeros): last logits ``(1, V)``
+    and the state after them."""
+    logits, state = model.logits(ids[None, :_PRIME_CHUNK], state)
     for t0 in range(_PRIME_CHUNK, ids.shape[0], _PRIME_CHUNK):
-        logits, state = backend.logits(ids[None, t0:t0 + _PRIME_CHUNK], state)
+        logits, state = model.logits(ids[None, t0:t0 + _PRIME_CHUNK], state)
     return logits[:, -1, :], state
 
 
-def sample(backend: Backend, vocab: Vocabulary, num_samples: int, rng: np.random.Generator, *,
+def sample(model: Predictor, vocab: Vocabulary, num_samples: int, rng: np.random.Generator, *,
            temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-           prime: str = "\n", max_length: int = 200, stop_at_newline: bool = True) -> list[str]:
+           prime: str = "\n", max_length: int = 200, stop_at_newline: bool = True,
+           state: State | None = None) -> list[str]:
     """Sample ``num_samples`` texts as one batch; returns them as strings.
 
-    The prime text conditions the model once; its final state is copied to every stream, then
-    all streams step together one character at a time (B = num_samples, T = 1).
+    The prime text conditions the model once, from ``state`` (one sequence's recurrent state,
+    batch size 1; None: zeros; a conditional model's :meth:`Predictor.initial_state`); its
+    final state is copied to every stream, then all streams step together one character at a
+    time (B = num_samples, T = 1).
 
     stop_at_newline=True (names): a stream stops at its first newline, or after ``max_length``
     generated characters. A prime that does not start with a newline gets one in front, as every
@@ -124,7 +129,7 @@ def sample(backend: Backend, vocab: Vocabulary, num_samples: int, rng: np.random
     except ValueError as exc:
         raise ValueError(f"the prime text has {exc}") from None
 
-    last, state = _condition(backend, prime_ids)
+    last, state = _condition(model, prime_ids, state)
     last = np.repeat(last, num_samples, axis=0)                     # (N, V)
     state = tuple(np.repeat(s, num_samples, axis=1) for s in state)  # each (L, N, H)
 
@@ -143,7 +148,7 @@ def sample(backend: Backend, vocab: Vocabulary, num_samples: int, rng: np.random
             if done.all():
                 break
         if t + 1 < max_length:
-            logits, state = backend.logits(ids[:, None], state)
+            logits, state = model.logits(ids[:, None], state)
             last = logits[:, -1, :]
     head = prime.rsplit("\n", 1)[-1]
     return [head + vocab.decode(out[b, :lengths[b]]) for b in range(num_samples)]

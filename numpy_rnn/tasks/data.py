@@ -51,6 +51,8 @@ __all__ = [
     "ensure_plants",
     "is_validation_name",
     "load_corpus",
+    "load_labelled_corpus",
+    "parse_labelled_lines",
     "parse_plant_names",
     "plants_path",
     "random_windows",
@@ -173,7 +175,7 @@ class Vocabulary:
 
 def default_data_dir() -> Path:
     """``data/`` in the repository root, i.e. the directory next to the ``numpy_rnn`` package."""
-    return Path(__file__).resolve().parent.parent / "data"
+    return Path(__file__).resolve().parents[2] / "data"
 
 
 def plants_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -365,6 +367,10 @@ class Corpus:
     vocab:       sorted characters of ``text`` (train and validation together), so validation
                  never holds a character the model cannot represent.
     source:      the file the corpus was read from.
+    labels:      a labelled corpus (plants: the region codes after each name): the label
+                 vocabulary, the sorted set of every label in the file; else ``None``.
+    train_targets, val_targets: a labelled corpus: bool ``(N, R)``, row i the labels of
+                 ``train_names[i]`` / ``val_names[i]`` (column j is ``labels[j]``); else ``None``.
     """
 
     text: str
@@ -375,6 +381,9 @@ class Corpus:
     val_names: list[str] | None
     vocab: Vocabulary
     source: Path
+    labels: tuple[str, ...] | None = None
+    train_targets: np.ndarray | None = None
+    val_targets: np.ndarray | None = None
 
 
 def is_validation_name(name: str) -> bool:
@@ -415,6 +424,97 @@ def parse_plant_names(text: str) -> list[str]:
     return names
 
 
+def parse_labelled_lines(text: str) -> tuple[list[str], list[tuple[str, ...]]]:
+    """The names and labels of a ``text,label[,label...]`` file, in file order.
+
+    The name is the first comma field with trailing whitespace removed (as
+    :func:`parse_plant_names` reads it); the labels are the other fields, stripped, the empty
+    ones dropped. A name that appears on several lines gets the union of their labels, at its
+    first line's place. Blank lines are skipped.
+    """
+    order: list[str] = []
+    sets: dict[str, list[str]] = {}
+    for line in text.split("\n"):
+        fields = line.split(",")
+        name = fields[0].rstrip()
+        if not name.strip():
+            continue
+        codes = [c.strip() for c in fields[1:] if c.strip()]
+        if name not in sets:
+            order.append(name)
+            sets[name] = []
+        sets[name].extend(c for c in codes if c not in sets[name])
+    return order, [tuple(sets[n]) for n in order]
+
+
+def _labelled(path: Path, names: list[str], label_sets: list[tuple[str, ...]]) -> Corpus:
+    """The corpus of labelled names: split by :func:`is_validation_name`, the vocabulary of the
+    names' text (each name + "\\n", as the language model reads them) and the label matrices."""
+    labels = tuple(sorted({c for codes in label_sets for c in codes}))
+    column = {c: j for j, c in enumerate(labels)}
+    is_val = [is_validation_name(n) for n in names]
+    targets = np.zeros((len(names), len(labels)), dtype=bool)
+    for i, codes in enumerate(label_sets):
+        targets[i, [column[c] for c in codes]] = True
+    val = np.array(is_val, dtype=bool)
+    train_names = [n for n, v in zip(names, is_val) if not v]
+    val_names = [n for n, v in zip(names, is_val) if v]
+    text = "".join(n + "\n" for n in names)
+    return Corpus(
+        text=text,
+        train_text="".join(n + "\n" for n in train_names),
+        val_text="".join(n + "\n" for n in val_names),
+        names=names,
+        train_names=train_names,
+        val_names=val_names,
+        vocab=Vocabulary.from_text(text),
+        source=path,
+        labels=labels,
+        train_targets=targets[~val],
+        val_targets=targets[val],
+    )
+
+
+def load_labelled_corpus(
+    source: str = "plants",
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    progress: bool = True,
+) -> Corpus:
+    """A corpus of names with labels, for the classifier and the conditional generator.
+
+    ``source="plants"``: ``plants.data`` as :func:`load_corpus` finds it, the labels being the
+    region codes after each name. Any other ``source`` is a UTF-8 file of lines
+    ``text,label[,label...]`` (:func:`parse_labelled_lines`), a list of names with their
+    languages, say. Either way the split is the names' (:func:`is_validation_name`), the
+    vocabulary the language model's (the sorted characters of every name and the newline), and
+    the label vocabulary the sorted set of every label in the file.
+
+    Raises ``ValueError`` with one line naming the file when it is missing, empty, not UTF-8,
+    holds no names, no label at all (a plain list of names: train ``--task lm`` on it), or no
+    validation or no training name.
+    """
+    if source == "plants":
+        path = ensure_plants(data_dir, url=url, sha256=sha256, progress=progress)
+    else:
+        path = Path(source)
+    names, label_sets = parse_labelled_lines(_read_text(path))
+    if not names:
+        raise ValueError(f"corpus file {path} holds no names")
+    if not any(label_sets):
+        raise ValueError(f"corpus file {path} has no labels: each line must be "
+                         "text,label[,label...] (for a plain list of names use --task lm)")
+    corpus = _labelled(path, names, label_sets)
+    assert corpus.train_names is not None and corpus.val_names is not None
+    if not corpus.val_names or not corpus.train_names:
+        raise ValueError(f"corpus file {path} has {len(corpus.train_names)} training and "
+                         f"{len(corpus.val_names)} validation names (one in ten names goes to "
+                         "validation, by a hash of the name): it needs both")
+    return corpus
+
+
 def load_corpus(
     source: str = "plants",
     data_dir: str | os.PathLike[str] | None = None,
@@ -440,9 +540,13 @@ def load_corpus(
     """
     if source == "plants":
         path = ensure_plants(data_dir, url=url, sha256=sha256, progress=progress)
-        names = parse_plant_names(_read_text(path))
+        text = _read_text(path)
+        names = parse_plant_names(text)
         if not names:
             raise ValueError(f"corpus file {path} holds no plant names")
+        label_names, label_sets = parse_labelled_lines(text)
+        if label_names == names:     # every name once: the regions come along
+            return _labelled(path, names, label_sets)
         train_names = [n for n in names if not is_validation_name(n)]
         val_names = [n for n in names if is_validation_name(n)]
         text = "".join(n + "\n" for n in names)

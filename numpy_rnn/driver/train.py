@@ -42,23 +42,25 @@ from typing import Any
 
 import numpy as np
 
-from .backend import Backend, OptimConfig, get_backend
+from ..tasks import TASKS, get_task
+from ..tasks.base import State, tokens_of
+from ..tasks.data import Corpus
+from ..tasks.lm import CELLS, ModelConfig
+from .backend import OptimConfig, get_backend
 from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
     CheckpointError,
     atomic_write,
     check_compatible,
+    labels_of,
     load_checkpoint,
     make_meta,
     read_meta,
     save_checkpoint,
+    task_of,
 )
-from .data import Corpus, NameStreamBatcher, StreamBatcher, load_corpus, random_windows
-from .evaluate import validation_loss
-from .model import CELLS, CharRNN, ModelConfig
 from .rundir import run_lock
-from .sampling import labels, sample
 
 __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary",
            "TrainingDiverged", "draw_dropout_masks", "lr_at", "plot_losses", "resume_config",
@@ -69,6 +71,7 @@ PLOT_NAME = "loss.png"
 SCHEDULES = ("random", "stream")
 LR_DECAYS = ("none", "cosine", "linear")
 DTYPES = ("float32", "float64")
+POOLINGS = ("attention", "last")
 # Mixed into the seed of the dropout generator, so its draws are not those of any other
 # generator seeded with the run's seed (the batches) or with (seed, step) (the samples).
 _DROPOUT_TAG = 0x64726F70
@@ -89,8 +92,14 @@ class TrainConfig:
     steps. The notebook's 3 x 512 LSTM sees too few characters in that time on 2 cores (1.44
     nats/char against 1.01 for 2 x 256, both on the file-order stream); ``NOTEBOOK`` holds its
     settings (``train --notebook`` on the command line).
+
+    ``task`` chooses what is trained (``lm``, ``classify``, ``conditional``; see
+    :mod:`numpy_rnn.tasks`). The defaults above are the language model's; each other task has
+    its own measured recipe, which :meth:`for_task` applies (the command line does). Fields that
+    only some tasks read say so; the others ignore them.
     """
 
+    task: str = "lm"
     # the model
     cell: str = "lstm"
     hidden_size: int = 256
@@ -98,12 +107,16 @@ class TrainConfig:
     embedding_dim: int | None = None    # None: the vocabulary size, as in the notebook
     dropout: float = 0.1                # between the two LSTM layers: the runs overfit without
     dtype: str = "float32"
+    bidirectional: bool = True          # classify: a bidirectional stack
+    pooling: str = "attention"          # classify: attention | last
+    attention_size: int = 64            # classify: the attention's hidden width
     # the data and how it is batched
     data: str = "plants"
     seq_len: int = 150
     batch_size: int = 32
     schedule: str = "stream"
     stream_groups: int = 10             # stream over names: random groups dealt each epoch
+    label_dropout: float = 0.1          # conditional: the share of names trained unconditioned
     # the optimisation
     steps: int = 2200                   # total optimizer steps of the run (resume included)
     lr: float = 3e-3
@@ -130,8 +143,16 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "stream_groups",
-                     "steps", "eval_every", "sample_every"):
+                     "steps", "eval_every", "sample_every", "attention_size"):
             positive_int(name)
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be attention or last, got {self.pooling!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise TypeError(f"bidirectional must be a bool, got {self.bidirectional!r}")
+        if not (isinstance(self.label_dropout, (int, float)) and 0 <= self.label_dropout < 1):
+            raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
         if self.embedding_dim is not None:
             positive_int("embedding_dim")
         if self.cell not in CELLS:
@@ -165,7 +186,14 @@ class TrainConfig:
             raise ValueError("resume and overwrite exclude each other: resume continues the "
                              "checkpoint that overwrite would discard")
 
+    @classmethod
+    def for_task(cls, task: str = "lm", **fields: Any) -> TrainConfig:
+        """The config of a ``task`` run: its measured recipe (``Task.train_defaults``), then
+        ``fields`` on top. ``TrainConfig.for_task("classify", steps=100)``."""
+        return cls(**{"task": task, **get_task(task).train_defaults, **fields})
+
     def model_config(self, vocab_size: int) -> ModelConfig:
+        """The language model's config for a vocabulary of ``vocab_size`` characters."""
         return ModelConfig(vocab_size=vocab_size, hidden_size=self.hidden_size,
                            num_layers=self.num_layers, cell=self.cell,
                            embedding_dim=self.embedding_dim, dropout=self.dropout,
@@ -192,8 +220,9 @@ class TrainSummary:
     out: str
     start_step: int                       # the checkpoint's step on resume, else 0
     step: int                             # the last step taken
-    val_loss: float | None = None         # the last validation loss, nats/char
-    val_bpc: float | None = None          # the same in bits/char
+    val_loss: float | None = None         # the last validation loss (LM: nats/char)
+    val_bpc: float | None = None          # the LM's in bits/char
+    val_metrics: dict[str, float] = field(default_factory=dict)  # the last validation, all
     best_val_loss: float | None = None
     best_step: int | None = None
     wall_time_s: float = 0.0              # the whole call, evaluation and checkpoints included
@@ -266,46 +295,32 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
         raise ValueError(f"{out} already holds a run ({ckpt_path}): pass --resume to continue "
                          "it or --overwrite to start over")
 
-    # -- 1. the corpus: text -> vocabulary -> integers ----------------------------------------
-    corpus = load_corpus(config.data)
-    vocab = corpus.vocab
-    train_ids = vocab.encode(corpus.train_text)
-    B, T = config.batch_size, config.seq_len
-    batcher: StreamBatcher | None
-    if config.schedule == "stream" and corpus.train_names is not None:
-        # Names (plants): dealt into random groups afresh each epoch, so that consecutive
-        # names are spaced as validation's are (see NameStreamBatcher).
-        batcher = NameStreamBatcher([vocab.encode(n + "\n") for n in corpus.train_names], B, T,
-                                    groups=config.stream_groups, seed=config.seed)
-    elif config.schedule == "stream":
-        batcher = StreamBatcher(train_ids, B, T)    # a plain text: in its own order
-    else:
-        batcher = None
-        if len(train_ids) < T + 1:
-            raise ValueError(f"training text shorter than one window: {len(train_ids)} "
-                             f"characters, need seq_len + 1 = {T + 1}")
-    if len(corpus.val_text) < 2:
-        raise ValueError(f"validation text too short: {len(corpus.val_text)} characters")
-    model_config = config.model_config(len(vocab))
+    # -- 1. the task and its data: corpus -> vocabulary (and labels) -> batches --------------
+    task = get_task(config.task)
+    corpus = task.load(config.data)
+    batches = task.batches(config, corpus)
+    model_config = task.model_config(config, corpus)
 
     # -- 2. the backend, starting from the driver's weights or from the checkpoint -------------
     optim = OptimConfig(lr=config.lr, clip=config.clip)
     backend = get_backend(config.backend)(model_config, optim, config.device)
-    data_rng = np.random.default_rng(config.seed)   # the random schedule's window offsets
     dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every dropout mask
-    carried: tuple[np.ndarray, ...] | None = None   # the stream schedule's hidden state
+    carried: State | None = None                     # the stream schedule's hidden state
     best_val, best_step, start_step = math.inf, None, 0
     if resumed is None:
-        backend.load_state_dict(CharRNN(model_config, seed=config.seed).state_dict())
+        backend.load_state_dict(task.build(model_config, seed=config.seed).state_dict())
     else:
         weights, meta = resumed
         state = _check_resume(meta, config, model_config, corpus, ckpt_path)
         backend.load_state_dict(weights)
         if meta.get("optimizer"):
             backend.load_optimizer_state_dict(meta["optimizer"])
-        data_rng.bit_generator.state = state["data_rng"]
-        if batcher is not None:
-            batcher.load_state_dict(state["batcher"])
+        try:
+            # Saved before the tasks had batch sources of their own: the LM's two keys.
+            batches.load_state_dict(state.get("batches") or {
+                "data_rng": state["data_rng"], "batcher": state.get("batcher")})
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{ckpt_path}: bad batching state ({exc})") from exc
         if state.get("carried") is not None:
             carried = tuple(np.asarray(s, dtype=model_config.dtype) for s in state["carried"])
         if state.get("best_val_loss") is not None:
@@ -323,36 +338,34 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
             # by (seed, step): deterministic, the same in both backends, but not the masks the
             # old run would have drawn.
             dropout_rng = np.random.default_rng([config.seed, start_step, _DROPOUT_TAG])
-            if model_config.dropout_mask_shapes(T, B):
+            if model_config.dropout > 0 and model_config.num_layers > 1:
                 log(f"note: {ckpt_path} predates dropout masks drawn by the driver; the masks "
                     f"of steps {start_step + 1}- come from a new generator, so these losses "
                     "differ from those the old run would have logged")
 
     n_params = sum(int(np.prod(w.shape)) for w in backend.state_dict().values())
+    vocab = corpus.vocab
     log(f"corpus {corpus.source}: {len(corpus.train_text):,} training and "
-        f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}")
-    log(f"model: {config.cell} {config.num_layers} x {config.hidden_size}, "
+        f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}"
+        + (f", {len(corpus.labels)} labels" if corpus.labels is not None else ""))
+    log(f"task {task.name}: {config.cell} {config.num_layers} x {config.hidden_size}, "
         f"{n_params:,} parameters, {config.dtype}, {config.backend} backend on {config.device}")
-    how = config.schedule
-    if isinstance(batcher, NameStreamBatcher) and batcher.groups > 1:
-        how += f" (names dealt into {batcher.groups} random groups each epoch)"
-    log(f"training: {how} batches of {B} x {T} characters, steps "
-        f"{start_step + 1}-{config.steps}" + (f" (resumed from {ckpt_path})" if resumed else ""))
+    log(f"training: {batches.describe()}, steps {start_step + 1}-{config.steps}"
+        + (f" (resumed from {ckpt_path})" if resumed else ""))
 
     def checkpoint_meta(step: int) -> dict[str, Any]:
         train_state = {
             "config": config.to_json(),
             "backend": config.backend,
-            "data_rng": data_rng.bit_generator.state,
+            "batches": batches.state_dict(),
             "dropout_rng": dropout_rng.bit_generator.state,
-            "batcher": batcher.state_dict() if batcher is not None else None,
             "carried": list(carried) if carried is not None else None,
             "best_val_loss": best_val if math.isfinite(best_val) else None,
             "best_step": best_step,
         }
         return make_meta(model_config, vocab, step=step, data=_data_source(config.data),
                          backend=config.backend, optimizer=backend.optimizer_state_dict(),
-                         optim_config=optim, train=train_state)
+                         optim_config=optim, train=train_state, labels=corpus.labels)
 
     if resumed is None:
         # A new run (with --overwrite) replaces the old one's files rather than leaving its
@@ -372,47 +385,45 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
             for step in range(start_step + 1, config.steps + 1):
                 lr = lr_at(step, config)
                 backend.set_lr(lr)
-                if batcher is None:
-                    inputs, targets = random_windows(train_ids, B, T, data_rng)
-                    init = None                         # every window starts from zeros
-                else:
-                    batch = next(batcher)
-                    inputs, targets = batch.inputs, batch.targets
-                    # Carry the hidden state across batches so each of the B streams is one
-                    # long sequence; start again from zeros when the streams wrap around.
-                    init = None if batch.reset else carried
+                batch = next(batches)
+                # The LM's streams carry the hidden state from one batch to the next; every
+                # other batch starts from zeros.
+                init = None if batch.reset else carried
+                Bt, Tt = tokens_of(batch.inputs).shape
                 masks = draw_dropout_masks(dropout_rng, model_config.dropout,
-                                           model_config.dropout_mask_shapes(T, B))
+                                           model_config.dropout_mask_shapes(Tt, Bt))
                 t0 = time.perf_counter()
-                result = backend.train_step(inputs, targets, init, masks)
+                result = backend.train_step(batch.inputs, batch.targets, init, masks)
                 dt = time.perf_counter() - t0
                 if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
                     raise TrainingDiverged(_diverged_message(step, result.loss,
                                                              result.grad_norm, ckpt_path,
                                                              last_saved))
-                if batcher is not None:
-                    carried = result.state
-                train_chars += inputs.size
+                carried = result.state
+                n_chars = tokens_of(batch.inputs).size
+                train_chars += n_chars
                 train_time += dt
                 summary.step = step
                 summary.losses.append(result.loss)
                 record: dict[str, Any] = {"step": step, "loss": result.loss, "lr": lr,
                                           "grad_norm": result.grad_norm,
-                                          "chars_per_s": inputs.size / max(dt, 1e-9)}
+                                          "chars_per_s": n_chars / max(dt, 1e-9)}
 
                 # -- 4. every eval_every steps: validation and a checkpoint -------------------
                 evaluate_now = step % config.eval_every == 0 or step == config.steps
                 if evaluate_now:
-                    val = validation_loss(backend, vocab, corpus.val_text)
-                    if not math.isfinite(val.loss):
-                        raise TrainingDiverged(_diverged_message(step, val.loss, None,
+                    val = task.validate(backend, corpus)
+                    val_loss = val["val_loss"]
+                    if not math.isfinite(val_loss):
+                        raise TrainingDiverged(_diverged_message(step, val_loss, None,
                                                                  ckpt_path, last_saved,
                                                                  what="validation loss"))
-                    record["val_loss"], record["val_bpc"] = val.loss, val.bpc
-                    summary.val_loss, summary.val_bpc = val.loss, val.bpc
-                    improved = val.loss < best_val
+                    record.update(val)
+                    summary.val_loss, summary.val_bpc = val_loss, val.get("val_bpc")
+                    summary.val_metrics = dict(val)
+                    improved = val_loss < best_val
                     if improved:
-                        best_val, best_step = val.loss, step
+                        best_val, best_step = val_loss, step
                 metrics.write(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{result.loss:.3f}",
@@ -420,8 +431,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                                     refresh=False)
                     bar.update(1)
                 if evaluate_now:
-                    say(f"step {step}/{config.steps}: train loss {result.loss:.4f}, validation "
-                        f"{val.loss:.4f} nats/char ({val.bpc:.4f} bits/char), "
+                    say(f"step {step}/{config.steps}: train loss {result.loss:.4f}, "
+                        f"{task.describe_validation(val)}, "
                         f"{train_chars / max(train_time, 1e-9):,.0f} chars/s")
                     meta = checkpoint_meta(step)
                     weights = backend.state_dict()
@@ -433,7 +444,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                 # -- 5. every sample_every steps: a few names, labelled makemore-style --------
                 if config.num_eval_samples and (step % config.sample_every == 0
                                                 or step == config.steps):
-                    for line in _sample_lines(backend, corpus, config, step):
+                    for line in task.log_samples(backend, corpus, config, step):
                         say(line)
 
                 if interrupt.is_set():
@@ -458,11 +469,10 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
 
     summary.best_val_loss = best_val if math.isfinite(best_val) else None
     summary.best_step = best_step
-    log(f"done: step {summary.step}, validation {summary.val_loss:.4f} nats/char "
-        f"({summary.val_bpc:.4f} bits/char), best {summary.best_val_loss:.4f} at step "
-        f"{summary.best_step}, {summary.chars_per_s:,.0f} chars/s, "
-        f"{summary.wall_time_s:.1f} s" if summary.val_loss is not None else
-        f"stopped at step {summary.step}")
+    log(f"done: step {summary.step}, {task.describe_validation(summary.val_metrics)}, best "
+        f"validation loss {summary.best_val_loss:.4f} at step {summary.best_step}, "
+        f"{summary.chars_per_s:,.0f} chars/s, {summary.wall_time_s:.1f} s"
+        if summary.val_loss is not None else f"stopped at step {summary.step}")
     return summary
 
 
@@ -497,20 +507,27 @@ def _check_resume(meta: dict[str, Any], config: TrainConfig, model_config: Model
     """The checkpoint's training state, after checking it continues THIS run: same model and
     vocabulary, same batching (another batch shape would make the stream position mean other
     characters). Raises ``CheckpointError`` naming what differs."""
+    saved_task = task_of(meta)
+    if saved_task != config.task:
+        raise CheckpointError(f"cannot resume {path}: it is a {saved_task} run, not "
+                              f"{config.task}")
     check_compatible(meta, path, config=model_config, vocab=corpus.vocab)
+    if corpus.labels is not None and labels_of(meta) != corpus.labels:
+        raise CheckpointError(f"cannot resume {path}: it was trained with other labels than "
+                              "the corpus has")
     state = meta["train"]
     saved = dict(state.get("config") or {})
     saved.setdefault("stream_groups", 1)    # saved before the option existed: file order
     diffs = [f"{k} {saved[k]!r} (asked for {getattr(config, k)!r})"
-             for k in ("schedule", "batch_size", "seq_len", "stream_groups")
+             for k in get_task(config.task).resume_keys
              if k in saved and saved[k] != getattr(config, k)]
     if diffs:
         raise CheckpointError(f"cannot resume {path} with other batching: it was trained with "
                               + ", ".join(diffs))
-    for key in ("data_rng",):
-        if key not in state:
-            raise CheckpointError(f"{path}: training state lacks {key!r}")
-    if config.schedule == "stream" and not state.get("batcher"):
+    if "batches" not in state and "data_rng" not in state:
+        raise CheckpointError(f"{path}: training state lacks the batching state")
+    if config.task == "lm" and config.schedule == "stream" and not (
+            state.get("batches") or {}).get("batcher", state.get("batcher")):
         raise CheckpointError(f"{path}: training state lacks the stream position")
     return state
 
@@ -538,21 +555,6 @@ def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None 
         return TrainConfig(**base)
     except TypeError as exc:
         raise CheckpointError(f"{path}: bad saved training config ({exc})") from exc
-
-
-def _sample_lines(backend: Backend, corpus: Corpus, config: TrainConfig,
-                  step: int) -> list[str]:
-    """A few samples for the log. Their generator is seeded by (seed, step) and independent of
-    the batch generator, so sampling never changes the training trajectory."""
-    rng = np.random.default_rng([config.seed, step])
-    vocab = corpus.vocab
-    if corpus.names is not None:
-        names = sample(backend, vocab, config.num_eval_samples, rng, max_length=100)
-        tags = labels(names, corpus)
-        return [f"sample at step {step}:"] + [f"  {n!r:<40} {t}" for n, t in zip(names, tags)]
-    prime = "\n" if "\n" in vocab.chars else corpus.train_text[0]
-    text = sample(backend, vocab, 1, rng, prime=prime, max_length=200, stop_at_newline=False)[0]
-    return [f"sample at step {step}:", text]
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,6 +21,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from ..tasks import get_task
+from ..tasks.data import DataError, load_corpus
+from ..tasks.lm import CELLS
+from ..tasks.sampling import labels, sample
 from .backend import BACKENDS
 from .checkpoint import (
     CheckpointError,
@@ -28,12 +32,12 @@ from .checkpoint import (
     check_weights,
     load_checkpoint,
     make_meta,
+    read_meta,
     save_checkpoint,
+    task_of,
     vocab_of,
 )
-from .data import DataError, load_corpus
-from .model import CELLS
-from .sampling import labels, sample
+from .evaluate import evaluate_checkpoint
 from .train import (
     DTYPES,
     LR_DECAYS,
@@ -370,14 +374,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_checkpoint
-    val = evaluate_checkpoint(args.checkpoint, backend=args.backend or "numpy",
-                              device=args.device or "cpu", data=args.data)
-    if args.json:
-        print(json.dumps({"val_loss": val.loss, "val_bpc": val.bpc, "chars": val.chars}))
-    else:
-        print(f"validation loss: {val.loss:.4f} nats/char, {val.bpc:.4f} bits/char "
-              f"({val.chars:,} characters)")
+    task = get_task(task_of(read_meta(args.checkpoint)))
+    metrics = evaluate_checkpoint(args.checkpoint, backend=args.backend or "numpy",
+                                  device=args.device or "cpu", data=args.data)
+    print(json.dumps(metrics) if args.json else task.describe_evaluation(metrics))
     return 0
 
 

@@ -1,0 +1,377 @@
+"""Many-to-many: the character language model, the original notebook's task.
+
+Read a text one character at a time and predict the next one at every step; sampled one
+character at a time, it writes new text (new plant names). Everything the task is lives here:
+
+* :class:`ModelConfig`, the model's shapes, and the base of the other tasks' configs;
+* :class:`CharRNN`: Embedding -> recurrent stack -> Linear over the characters, in NumPy, with
+  the parameter names torch gives the same model (``torch_ref.CharRNN``): ``encoder.weight``,
+  ``rnn.<torch layer keys>``, ``decoder.weight``, ``decoder.bias``, so one state dict serves both;
+* :class:`LMBatches`: random windows, or the text as contiguous streams for truncated BPTT;
+* :func:`validation_loss`: the validation measure, one way everywhere;
+* :class:`LanguageModelTask`: the task as the driver sees it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from ..nn.dense import Embedding, Linear
+from ..nn.losses import cross_entropy, log_softmax
+from ..nn.module import Module, resolve_dtype
+from ..nn.recurrent import GRU, LSTM, RNN, Recurrent
+from .base import Batch, Predictor, State, Task, TaskModel
+from .data import (
+    Corpus,
+    NameStreamBatcher,
+    StreamBatcher,
+    Vocabulary,
+    load_corpus,
+    random_windows,
+    validation_segments,
+)
+from .sampling import labels, sample
+
+if TYPE_CHECKING:
+    from ..driver.train import TrainConfig
+
+CELLS = ("lstm", "gru", "rnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a CharRNN's shapes and arithmetic (saved in checkpoints).
+
+    The other tasks' configs extend it with their own fields; ``task`` names the task whose
+    model it describes.
+    """
+
+    task: ClassVar[str] = "lm"
+
+    vocab_size: int
+    hidden_size: int = 512
+    num_layers: int = 3
+    cell: str = "lstm"
+    embedding_dim: int | None = None   # None: the vocabulary size, as in the original notebook
+    dropout: float = 0.0
+    dtype: str = "float64"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if self.embedding_dim is not None and (isinstance(self.embedding_dim, bool) or not
+                                               isinstance(self.embedding_dim, (int, np.integer))
+                                               or self.embedding_dim < 1):
+            raise ValueError(f"embedding_dim must be a positive integer or None, "
+                             f"got {self.embedding_dim!r}")
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        object.__setattr__(self, "dtype", np.dtype(resolve_dtype(self.dtype)).name)
+
+    @property
+    def input_size(self) -> int:
+        """The embedding width fed to the recurrent stack."""
+        return self.embedding_dim or self.vocab_size
+
+    @property
+    def num_directions(self) -> int:
+        """1, or 2 for a bidirectional stack."""
+        return 1
+
+    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, int, int]]:
+        """The keep masks one training step over ``B`` sequences of ``T`` steps needs:
+        ``num_layers - 1`` masks of ``(T, B, D*H)``, or none when there is no dropout to apply
+        (``dropout = 0`` or a single layer)."""
+        if self.dropout == 0 or self.num_layers == 1:
+            return []
+        return [(T, B, self.num_directions * self.hidden_size)] * (self.num_layers - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ModelConfig:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def make_rnn(config: ModelConfig, seed: Any) -> Recurrent:
+    """The recurrent stack of every task's model: ``config.cell`` x ``num_layers`` of
+    ``hidden_size``, over inputs of ``config.input_size``, one or two directions."""
+    cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[config.cell]
+    # Dropout acts between layers only: with one layer it changes nothing (and would warn).
+    dropout = config.dropout if config.num_layers > 1 else 0.0
+    return cls(config.input_size, config.hidden_size, num_layers=config.num_layers,
+               dropout=dropout, bidirectional=config.num_directions == 2, dtype=config.dtype,
+               seed=seed)
+
+
+def expose(model: Module, children: dict[str, Module]) -> None:
+    """Give ``model`` one flat view of its children's arrays (the same objects, never copies),
+    under ``prefix.name``, the names torch gives the same model; optimizers and state dicts
+    work on these."""
+    for prefix, child in children.items():
+        for name in child.params:
+            model.params[f"{prefix}.{name}"] = child.params[name]
+            model.grads[f"{prefix}.{name}"] = child.grads[name]
+
+
+class CharRNN(TaskModel):
+    """Embedding ``(V, E)`` -> ``num_layers`` recurrent layers of ``H`` -> Linear ``(H -> V)``.
+
+    ``logits, state = model(tokens, state)`` with ``tokens (B, T)`` integers and ``logits
+    (B, T, V)``; ``state`` is a tuple of the recurrent stack's states (``(h, c)`` for the LSTM,
+    ``(h,)`` otherwise), each ``(L, B, H)``, or None for zeros. ``model.backward(dlogits)`` adds
+    every parameter's gradient into ``grads``.
+
+    Initial weights: torch's distributions (Embedding N(0, 1), recurrent and Linear uniform),
+    drawn from independent streams of ``np.random.SeedSequence(seed)``.
+    """
+
+    def __init__(self, config: ModelConfig, seed: int | None = None) -> None:
+        super().__init__(config.dtype)
+        self.config = config
+        s_enc, s_rnn, s_dec = np.random.SeedSequence(seed).spawn(3)
+        self.encoder = Embedding(config.vocab_size, config.input_size, dtype=config.dtype,
+                                 seed=s_enc)
+        self.rnn = make_rnn(config, s_rnn)
+        self.decoder = Linear(config.hidden_size, config.vocab_size, dtype=config.dtype,
+                              seed=s_dec)
+        expose(self, {"encoder": self.encoder, "rnn": self.rnn, "decoder": self.decoder})
+
+    def train(self, mode: bool = True) -> CharRNN:
+        super().train(mode)
+        self.rnn.train(mode)
+        return self
+
+    def forward(self, tokens: np.ndarray, state: tuple[np.ndarray, ...] | None = None,
+                dropout_masks: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """``tokens (B, T)`` -> ``logits (B, T, V)`` and the final states ``(L, B, H)`` each.
+
+        ``dropout_masks``: in training mode with dropout, the keep masks between the layers
+        (``config.dropout_mask_shapes(T, B)``), drawn by the caller; None: the stack draws its
+        own.
+        """
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be 2-D (B, T), got shape {tokens.shape}")
+        x = self.encoder(tokens.T)                       # (T, B, E): the stack runs time-major
+        out, final = Recurrent.forward(self.rnn, x, state, dropout_masks=dropout_masks)
+        logits = self.decoder(out)                       # (T, B, V)
+        return logits.transpose(1, 0, 2), final
+
+    def backward(self, dlogits: np.ndarray,
+                 dstate: tuple[np.ndarray | None, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """``dlogits (B, T, V)`` -> gradients w.r.t. the initial states; grads are added."""
+        dout = self.decoder.backward(dlogits.transpose(1, 0, 2))
+        dx, dinit = Recurrent.backward(self.rnn, dout, dstate)
+        self.encoder.backward(dx)
+        return dinit
+
+    def loss_and_backward(self, inputs: Any, targets: np.ndarray, state: State | None,
+                          dropout_masks: Sequence[np.ndarray] | None
+                          ) -> tuple[float, State | None]:
+        """The mean cross-entropy of predicting ``targets (B, T)`` from ``inputs (B, T)``."""
+        logits, final = self(inputs, state, dropout_masks)
+        V = logits.shape[-1]
+        loss, dlogits = cross_entropy(logits.reshape(-1, V), np.asarray(targets).reshape(-1))
+        self.backward(dlogits.reshape(logits.shape))
+        return loss, final
+
+    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
+        """Evaluation mode: ``inputs (B, T)`` -> float64 ``logits (B, T, V)``, final state."""
+        self.eval()
+        logits, final = self(inputs, state)
+        return logits.astype(np.float64, copy=False), final
+
+
+# --------------------------------------------------------------------------------------------
+# Batches: random windows, or contiguous streams
+# --------------------------------------------------------------------------------------------
+
+
+class LMBatches:
+    """The language model's training batches, B sequences of T characters each.
+
+    * ``random``: B windows at random offsets, each from a zero hidden state (the notebook's,
+      with B=1, T=150), drawn from a generator seeded by the run's seed;
+    * ``stream``: the text as B contiguous streams walked T characters at a time (truncated
+      BPTT); the hidden state carries from one batch to the next (``reset=False``) so each
+      stream reads as one long sequence. For plant names the text of each epoch is the training
+      names dealt into ``stream_groups`` random groups (``NameStreamBatcher``), so consecutive
+      names are as far apart in the sorted file as consecutive validation names are; a plain
+      text file streams in its own order.
+
+    The whole state is the generator's state or the stream position (:meth:`state_dict`).
+    """
+
+    def __init__(self, settings: TrainConfig, corpus: Corpus) -> None:
+        vocab = corpus.vocab
+        self.schedule = settings.schedule
+        B, T = settings.batch_size, settings.seq_len
+        self.B, self.T = B, T
+        self.train_ids = vocab.encode(corpus.train_text)
+        self.rng = np.random.default_rng(settings.seed)   # the random schedule's offsets
+        self.batcher: StreamBatcher | None
+        if settings.schedule == "stream" and corpus.train_names is not None:
+            self.batcher = NameStreamBatcher([vocab.encode(n + "\n") for n in corpus.train_names],
+                                             B, T, groups=settings.stream_groups,
+                                             seed=settings.seed)
+        elif settings.schedule == "stream":
+            self.batcher = StreamBatcher(self.train_ids, B, T)
+        else:
+            self.batcher = None
+            if len(self.train_ids) < T + 1:
+                raise ValueError(f"training text shorter than one window: "
+                                 f"{len(self.train_ids)} characters, need seq_len + 1 = {T + 1}")
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.batcher is None:
+            inputs, targets = random_windows(self.train_ids, self.B, self.T, self.rng)
+            return Batch(inputs, targets, reset=True)      # every window starts from zeros
+        chunk = next(self.batcher)
+        # Carry the hidden state across batches so each of the B streams is one long
+        # sequence; start again from zeros when the streams wrap around.
+        return Batch(chunk.inputs, chunk.targets, reset=chunk.reset)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"data_rng": self.rng.bit_generator.state,
+                "batcher": self.batcher.state_dict() if self.batcher is not None else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["data_rng"]
+        if self.batcher is not None:
+            if not state.get("batcher"):
+                raise ValueError("the training state lacks the stream position")
+            self.batcher.load_state_dict(state["batcher"])
+
+    def describe(self) -> str:
+        how = self.schedule
+        if isinstance(self.batcher, NameStreamBatcher) and self.batcher.groups > 1:
+            how += f" (names dealt into {self.batcher.groups} random groups each epoch)"
+        return f"{how} batches of {self.B} x {self.T} characters"
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: one measure everywhere
+# --------------------------------------------------------------------------------------------
+
+MAX_SEGMENTS = 16
+# Time steps per call to the backend. The NumPy backend keeps every step's gate activations for a
+# backward pass even in eval mode: 16 segments x 256 steps of a 3 x 512 LSTM is ~200 MB in
+# float64, where the whole plants validation text (~4,900 steps per segment) would need ~4 GB.
+CHUNK_LEN = 256
+
+
+class Validation(NamedTuple):
+    loss: float   # mean cross-entropy, nats per character
+    bpc: float    # the same in bits per character
+    chars: int    # number of predicted characters averaged over
+
+
+def validation_loss(model: Predictor, vocab: Vocabulary, val_text: str, *,
+                    max_segments: int = MAX_SEGMENTS, chunk_len: int = CHUNK_LEN) -> Validation:
+    """The model's validation loss on ``val_text``, measured one way everywhere: during
+    training, by ``evaluate`` and in the README.
+
+    The validation text (for plants: the validation names in file order, each followed by
+    "\\n") is read as one stream, cut into at most 16 contiguous segments that run as one batch
+    from a zero hidden state (:func:`numpy_rnn.tasks.data.validation_segments`). The loss is the
+    mean cross-entropy over every predicted character, in nats; bits per character is that
+    divided by ln 2. The segments run through ``model.logits`` ``chunk_len`` time steps at a
+    time with the hidden state carried from chunk to chunk, which is the same computation as
+    one long call. Raises ``ValueError`` for a text shorter than 2 characters or with
+    characters outside ``vocab``.
+    """
+    inputs, targets = validation_segments(vocab.encode(val_text), max_segments)
+    total = 0.0
+    state = None
+    for t0 in range(0, inputs.shape[1], chunk_len):
+        logits, state = model.logits(inputs[:, t0:t0 + chunk_len], state)
+        logp = log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+        picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)
+        total -= float(picked.sum())
+    loss = total / targets.size
+    return Validation(loss, loss / math.log(2), int(targets.size))
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class LanguageModelTask(Task):
+    """Many-to-many: predict every next character of a text (``train --task lm``)."""
+
+    name = "lm"
+    reads = frozenset({"seq_len", "schedule", "stream_groups", "embedding_dim"})
+    resume_keys = ("schedule", "batch_size", "seq_len", "stream_groups")
+
+    def config_class(self) -> type[ModelConfig]:
+        return ModelConfig
+
+    def load(self, data: str) -> Corpus:
+        corpus = load_corpus(data)
+        if len(corpus.val_text) < 2:
+            raise ValueError(f"validation text too short: {len(corpus.val_text)} characters")
+        return corpus
+
+    def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
+        return ModelConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
+                           num_layers=settings.num_layers, cell=settings.cell,
+                           embedding_dim=settings.embedding_dim, dropout=settings.dropout,
+                           dtype=settings.dtype)
+
+    def build(self, config: ModelConfig, seed: int | None) -> CharRNN:
+        return CharRNN(config, seed=seed)
+
+    def batches(self, settings: TrainConfig, corpus: Corpus) -> LMBatches:
+        return LMBatches(settings, corpus)
+
+    def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+        val = validation_loss(model, corpus.vocab, corpus.val_text)
+        return {"val_loss": val.loss, "val_bpc": val.bpc}
+
+    def describe_validation(self, metrics: dict[str, float]) -> str:
+        return (f"validation {metrics['val_loss']:.4f} nats/char "
+                f"({metrics['val_bpc']:.4f} bits/char)")
+
+    def evaluate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+        val = validation_loss(model, corpus.vocab, corpus.val_text)
+        return {"val_loss": val.loss, "val_bpc": val.bpc, "chars": val.chars}
+
+    def describe_evaluation(self, metrics: dict[str, float]) -> str:
+        return (f"validation loss: {metrics['val_loss']:.4f} nats/char, "
+                f"{metrics['val_bpc']:.4f} bits/char ({int(metrics['chars']):,} characters)")
+
+    def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
+                    step: int) -> list[str]:
+        """A few samples, labelled makemore-style. Their generator is seeded by (seed, step) and
+        independent of the batch generator, so sampling never changes the training
+        trajectory."""
+        rng = np.random.default_rng([settings.seed, step])
+        vocab = corpus.vocab
+        if corpus.names is not None:
+            names = sample(model, vocab, settings.num_eval_samples, rng, max_length=100)
+            tags = labels(names, corpus)
+            return [f"sample at step {step}:"] + [f"  {n!r:<40} {t}"
+                                                  for n, t in zip(names, tags)]
+        prime = "\n" if "\n" in vocab.chars else corpus.train_text[0]
+        text = sample(model, vocab, 1, rng, prime=prime, max_length=200,
+                      stop_at_newline=False)[0]
+        return [f"sample at step {step}:", text]

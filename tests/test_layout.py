@@ -1,0 +1,65 @@
+"""The package's folders show its parts, and the parts depend on each other one way only:
+the library (numpy_rnn.nn) on NumPy alone, the tasks on the library, the driver on both."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "numpy_rnn"
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """The modules a file imports when it runs (imports under ``if TYPE_CHECKING:`` left out),
+    resolved to absolute names."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(n) for n in ast.walk(node))
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                names.add(".".join(base + ([node.module] if node.module else [])))
+            else:
+                names.add(node.module or "")
+    return names
+
+
+@pytest.mark.parametrize("part, forbidden", [
+    ("nn", ("numpy_rnn.tasks", "numpy_rnn.driver", "torch")),
+    ("tasks", ("numpy_rnn.driver", "torch")),
+    ("driver", ("torch",)),
+])
+def test_each_part_depends_only_on_the_parts_below_it(part, forbidden):
+    for path in sorted((PACKAGE / part).glob("*.py")):
+        for name in runtime_imports(path):
+            assert not name.startswith(forbidden), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("old, new", [
+    ("numpy_rnn.recurrent", "numpy_rnn.nn.recurrent"), ("numpy_rnn.steps", "numpy_rnn.nn.steps"),
+    ("numpy_rnn.model", "numpy_rnn.tasks.lm"), ("numpy_rnn.data", "numpy_rnn.tasks.data"),
+    ("numpy_rnn.train", "numpy_rnn.driver.train"),
+    ("numpy_rnn.backend", "numpy_rnn.driver.backend"),
+    ("numpy_rnn.checkpoint", "numpy_rnn.driver.checkpoint"),
+])
+def test_the_old_module_paths_still_import_as_the_same_modules(old, new):
+    assert importlib.import_module(old) is importlib.import_module(new)
+
+
+def test_the_public_names_stay_where_they_were():
+    import numpy_rnn as nr
+    from numpy_rnn.train import TrainConfig, train  # noqa: F401 - the old spelling works
+    assert nr.LSTM is importlib.import_module("numpy_rnn.nn.recurrent").LSTM
+    assert callable(nr.gradcheck)                        # the function, not its module
