@@ -8,10 +8,13 @@ metrics, and what ``sample``, ``predict`` and ``evaluate`` do for it. The driver
 from __future__ import annotations
 
 from .base import Batch, BatchSource, Predictor, Task, TaskModel
+from .classify import ClassifyTask
+from .conditional import ConditionalTask
 from .lm import LanguageModelTask
 
 #: Every task, by the name ``train --task`` and the checkpoints use.
-TASKS: dict[str, Task] = {task.name: task for task in (LanguageModelTask(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (LanguageModelTask(), ClassifyTask(),
+                                                       ConditionalTask())}
 
 
 def get_task(name: str) -> Task:

@@ -1,0 +1,362 @@
+"""Many-to-one: read a whole name, return one value per label. Where does this plant grow?
+
+After each name, ``plants.data`` lists the codes of the regions where the plant occurs
+(``abelmoschus moschatus,hi,pr``); any file of ``text,label[,label...]`` lines works the same
+way. The classifier reads the characters of a name and gives one logit per label:
+
+    tokens (B, T) -> Embedding -> recurrent stack (bidirectional by default; run with the
+    names' lengths, so it never runs over padding) -> pooling -> Linear -> logits (B, R)
+
+Pooling ``attention`` (the default) is :class:`numpy_rnn.nn.AttentionPooling` over the stack's
+outputs: the model learns which characters matter (a picture of its weights over each name is
+``predict --plot``). Pooling ``last`` concatenates the final states of both directions, as
+torch's ``h_n`` gives them. The loss is the mean binary cross-entropy over every (name, label)
+pair; the metrics are average precisions (:mod:`numpy_rnn.tasks.metrics`).
+
+Parameter names, as torch gives the same model (``torch_ref.classify.Classifier``):
+``encoder.weight``, ``rnn.*``, ``attention.proj.weight``, ``attention.proj.bias``,
+``attention.score.weight``, ``decoder.weight``, ``decoder.bias``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from ..nn.attention import AttentionPooling
+from ..nn.dense import Embedding, Linear
+from ..nn.losses import binary_cross_entropy_with_logits
+from ..nn.recurrent import Recurrent
+from .base import Batch, Predictor, State, Task, TaskModel
+from .data import Corpus, Vocabulary, load_labelled_corpus
+from .lm import ModelConfig, expose, make_rnn
+from .metrics import label_average_precisions, micro_average_precision
+from .names import NameBatches, pad
+
+if TYPE_CHECKING:
+    from ..driver.train import TrainConfig
+
+__all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyTask",
+           "NameInputs", "plot_attention", "predict_names"]
+
+POOLINGS = ("attention", "last")
+#: The labels whose own AP validation reports, where the corpus has them (the plant regions
+#: the README discusses); a corpus without them reports its five most frequent labels.
+REPORTED_LABELS = ("hi", "ak", "pr", "ca", "fl")
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(ModelConfig):
+    """The classifier's shapes: the language model's fields, the number of labels, the
+    directions and the pooling."""
+
+    task: ClassVar[str] = "classify"
+
+    num_labels: int = 1
+    bidirectional: bool = True
+    pooling: str = "attention"
+    attention_size: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("num_labels", "attention_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.bidirectional, bool):
+            raise TypeError(f"bidirectional must be a bool, got {self.bidirectional!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be attention or last, got {self.pooling!r}")
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+
+class NameInputs(NamedTuple):
+    """What the classifier reads: padded tokens ``(B, T)`` int64 and ``lengths (B,)``."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+
+
+class Classifier(TaskModel):
+    """Embedding -> recurrent stack -> attention or last-state pooling -> Linear ``(D*H -> R)``.
+
+    ``logits, weights = model(tokens, lengths)``: ``tokens (B, T)`` padded integers, ``lengths
+    (B,)`` in ``[1, T]``; ``logits (B, R)``; ``weights (T, B)``, the attention over each name's
+    characters (None with ``last`` pooling). ``model.backward(dlogits)`` adds every parameter's
+    gradient into ``grads``. Initial weights from independent streams of
+    ``np.random.SeedSequence(seed)``, torch's distributions.
+    """
+
+    def __init__(self, config: ClassifierConfig, seed: int | None = None) -> None:
+        super().__init__(config.dtype)
+        self.config = config
+        s_enc, s_rnn, s_att, s_dec = np.random.SeedSequence(seed).spawn(4)
+        width = config.num_directions * config.hidden_size
+        self.encoder = Embedding(config.vocab_size, config.input_size, dtype=config.dtype,
+                                 seed=s_enc)
+        self.rnn = make_rnn(config, s_rnn)
+        self.attention = (AttentionPooling(width, config.attention_size, dtype=config.dtype,
+                                           seed=s_att)
+                          if config.pooling == "attention" else None)
+        self.decoder = Linear(width, config.num_labels, dtype=config.dtype, seed=s_dec)
+        children: dict[str, Any] = {"encoder": self.encoder, "rnn": self.rnn}
+        if self.attention is not None:
+            children["attention"] = self.attention
+        children["decoder"] = self.decoder
+        expose(self, children)
+        self._final_shape: tuple[int, ...] = (0,)   # of the last forward's h_n (last pooling)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        self.rnn.train(mode)
+        return self
+
+    def forward(self, tokens: np.ndarray, lengths: np.ndarray,
+                dropout_masks: Sequence[np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``tokens (B, T)``, ``lengths (B,)`` -> ``logits (B, R)``, ``weights (T, B)`` or None."""
+        tokens = np.asarray(tokens)
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be 2-D (B, T), got shape {tokens.shape}")
+        x = self.encoder(tokens.T)                                  # (T, B, E), time-major
+        out, final = Recurrent.forward(self.rnn, x, None, lengths,
+                                       dropout_masks=dropout_masks)  # out (T, B, D*H)
+        if self.attention is not None:
+            context, weights = self.attention(out, lengths)         # (B, D*H), (T, B)
+        else:
+            # The final h of the top layer's directions, [forward, reverse], as torch's h_n.
+            D = self.config.num_directions
+            context = np.concatenate(list(final[0][-D:]), axis=-1)  # (B, D*H)
+            weights = None
+        self._final_shape = final[0].shape
+        return self.decoder(context), weights
+
+    def backward(self, dlogits: np.ndarray) -> None:
+        """``dlogits (B, R)`` -> every parameter's gradient, added into ``grads``."""
+        dcontext = self.decoder.backward(dlogits)                   # (B, D*H)
+        n_states = len(self.rnn.step.state_names)
+        if self.attention is not None:
+            dout = self.attention.backward(dcontext)                # (T, B, D*H)
+            dstates: tuple[np.ndarray | None, ...] = (None,) * n_states
+        else:
+            dout = None
+            D, H = self.config.num_directions, self.config.hidden_size
+            dh_n = np.zeros(self._final_shape, self.dtype)          # (L*D, B, H)
+            for d in range(D):
+                dh_n[dh_n.shape[0] - D + d] = dcontext[:, d * H:(d + 1) * H]
+            dstates = (dh_n,) + (None,) * (n_states - 1)
+        dx, _ = Recurrent.backward(self.rnn, dout, dstates)
+        self.encoder.backward(dx)
+
+    def loss_and_backward(self, inputs: Any, targets: np.ndarray, state: State | None,
+                          dropout_masks: Sequence[np.ndarray] | None
+                          ) -> tuple[float, State | None]:
+        """The mean binary cross-entropy of the logits against ``targets (B, R)`` (0/1)."""
+        logits, _ = self(inputs.tokens, inputs.lengths, dropout_masks)
+        loss, dlogits = binary_cross_entropy_with_logits(logits, targets)
+        self.backward(dlogits)
+        return loss, None
+
+    def classify(self, tokens: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Evaluation mode: float64 logits ``(B, R)`` and attention weights ``(B, T)``."""
+        self.eval()
+        logits, weights = self(tokens, lengths)
+        return (logits.astype(np.float64, copy=False),
+                None if weights is None else weights.T.astype(np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction: names in, probabilities (and attention) out
+# --------------------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    z = np.exp(-np.abs(x))
+    result: np.ndarray = np.where(x >= 0, 1 / (1 + z), z / (1 + z))
+    return result
+
+
+def predict_names(model: Predictor, vocab: Vocabulary, names: Sequence[str]
+                  ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """Each label's probability for each name, ``(N, R)`` float64, and each name's attention
+    weights over its characters (``(len(name),)``, None without attention).
+
+    Names are run in length-sorted batches of :data:`EVAL_BATCH`. Raises ``ValueError`` for an
+    empty name or characters outside the vocabulary, naming the name.
+    """
+    encoded = []
+    for name in names:
+        if not name:
+            raise ValueError("a name to classify is empty")
+        try:
+            encoded.append(vocab.encode(name))
+        except ValueError as exc:
+            raise ValueError(f"the name {name!r} has {exc}: the model knows only "
+                             f"{''.join(c for c in vocab.chars if c.isprintable())!r}") from None
+    probs = np.zeros((len(names), 0))
+    weights: list[np.ndarray | None] = [None] * len(names)
+    order = np.argsort([len(e) for e in encoded], kind="stable")
+    for start in range(0, len(order), EVAL_BATCH):
+        idx = order[start:start + EVAL_BATCH]
+        tokens, lengths = pad([encoded[i] for i in idx])
+        logits, w = model.classify(tokens, lengths)
+        if probs.shape[1] == 0:
+            probs = np.zeros((len(names), logits.shape[1]))
+        probs[idx] = _sigmoid(logits)
+        for row, i in enumerate(idx):
+            weights[i] = None if w is None else w[row, :lengths[row]].copy()
+    return probs, weights
+
+
+def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
+                   probs: np.ndarray, labels: Sequence[str], path: str | Path,
+                   top: int = 3) -> Path:
+    """Draw the attention weights over the characters of each name, a row per name, into a
+    PNG; each row is titled with the name's ``top`` most likely labels. Needs matplotlib."""
+    if any(w is None for w in weights):
+        raise ValueError("this classifier pools the last states: it has no attention to draw "
+                         "(train it with --pooling attention)")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")   # files only: no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'numpy_rnn[train]'") from exc
+    width = max(len(n) for n in names)
+    grid = np.full((len(names), width), np.nan)
+    for i, w in enumerate(weights):
+        assert w is not None
+        grid[i, :len(w)] = w
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * width + 2.5), 0.45 * len(names) + 1.2))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0)
+    for i, name in enumerate(names):
+        for j, ch in enumerate(name):
+            ax.text(j, i, ch, ha="center", va="center", fontsize=9,
+                    color="white" if grid[i, j] < 0.6 * np.nanmax(grid[i]) else "black")
+    tops = [", ".join(f"{labels[j]} {probs[i, j]:.2f}" for j in np.argsort(-probs[i])[:top])
+            for i in range(len(names))]
+    ax.set_yticks(range(len(names)), [f"{n}  ({t})" for n, t in zip(names, tops)])
+    ax.set_xticks([])
+    ax.set_title("attention over the characters of each name (most likely regions)")
+    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="weight")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+
+class ClassifyTask(Task):
+    """Many-to-one: a name's labels (``train --task classify``)."""
+
+    name = "classify"
+    reads = frozenset({"pooling", "bidirectional", "attention_size", "embedding_dim"})
+    resume_keys = ("batch_size",)
+    #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
+    train_defaults: ClassVar[dict[str, Any]] = dict(
+        hidden_size=128, num_layers=1, dropout=0.0, dtype="float32", batch_size=64,
+        steps=6000, lr=3e-3, lr_decay="cosine", lr_final=0.05, lr_decay_steps=6000,
+        eval_every=500, sample_every=500, num_eval_samples=3)
+
+    def config_class(self) -> type[ModelConfig]:
+        return ClassifierConfig
+
+    def load(self, data: str) -> Corpus:
+        return load_labelled_corpus(data)
+
+    def model_config(self, settings: TrainConfig, corpus: Corpus) -> ClassifierConfig:
+        assert corpus.labels is not None
+        return ClassifierConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
+                                num_layers=settings.num_layers, cell=settings.cell,
+                                embedding_dim=settings.embedding_dim, dropout=settings.dropout,
+                                dtype=settings.dtype, num_labels=len(corpus.labels),
+                                bidirectional=settings.bidirectional, pooling=settings.pooling,
+                                attention_size=settings.attention_size)
+
+    def build(self, config: ModelConfig, seed: int | None) -> Classifier:
+        assert isinstance(config, ClassifierConfig)
+        return Classifier(config, seed=seed)
+
+    def batches(self, settings: TrainConfig, corpus: Corpus) -> NameBatches:
+        assert corpus.train_names is not None and corpus.train_targets is not None
+        encoded = [corpus.vocab.encode(n) for n in corpus.train_names]
+        targets = corpus.train_targets.astype(settings.dtype)
+
+        def make(indices: np.ndarray, epoch: int) -> Batch:
+            tokens, lengths = pad([encoded[i] for i in indices])
+            return Batch(NameInputs(tokens, lengths), targets[indices])
+
+        return NameBatches(np.array([len(e) for e in encoded]), settings.batch_size,
+                           settings.seed, make,
+                           f"batches of {settings.batch_size} names (length-sorted pools), "
+                           "with their labels")
+
+    def reported_labels(self, corpus: Corpus) -> list[str]:
+        """The labels whose own AP is reported: the plant regions, else the five most
+        frequent."""
+        assert corpus.labels is not None and corpus.train_targets is not None
+        named = [c for c in REPORTED_LABELS if c in corpus.labels]
+        if named:
+            return named
+        counts = corpus.train_targets.sum(axis=0)
+        return [corpus.labels[j] for j in np.argsort(-counts, kind="stable")[:5]]
+
+    def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+        """Mean BCE over every validation (name, label) pair, micro and macro average
+        precision, and the AP of a few labels (``ap_hi``, ...)."""
+        assert corpus.val_names is not None and corpus.val_targets is not None
+        assert corpus.labels is not None
+        probs, _ = predict_names(model, corpus.vocab, corpus.val_names)
+        y = corpus.val_targets
+        p = np.clip(probs, 1e-12, 1 - 1e-12)   # only where float64 itself rounds to 0 or 1
+        bce = float(-np.mean(np.where(y, np.log(p), np.log1p(-p))))
+        per_label = label_average_precisions(probs, y)
+        metrics = {"val_loss": bce, "micro_ap": micro_average_precision(probs, y),
+                   "macro_ap": float(np.nanmean(per_label))}
+        for code in self.reported_labels(corpus):
+            metrics[f"ap_{code}"] = float(per_label[corpus.labels.index(code)])
+        return metrics
+
+    def describe_validation(self, metrics: dict[str, float]) -> str:
+        return (f"validation BCE {metrics['val_loss']:.4f}, micro-AP {metrics['micro_ap']:.3f}, "
+                f"macro-AP {metrics['macro_ap']:.3f}")
+
+    def describe_evaluation(self, metrics: dict[str, float]) -> str:
+        per = ", ".join(f"{k[3:]} {v:.3f}" for k, v in metrics.items() if k.startswith("ap_"))
+        return (f"validation BCE {metrics['val_loss']:.4f}, micro-AP {metrics['micro_ap']:.4f}, "
+                f"macro-AP {metrics['macro_ap']:.4f}; AP per region: {per}")
+
+    def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
+                    step: int) -> list[str]:
+        """A few validation names with their most likely labels and their true ones."""
+        assert corpus.val_names is not None and corpus.val_targets is not None
+        assert corpus.labels is not None
+        n = settings.num_eval_samples
+        if not n:
+            return []
+        rng = np.random.default_rng([settings.seed, step])
+        picks = rng.choice(len(corpus.val_names), size=min(n, len(corpus.val_names)),
+                           replace=False)
+        names = [corpus.val_names[i] for i in picks]
+        probs, _ = predict_names(model, corpus.vocab, names)
+        lines = [f"predictions at step {step}:"]
+        for row, i in enumerate(picks):
+            top = np.argsort(-probs[row])[:5]
+            guess = " ".join(f"{corpus.labels[j]}:{probs[row, j]:.2f}" for j in top)
+            truth = " ".join(c for c, t in zip(corpus.labels, corpus.val_targets[i]) if t)
+            lines.append(f"  {names[row]!r:<32} {guess}   (true: {truth})")
+        return lines
