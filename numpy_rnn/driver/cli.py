@@ -21,15 +21,19 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from ..tasks import get_task
+from ..tasks import TASKS, get_task
+from ..tasks.classify import POOLINGS, plot_attention, predict_names
+from ..tasks.conditional import judge, sample_conditioned
 from ..tasks.data import DataError, load_corpus
 from ..tasks.lm import CELLS
 from ..tasks.sampling import labels, sample
 from .backend import BACKENDS
 from .checkpoint import (
     CheckpointError,
+    atomic_write,
     backend_from_checkpoint,
     check_weights,
+    labels_of,
     load_checkpoint,
     make_meta,
     read_meta,
@@ -50,6 +54,7 @@ from .train import (
 )
 
 PROG = "python -m numpy_rnn"
+MAX_PLOT_ROWS = 60   # predict --plot: one row per name, readable up to about this many
 D = TrainConfig()   # the defaults, shown in --help
 SAMPLE_RULE = "-" * 20   # between samples in --stop length mode
 
@@ -153,9 +158,18 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     # so that --resume takes the saved run's settings and only the flags given override them.
     S = argparse.SUPPRESS
     t = sub.add_parser("train", help="train a model (or continue one with --resume)",
-                       description="Train a CharRNN on a corpus. Every N steps: validation "
-                                   "loss, a checkpoint and a few sampled names. Writes OUT/"
-                                   "checkpoint.npz, OUT/best.npz, OUT/metrics.jsonl, OUT/loss.png.")
+                       description="Train a model of one of the three shapes on a corpus: the "
+                                   "character language model (lm), the name classifier "
+                                   "(classify) or the conditional name generator "
+                                   "(conditional). Every N steps: the validation metrics, a "
+                                   "checkpoint and a few examples. Writes OUT/checkpoint.npz, "
+                                   "OUT/best.npz, OUT/metrics.jsonl, OUT/loss.png. The defaults "
+                                   "shown are the lm's; each task has its own measured recipe "
+                                   "(see README.md).")
+    t.add_argument("--task", choices=tuple(TASKS), default=S,
+                   help="lm: predict the next character of the text (many-to-many); "
+                        "classify: a name -> the labels after it (many-to-one); conditional: "
+                        "labels -> a name (one-to-many) (default: lm)")
     m = t.add_argument_group("model")
     m.add_argument("--cell", choices=CELLS, default=S,
                    help=f"recurrent cell: lstm, gru or a plain tanh rnn (default: {D.cell})")
@@ -171,6 +185,15 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=DTYPES, default=S,
                    help=f"floating-point precision of weights and arithmetic; float32 is about "
                         f"twice as fast (default: {D.dtype})")
+    m.add_argument("--pooling", choices=POOLINGS, default=S,
+                   help="classify: attention (learned weights over the characters, drawn by "
+                        "predict --plot) or last (the final states of both directions) "
+                        f"(default: {D.pooling})")
+    m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=S,
+                   help="classify: read each name in both directions (default: on)")
+    m.add_argument("--attention-size", type=positive_int, default=S,
+                   help=f"classify: hidden width of the attention's scoring layer "
+                        f"(default: {D.attention_size})")
     d = t.add_argument_group("data and batching")
     d.add_argument("--data", default=S,
                    help="'plants' for the plant-name corpus (found in $NUMPY_RNN_DATA_DIR or "
@@ -186,6 +209,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "notebook's, with batch 1); stream: the text as BATCH contiguous "
                         "streams, the hidden state carried from one batch to the next "
                         f"(truncated BPTT) (default: {D.schedule})")
+    d.add_argument("--label-dropout", type=dropout_rate, default=S,
+                   help="conditional: the share of training names shown with no labels each "
+                        "epoch, so the model also generates with none given, in [0, 1) "
+                        f"(default: {D.label_dropout})")
     d.add_argument("--stream-groups", type=positive_int, default=S,
                    help="stream schedule on plant names: each epoch deals the training names "
                         "into this many random groups, each kept in file order, and streams "
@@ -243,9 +270,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 
     # ---- sample
     s = sub.add_parser("sample", help="sample names (or text) from a checkpoint",
-                       description="Sample from a checkpoint and print the samples, one per "
-                                   "line. Both backends print the same text for the same "
-                                   "checkpoint and seed.")
+                       description="Sample from a language model or a conditional generator "
+                                   "checkpoint and print the samples, one per line. Both "
+                                   "backends print the same text for the same checkpoint and "
+                                   "seed.")
     s.add_argument("--checkpoint", required=True, help="the checkpoint file (.npz)")
     _add_backend_flags(s, default=None)
     s.add_argument("--num-samples", type=positive_int, default=10,
@@ -278,22 +306,57 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "new, after a tab")
     s.add_argument("--data", default=None,
                    help="corpus for --label (default: the one the checkpoint was trained on)")
+    s.add_argument("--condition", default=None, metavar="CODES",
+                   help="conditional models: the regions to generate names for, as the corpus "
+                        "spells them, comma-separated (hi, or ca,or,wa); without it the model "
+                        "generates with no region given")
     s.set_defaults(func=_cmd_sample)
 
+    # ---- predict
+    p = sub.add_parser("predict", help="the labels a classifier gives names",
+                       description="Run a classify checkpoint on names (from the arguments, or "
+                                   "one per line from standard input when none are given or "
+                                   "'-') and print each name with its most likely labels.")
+    p.add_argument("names", nargs="*", metavar="NAME", help="the names to classify")
+    p.add_argument("--checkpoint", required=True, help="the classifier's checkpoint (.npz)")
+    _add_backend_flags(p, default=None)
+    p.add_argument("--top", type=positive_int, default=5,
+                   help="how many of the most likely labels to print per name (default: 5)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per line instead: {"name": ..., "probabilities": '
+                        '{code: p, ...}} with every label')
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="also draw the attention weights over the characters of the names, a "
+                        "row per name, into this PNG (attention pooling only, at most "
+                        f"{MAX_PLOT_ROWS} names)")
+    p.set_defaults(func=_cmd_predict)
+
     # ---- evaluate
-    e = sub.add_parser("evaluate", help="validation loss of a checkpoint",
-                       description="Print the validation loss of a checkpoint in nats and bits "
-                                   "per character, measured as during training: the validation "
-                                   "text as one stream cut into at most 16 segments run from a "
-                                   "zero hidden state.")
+    e = sub.add_parser("evaluate", help="validation metrics of a checkpoint",
+                       description="Print the validation metrics of a checkpoint, measured as "
+                                   "during training. lm: nats and bits per character of the "
+                                   "validation text, as one stream cut into at most 16 "
+                                   "segments run from a zero hidden state; classify: mean "
+                                   "binary cross-entropy, micro and macro average precision "
+                                   "and a few regions' AP; conditional: nats per character "
+                                   "with the true regions and with none.")
     e.add_argument("--checkpoint", required=True, help="the checkpoint file (.npz)")
     _add_backend_flags(e, default=None)
     e.add_argument("--data", default=None,
                    help="'plants' or a UTF-8 text file; its vocabulary must be the checkpoint's "
                         "(default: the corpus the checkpoint was trained on)")
     e.add_argument("--json", action="store_true",
-                   help='print one JSON object: {"val_loss": nats/char, "val_bpc": bits/char, '
-                        '"chars": N}')
+                   help='print one JSON object: lm {"val_loss": nats/char, "val_bpc": '
+                        'bits/char, "chars": N}; classify {"val_loss", "micro_ap", "macro_ap", '
+                        '"ap_hi", ...}; conditional {"val_loss", "val_loss_no_labels", ...}')
+    e.add_argument("--judge", default=None, metavar="CLASSIFIER.npz",
+                   help="conditional models: let this classify checkpoint judge the names "
+                        "generated for hi, ak, pr, fl and ca against names generated with no "
+                        "region (its mean probability of the region)")
+    e.add_argument("--judge-samples", type=positive_int, default=200,
+                   help="names generated per region for --judge (default: 200)")
+    e.add_argument("--seed", type=nonnegative_int, default=1337,
+                   help="seed of the names generated for --judge (default: 1337)")
     e.set_defaults(func=_cmd_evaluate)
 
     # ---- convert
@@ -315,19 +378,42 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
 # -- the commands -----------------------------------------------------------------------------
 
 
+#: TrainConfig fields that only some tasks read (each task lists its own in ``Task.reads``).
+_TASK_FIELDS = frozenset().union(*(t.reads for t in TASKS.values())) | {"notebook"}
+
+
+def _a(task: str) -> str:
+    """"an lm", "a classify", "a conditional": the task's name with its article."""
+    return ("an " if task == "lm" else "a ") + task
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
     if overrides.get("clip") == 0:
         overrides["clip"] = None
+    out = overrides.get("out", D.out)
+    if overrides.get("notebook") and overrides.get("resume"):
+        raise ValueError("--notebook picks the settings of a new run; --resume takes the "
+                         "saved run's: give one of them")
+    if overrides.get("resume") and "task" not in overrides:
+        task = resume_config(out).task             # a resumed run keeps its task
+    else:
+        task = overrides.get("task", "lm")
+    reads = get_task(task).reads | ({"notebook"} if task == "lm" else set())
+    foreign = sorted(_flag(k) for k in overrides if k in _TASK_FIELDS - reads)
+    if foreign:
+        raise ValueError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not "
+                         f"apply to --task {task}")
     if overrides.pop("notebook", False):
-        if overrides.get("resume"):
-            raise ValueError("--notebook picks the settings of a new run; --resume takes the "
-                             "saved run's: give one of them")
         overrides = {**NOTEBOOK, **overrides}
     if overrides.get("resume"):
-        config = resume_config(overrides.get("out", D.out), overrides)
+        config = resume_config(out, overrides)
     else:
-        config = TrainConfig(**overrides)
+        config = TrainConfig.for_task(**{"task": task, **overrides})
     summary = train(config)
     return 130 if summary.interrupted else 0
 
@@ -350,17 +436,35 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             raise ValueError(f"prime file {args.prime_file} is empty")
     else:
         prime = args.prime if args.prime is not None else "\n"
+    task = task_of(read_meta(args.checkpoint))
+    if task == "classify":
+        raise ValueError(f"{args.checkpoint} is a classifier: it reads names and writes "
+                         "labels, it cannot sample; use predict (or sample from an lm or a "
+                         "conditional checkpoint)")
+    if args.condition is not None and task != "conditional":
+        raise ValueError(f"--condition needs a conditional checkpoint; {args.checkpoint} is "
+                         f"{_a(task)} model")
+    if task == "conditional" and args.stop == "length":
+        raise ValueError("a conditional model generates names: it stops at the end of each "
+                         "name (--stop newline)")
     backend, meta = _load_for_inference(args)
     stop = args.stop
     if stop == "auto":
-        stop = "newline" if meta.get("data") == "plants" else "length"
+        stop = "newline" if meta.get("data") == "plants" or task == "conditional" else "length"
     rng = np.random.default_rng(args.seed)
-    samples = sample(backend, vocab_of(meta), args.num_samples, rng,
-                     temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                     prime=prime, max_length=args.max_length, stop_at_newline=stop == "newline")
+    options: dict[str, Any] = dict(temperature=args.temperature, top_k=args.top_k,
+                                   top_p=args.top_p, prime=prime, max_length=args.max_length)
+    if task == "conditional":
+        codes = [c.strip() for c in (args.condition or "").split(",") if c.strip()]
+        samples = sample_conditioned(backend, vocab_of(meta), labels_of(meta) or (), codes,
+                                     args.num_samples, rng, backend.config.dtype, **options)
+    else:
+        samples = sample(backend, vocab_of(meta), args.num_samples, rng,
+                         stop_at_newline=stop == "newline", **options)
     tags = None
     if args.label:
-        corpus = load_corpus(args.data if args.data is not None else meta["data"])
+        source = args.data if args.data is not None else meta["data"]
+        corpus = get_task(task).load(source) if task != "lm" else load_corpus(source)
         tags = labels(samples, corpus)
     # Names are one per line; texts contain newlines themselves, so a rule line separates them.
     sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"
@@ -375,9 +479,79 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     task = get_task(task_of(read_meta(args.checkpoint)))
-    metrics = evaluate_checkpoint(args.checkpoint, backend=args.backend or "numpy",
-                                  device=args.device or "cpu", data=args.data)
-    print(json.dumps(metrics) if args.json else task.describe_evaluation(metrics))
+    rows = None
+    if args.judge is not None:
+        if task.name != "conditional":
+            raise ValueError(f"--judge needs a conditional checkpoint; {args.checkpoint} is "
+                             f"{_a(task.name)} model")
+        if task_of(read_meta(args.judge)) != "classify":
+            raise ValueError(f"--judge needs a classify checkpoint; {args.judge} is not one")
+    metrics: dict[str, Any] = dict(evaluate_checkpoint(
+        args.checkpoint, backend=args.backend or "numpy", device=args.device or "cpu",
+        data=args.data))
+    if args.judge is not None:
+        generator, meta = _load_for_inference(args)
+        c_weights, c_meta = load_checkpoint(args.judge)
+        if vocab_of(c_meta) != vocab_of(meta):
+            raise CheckpointError(f"{args.judge} reads another vocabulary than "
+                                  f"{args.checkpoint} writes: train both on one corpus")
+        classifier = backend_from_checkpoint(c_weights, c_meta, args.backend or "numpy",
+                                             args.device or "cpu")
+        rows = judge(generator, classifier, vocab_of(meta), labels_of(meta) or (),
+                     labels_of(c_meta) or (), generator.config.dtype,
+                     num_samples=args.judge_samples, seed=args.seed)
+        metrics["judge"] = rows
+    if args.json:
+        print(json.dumps(metrics))
+        return 0
+    print(task.describe_evaluation(metrics))
+    if rows is not None:
+        print(f"classifier's mean probability of the region, {args.judge_samples} names each:")
+        print(f"{'region':<8}{'--condition R':>15}{'no region':>12}")
+        for row in rows:
+            print(f"{row['region']:<8}{row['conditioned']:>15.3f}{row['unconditioned']:>12.3f}")
+    return 0
+
+
+def _read_names(args: argparse.Namespace) -> list[str]:
+    names = list(args.names)
+    if not names or names == ["-"]:
+        names = [line.rstrip("\r\n") for line in sys.stdin]
+        names = [n for n in names if n.strip()]
+    if not names:
+        raise ValueError("no names to classify: give them as arguments or one per line on "
+                         "standard input")
+    return names
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    task = task_of(read_meta(args.checkpoint))
+    if task != "classify":
+        what = "sample from it" if task in ("lm", "conditional") else "use its own command"
+        raise ValueError(f"predict needs a classify checkpoint; {args.checkpoint} is "
+                         f"{_a(task)} model ({what})")
+    names = _read_names(args)
+    if args.plot is not None and len(names) > MAX_PLOT_ROWS:
+        raise ValueError(f"--plot draws a row per name: give at most {MAX_PLOT_ROWS} names, "
+                         f"got {len(names)}")
+    backend, meta = _load_for_inference(args)
+    codes = labels_of(meta) or ()
+    probs, weights = predict_names(backend, vocab_of(meta), names)   # checks every name first
+    if args.plot is not None:
+        if any(w is None for w in weights):
+            raise ValueError("this classifier pools the last states: it has no attention to "
+                             "draw (train it with --pooling attention)")
+        atomic_write(Path(args.plot), "wb",
+                     lambda f: plot_attention(names, weights, probs, codes, f, top=args.top))
+    for name, row in zip(names, probs):
+        if args.json:
+            print(json.dumps({"name": name, "probabilities":
+                              {c: float(p) for c, p in zip(codes, row)}}))
+        else:
+            top = np.argsort(-row, kind="stable")[:args.top]
+            print(name + "\t" + "  ".join(f"{codes[j]} {row[j]:.3f}" for j in top))
+    if args.plot is not None:
+        print(f"attention of {len(names)} names drawn in {args.plot}", file=sys.stderr)
     return 0
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -218,10 +218,11 @@ def predict_names(model: Predictor, vocab: Vocabulary, names: Sequence[str]
 
 
 def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
-                   probs: np.ndarray, labels: Sequence[str], path: str | Path,
-                   top: int = 3) -> Path:
-    """Draw the attention weights over the characters of each name, a row per name, into a
-    PNG; each row is titled with the name's ``top`` most likely labels. Needs matplotlib."""
+                   probs: np.ndarray, labels: Sequence[str], out: str | Path | BinaryIO,
+                   top: int = 3) -> None:
+    """Draw the attention weights over the characters of each name, a row per name, as a PNG
+    into ``out`` (a path or a binary file); each row is titled with the name's ``top`` most
+    likely labels. Needs matplotlib."""
     if any(w is None for w in weights):
         raise ValueError("this classifier pools the last states: it has no attention to draw "
                          "(train it with --pooling attention)")
@@ -249,10 +250,8 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
     ax.set_title("attention over the characters of each name (most likely regions)")
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="weight")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(out, dpi=110, format="png")
     plt.close(fig)
-    return path
 
 
 # --------------------------------------------------------------------------------------------
