@@ -65,15 +65,18 @@ class Classifier(TorchTaskModel):
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``tokens (B, T)``, ``lengths (B,)`` (int64, CPU) -> ``logits (B, R)``, ``α (T, B)``.
 
-        ``dropout_masks``: ``L - 1`` scaled masks ``(T, B, D*H)`` in the padded layout; packed
-        here the way the outputs are."""
+        ``dropout_masks``: the scaled masks of ``config.dropout_mask_shapes(T, B)``: the embedded
+        input's ``(T, B, E)``, then the stack's ``(T, B, D*H)`` in the padded layout (packed
+        here the way the outputs are)."""
         T = tokens.shape[1]
         x = self.encoder(tokens.t())                                        # (T, B, E)
-        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         masks = None
         if dropout_masks:
+            keep, *between = dropout_masks       # the input's, then the stack's
+            x = x * keep                         # inverted dropout on the embedded input
             masks = [pack_padded_sequence(m, lengths, enforce_sorted=False).data
-                     for m in dropout_masks]
+                     for m in between] or None
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
         out_packed, final = self.run_stack(packed, None, masks)
         if self.attention is not None:
             out, _ = pad_packed_sequence(out_packed, total_length=T)        # (T, B, D*H)

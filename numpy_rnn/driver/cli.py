@@ -46,6 +46,7 @@ from .train import (
     DTYPES,
     LR_DECAYS,
     NOTEBOOK,
+    OPTIMIZERS,
     SCHEDULES,
     TrainConfig,
     TrainingDiverged,
@@ -224,8 +225,14 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     o.add_argument("--steps", type=positive_int, default=S,
                    help=f"total optimizer steps of the run; with --resume, the step to continue "
                         f"up to (default: {D.steps})")
+    o.add_argument("--optimizer", choices=OPTIMIZERS, default=S,
+                   help=f"adam, adamw (decoupled weight decay) or sgd, as torch.optim's, in "
+                        f"both backends (default: {D.optimizer})")
+    o.add_argument("--weight-decay", type=nonnegative_float, default=S,
+                   help=f"weight decay: an L2 term with adam and sgd, decoupled with adamw "
+                        f"(default: {D.weight_decay})")
     o.add_argument("--lr", type=positive_float, default=S,
-                   help=f"Adam learning rate (default: {D.lr})")
+                   help=f"learning rate (default: {D.lr})")
     o.add_argument("--lr-decay", choices=LR_DECAYS, default=S,
                    help="learning-rate schedule from --lr at the first step to --lr x "
                         f"--lr-final at step --lr-decay-steps, constant after it: none, cosine "

@@ -72,6 +72,7 @@ SCHEDULES = ("random", "stream")
 LR_DECAYS = ("none", "cosine", "linear")
 DTYPES = ("float32", "float64")
 POOLINGS = ("attention", "last")
+OPTIMIZERS = ("adam", "adamw", "sgd")
 # Mixed into the seed of the dropout generator, so its draws are not those of any other
 # generator seeded with the run's seed (the batches) or with (seed, step) (the samples).
 _DROPOUT_TAG = 0x64726F70
@@ -119,6 +120,8 @@ class TrainConfig:
     label_dropout: float = 0.1          # conditional: the share of names trained unconditioned
     # the optimisation
     steps: int = 2200                   # total optimizer steps of the run (resume included)
+    optimizer: str = "adam"             # adam | adamw | sgd (torch.optim's, in both backends)
+    weight_decay: float = 0.0           # adam: an L2 term; adamw: decoupled decay
     lr: float = 3e-3
     lr_decay: str = "cosine"            # none | cosine | linear, from lr to lr * lr_final
     lr_final: float = 0.1
@@ -182,6 +185,13 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
                 or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                             f"got {self.optimizer!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, "
+                             f"got {self.weight_decay!r}")
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: resume continues the "
                              "checkpoint that overwrite would discard")
@@ -223,8 +233,8 @@ class TrainSummary:
     val_loss: float | None = None         # the last validation loss (LM: nats/char)
     val_bpc: float | None = None          # the LM's in bits/char
     val_metrics: dict[str, float] = field(default_factory=dict)  # the last validation, all
-    best_val_loss: float | None = None
-    best_step: int | None = None
+    best_val_loss: float | None = None    # the best value of the task's best_metric
+    best_step: int | None = None          # (val_loss for the LM and the generator)
     wall_time_s: float = 0.0              # the whole call, evaluation and checkpoints included
     chars_per_s: float = 0.0              # characters trained on per second of training steps
     interrupted: bool = False             # stopped by Ctrl-C (checkpoint saved)
@@ -302,7 +312,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
     model_config = task.model_config(config, corpus)
 
     # -- 2. the backend, starting from the driver's weights or from the checkpoint -------------
-    optim = OptimConfig(lr=config.lr, clip=config.clip)
+    optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
+                        weight_decay=config.weight_decay)
     backend = get_backend(config.backend)(model_config, optim, config.device)
     dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every dropout mask
     carried: State | None = None                     # the stream schedule's hidden state
@@ -324,7 +335,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
         if state.get("carried") is not None:
             carried = tuple(np.asarray(s, dtype=model_config.dtype) for s in state["carried"])
         if state.get("best_val_loss") is not None:
-            best_val = float(state["best_val_loss"])
+            # Saved as the task's metric; kept here as "lower is better".
+            best_val = float(state["best_val_loss"]) * (-1 if task.higher_is_better else 1)
         best_step = state.get("best_step")
         start_step = meta["step"]
         if start_step >= config.steps:
@@ -360,7 +372,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
             "batches": batches.state_dict(),
             "dropout_rng": dropout_rng.bit_generator.state,
             "carried": list(carried) if carried is not None else None,
-            "best_val_loss": best_val if math.isfinite(best_val) else None,
+            "best_val_loss": (best_val * (-1 if task.higher_is_better else 1)
+                              if math.isfinite(best_val) else None),
             "best_step": best_step,
         }
         return make_meta(model_config, vocab, step=step, data=_data_source(config.data),
@@ -421,9 +434,11 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                     record.update(val)
                     summary.val_loss, summary.val_bpc = val_loss, val.get("val_bpc")
                     summary.val_metrics = dict(val)
-                    improved = val_loss < best_val
+                    # best.npz: the best of the task's own metric (the classifier's micro-AP)
+                    score = val[task.best_metric] * (-1 if task.higher_is_better else 1)
+                    improved = score < best_val
                     if improved:
-                        best_val, best_step = val_loss, step
+                        best_val, best_step = score, step
                 metrics.write(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{result.loss:.3f}",
@@ -467,10 +482,11 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
             except Exception as exc:  # a plotting problem must not hide the run's own outcome
                 log(f"could not draw the loss curve: {exc}")
 
-    summary.best_val_loss = best_val if math.isfinite(best_val) else None
+    summary.best_val_loss = (best_val * (-1 if task.higher_is_better else 1)
+                             if math.isfinite(best_val) else None)
     summary.best_step = best_step
     log(f"done: step {summary.step}, {task.describe_validation(summary.val_metrics)}, best "
-        f"validation loss {summary.best_val_loss:.4f} at step {summary.best_step}, "
+        f"{task.best_metric} {summary.best_val_loss:.4f} at step {summary.best_step}, "
         f"{summary.chars_per_s:,.0f} chars/s, {summary.wall_time_s:.1f} s"
         if summary.val_loss is not None else f"stopped at step {summary.step}")
     return summary

@@ -122,6 +122,9 @@ class Task(ABC):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: ``TrainConfig`` fields a resumed run must share with the checkpoint (the batching).
     resume_keys: ClassVar[tuple[str, ...]] = ("batch_size",)
+    #: The validation metric that chooses ``best.npz``, and whether higher is better.
+    best_metric: ClassVar[str] = "val_loss"
+    higher_is_better: ClassVar[bool] = False
 
     @abstractmethod
     def config_class(self) -> type[ModelConfig]:
@@ -145,7 +148,8 @@ class Task(ABC):
 
     @abstractmethod
     def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
-        """The validation metrics; ``val_loss`` (lower is better) chooses the best checkpoint."""
+        """The validation metrics: ``val_loss`` always, and :attr:`best_metric` (which chooses
+        the best checkpoint)."""
 
     def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
                     step: int) -> list[str]:

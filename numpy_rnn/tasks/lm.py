@@ -87,7 +87,7 @@ class ModelConfig:
         """1, or 2 for a bidirectional stack."""
         return 1
 
-    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, int, int]]:
+    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
         """The keep masks one training step over ``B`` sequences of ``T`` steps needs:
         ``num_layers - 1`` masks of ``(T, B, D*H)``, or none when there is no dropout to apply
         (``dropout = 0`` or a single layer)."""
