@@ -224,8 +224,8 @@ class ConditionalTask(Task):
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
     train_defaults: ClassVar[dict[str, Any]] = dict(
         hidden_size=256, num_layers=2, dropout=0.1, dtype="float32", batch_size=64,
-        steps=3000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=3000,
-        eval_every=500, sample_every=500, num_eval_samples=4)
+        steps=10000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=10000,
+        eval_every=1000, sample_every=2000, num_eval_samples=4)
 
     def config_class(self) -> type[ModelConfig]:
         return ConditionalConfig
