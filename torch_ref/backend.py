@@ -23,6 +23,7 @@ import torch
 
 from numpy_rnn.driver.backend import (
     Backend,
+    GradResult,
     OptimConfig,
     StepResult,
     check_dropout_masks,
@@ -168,6 +169,11 @@ class TorchBackend(Backend):
 
     def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
+        loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)
+        return StepResult(loss, self._clip_and_step(), final)
+
+    def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
+                          dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
         check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
         masks = None
         if dropout_masks:
@@ -179,16 +185,39 @@ class TorchBackend(Backend):
         self.optimizer.zero_grad(set_to_none=True)
         loss, final = self.model.train_loss(inputs, targets, state, masks)
         loss.backward()
+        # The returned state is a detached NumPy copy: the next batch starts a new graph
+        # (truncated BPTT), whichever backend it is fed to.
+        return GradResult(float(loss.item()),
+                          None if final is None else self.model.state_out(final))
+
+    def flat_gradients(self) -> np.ndarray:
+        parts = [torch.zeros(p.numel(), dtype=torch.float64) if p.grad is None
+                 else p.grad.detach().reshape(-1).to("cpu", torch.float64) for p in self._params]
+        return torch.cat(parts).numpy()
+
+    def apply_gradients(self, flat: np.ndarray) -> float:
+        n = sum(p.numel() for p in self._params)
+        if np.shape(flat) != (n,):
+            raise ValueError(f"apply_gradients needs a flat vector of {n} gradients, got shape "
+                             f"{np.shape(flat)}")
+        source = torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float64))
+        offset = 0
+        for p in self._params:
+            # A copy in the parameter's dtype and device, never a view of the caller's buffer.
+            p.grad = source[offset:offset + p.numel()].reshape(p.shape).to(
+                device=p.device, dtype=p.dtype, copy=True)
+            offset += p.numel()
+        return self._clip_and_step()
+
+    def _clip_and_step(self) -> float:
+        """Clip the parameters' gradients and step; the norm before clipping."""
         if self.optim.clip is not None:
             norm = torch.nn.utils.clip_grad_norm_(self._params, self.optim.clip)
         else:
             norm = torch.nn.utils.get_total_norm([p.grad for p in self._params
                                                   if p.grad is not None])
         self.optimizer.step()
-        # The returned state is a detached NumPy copy: the next batch starts a new graph
-        # (truncated BPTT), whichever backend it is fed to.
-        return StepResult(float(loss.item()), float(norm.item()),
-                          None if final is None else self.model.state_out(final))
+        return float(norm.item())
 
     def _method(self, name: str) -> Any:
         method = getattr(self.model, name, None)
@@ -209,3 +238,4 @@ class TorchBackend(Backend):
                  lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
         return result
+

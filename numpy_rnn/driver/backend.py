@@ -63,6 +63,11 @@ class StepResult(NamedTuple):
     state: State | None  # final recurrent states (carried by the LM's streams), or None
 
 
+class GradResult(NamedTuple):
+    loss: float        # the task's mean loss on the (micro-)batch
+    state: State | None  # final recurrent states, or None
+
+
 class Backend(ABC):
     """The interface the driver trains and samples through."""
 
@@ -107,6 +112,27 @@ class Backend(ABC):
         with :func:`numpy_rnn.recurrent.scale_dropout_mask` and applies exactly those, so both
         compute the same step. Required when the config has dropout to apply; a backend
         draws no random numbers of its own."""
+
+    @abstractmethod
+    def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
+                          dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
+        """The first half of :meth:`train_step` on one (micro-)batch: forward and backward in
+        training mode, no clipping, no update. The gradients of the task's mean loss on this
+        batch replace any the backend held, for :meth:`flat_gradients`. Same arguments as
+        :meth:`train_step`."""
+
+    @abstractmethod
+    def flat_gradients(self) -> np.ndarray:
+        """Every parameter's gradient, one after another in a fixed order (the backend's
+        parameter order), as a new float64 vector ``(n,)``: zeros before the first backward
+        (and for a parameter backward left without one)."""
+
+    @abstractmethod
+    def apply_gradients(self, flat: np.ndarray) -> float:
+        """The second half of :meth:`train_step`: take ``flat`` (float64 ``(n,)``, the order
+        of :meth:`flat_gradients`) as the gradients, cast to the model dtype, clip them to
+        ``optim.clip`` and take one optimizer step. Returns the global gradient norm before
+        clipping."""
 
     @abstractmethod
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
@@ -178,17 +204,46 @@ class NumpyBackend(Backend):
 
     def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
+        loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)
+        return StepResult(loss, self._clip_and_step(), final)
+
+    def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
+                          dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
         check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
         model = self.model
         model.train()
         model.zero_grad()
         loss, final = model.loss_and_backward(inputs, targets, state, dropout_masks)
+        return GradResult(loss, final)
+
+    def flat_gradients(self) -> np.ndarray:
+        grads = list(self.model.grads.values())
+        flat = np.empty(sum(g.size for g in grads), dtype=np.float64)
+        offset = 0
+        for g in grads:
+            flat[offset:offset + g.size] = g.ravel()
+            offset += g.size
+        return flat
+
+    def apply_gradients(self, flat: np.ndarray) -> float:
+        grads = list(self.model.grads.values())
+        if np.shape(flat) != (sum(g.size for g in grads),):
+            raise ValueError(f"apply_gradients needs a flat vector of {sum(g.size for g in grads)}"
+                             f" gradients, got shape {np.shape(flat)}")
+        offset = 0
+        for g in grads:
+            g[...] = flat[offset:offset + g.size].reshape(g.shape)   # in place: the optimizer's
+            offset += g.size
+        return self._clip_and_step()
+
+    def _clip_and_step(self) -> float:
+        """Clip the gradients held in ``model.grads`` and step; the norm before clipping."""
         if self.optim.clip is not None:
-            norm = clip_grad_norm(model.grads, self.optim.clip)
+            norm = clip_grad_norm(self.model.grads, self.optim.clip)
         else:
-            norm = clip_grad_norm(model.grads, np.inf)  # norm only: coef is exactly 1
+            norm = clip_grad_norm(self.model.grads, np.inf)  # norm only: coef is exactly 1
         self.optimizer.step()
-        return StepResult(loss, norm, final)
+        return norm
 
     def _method(self, name: str) -> Any:
         method = getattr(self.model, name, None)
