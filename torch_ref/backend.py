@@ -14,7 +14,9 @@ CPU, the foreach kernels on CUDA; never the fused ones), with the hyperparameter
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ from numpy_rnn.driver.backend import (
     check_dropout_masks,
     make_optimizer,
 )
+from numpy_rnn.driver.distributed import Engine
 from numpy_rnn.nn.recurrent import scale_dropout_mask
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.base import State, tokens_of
@@ -239,3 +242,44 @@ class TorchBackend(Backend):
         result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
         return result
 
+
+class TorchDistributed(Engine):
+    """The data-parallel engine of the torch backend: torch.distributed with the gloo backend,
+    started from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``,
+    ``MASTER_PORT``; ``env://``).
+
+    The driver's buffers are NumPy arrays in host memory (its flat float64 gradient buffer),
+    which gloo reduces in place through ``torch.from_numpy`` views, on the CPU and on CUDA
+    alike (nccl would need the buffer kept on the device). With CUDA, each process trains on
+    GPU ``LOCAL_RANK``. One torch thread per process unless ``OMP_NUM_THREADS`` says otherwise
+    (torchrun sets it to 1 itself).
+    """
+
+    name = "torch"
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        self._dist = dist
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo")
+            atexit.register(self._close)
+        self.rank = dist.get_rank()
+        self.size = dist.get_world_size()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        if self.size > 1 and "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(1)
+
+    def _close(self) -> None:
+        if self._dist.is_initialized():
+            self._dist.destroy_process_group()
+
+    def allreduce(self, buf: np.ndarray) -> None:
+        self._dist.all_reduce(torch.from_numpy(buf), op=self._dist.ReduceOp.SUM)
+
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        self._dist.broadcast(torch.from_numpy(buf), src=root)
+
+    def barrier(self) -> None:
+        self._dist.barrier()

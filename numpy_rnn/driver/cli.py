@@ -247,6 +247,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     o.add_argument("--clip", type=nonnegative_float, default=S,
                    help=f"clip the global gradient norm to this value; 0 turns clipping off "
                         f"(default: {D.clip})")
+    o.add_argument("--grad-accum", type=positive_int, default=S, metavar="K",
+                   help="cut each step's batch into K micro-batches of --batch-size / K, add "
+                        "their gradients (each weighted by its share of the loss terms) and "
+                        "take one step: the same step in less memory. Under mpiexec or "
+                        "torchrun, micro-batches per process; a run saved by P processes "
+                        "resumes in one with --grad-accum P (default: 1)")
     r = t.add_argument_group("run")
     _add_backend_flags(r, default=S)
     r.add_argument("--seed", type=nonnegative_int, default=S,

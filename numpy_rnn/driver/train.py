@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -43,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from ..tasks import TASKS, get_task
-from ..tasks.base import State, tokens_of
+from ..tasks.base import BatchSource, Predictor, State, Task, tokens_of
 from ..tasks.data import Corpus
 from ..tasks.lm import CELLS, ModelConfig
-from .backend import OptimConfig, get_backend
+from .backend import Backend, OptimConfig, get_backend
 from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -59,6 +60,17 @@ from .checkpoint import (
     read_meta,
     save_checkpoint,
     task_of,
+)
+from .distributed import (
+    DistributedError,
+    Engine,
+    FollowerExit,
+    PlainStep,
+    SplitPredictor,
+    SplitStep,
+    broadcast_object,
+    collectively,
+    get_engine,
 )
 from .rundir import run_lock
 
@@ -76,6 +88,9 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 # Mixed into the seed of the dropout generator, so its draws are not those of any other
 # generator seeded with the run's seed (the batches) or with (seed, step) (the samples).
 _DROPOUT_TAG = 0x64726F70
+# Where a run starts, as process 0 sends it to every process: the weights, and the checkpoint's
+# metadata on resume (None for a new run).
+_Start = tuple[dict[str, np.ndarray], dict[str, Any] | None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,6 +108,11 @@ class TrainConfig:
     steps. The notebook's 3 x 512 LSTM sees too few characters in that time on 2 cores (1.44
     nats/char against 1.01 for 2 x 256, both on the file-order stream); ``NOTEBOOK`` holds its
     settings (``train --notebook`` on the command line).
+
+    ``grad_accum`` K cuts each step's batch into K micro-batches of ``batch_size / K`` and takes
+    one optimizer step on their summed gradients (each weighted by its share of the batch's
+    loss terms), which is the step on the whole batch, to rounding, in less memory; with P
+    processes (mpiexec, torchrun) each process computes K of the P*K micro-batches.
 
     ``task`` chooses what is trained (``lm``, ``classify``, ``conditional``; see
     :mod:`numpy_rnn.tasks`). The defaults above are the language model's; each other task has
@@ -127,6 +147,7 @@ class TrainConfig:
     lr_final: float = 0.1
     lr_decay_steps: int = 2200          # the decay reaches lr * lr_final here, then stays
     clip: float | None = 5.0            # max global gradient norm; None: no clipping
+    grad_accum: int = 1                 # micro-batches per step (per process), summed
     # the run
     backend: str = "numpy"
     device: str = "cpu"
@@ -146,8 +167,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
 
         for name in ("hidden_size", "num_layers", "seq_len", "batch_size", "stream_groups",
-                     "steps", "eval_every", "sample_every", "attention_size"):
+                     "steps", "eval_every", "sample_every", "attention_size", "grad_accum"):
             positive_int(name)
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} does not split into grad_accum "
+                             f"{self.grad_accum} micro-batches of equal size: give a batch "
+                             f"size divisible by {self.grad_accum}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.pooling not in POOLINGS:
@@ -269,7 +294,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     Writes to ``config.out``: ``checkpoint.npz`` (the latest state, every ``eval_every`` steps
     and at the end), ``best.npz`` (the lowest validation loss so far), ``metrics.jsonl`` (one JSON
     object per step: ``step``, ``loss``, ``lr``, ``grad_norm``, ``chars_per_s``, plus ``val_loss``
-    and ``val_bpc`` where validation ran) and ``loss.png``.
+    and ``val_bpc`` where validation ran, and ``allreduce_s`` with several processes) and
+    ``loss.png``.
 
     ``log`` receives the progress lines (default: print to stdout, nothing when ``quiet``).
     Raises ``ValueError``/``DataError`` for a bad corpus or option, ``CheckpointError`` for a bad
@@ -279,51 +305,135 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     One run per output directory: the run holds ``OUT/.lock`` from start to end, and a second
     run on the same directory is refused at once with :class:`numpy_rnn.rundir.RunLockedError`
     naming the process that holds it (see :func:`numpy_rnn.rundir.run_lock`).
+
+    ``config.grad_accum`` K > 1 cuts each step's batch into K micro-batches and takes one step
+    on their weighted gradients (:mod:`numpy_rnn.driver.distributed`). Launched by ``mpiexec``
+    or ``torchrun`` with P processes, every process calls this function and each computes K of
+    the P*K micro-batches; process 0 alone holds the lock, logs and writes; an error before the
+    work starts is raised on process 0 and the others leave quietly
+    (:class:`~numpy_rnn.driver.distributed.FollowerExit`).
     """
     t_start = time.perf_counter()
-    if log is None:
-        log = (lambda msg: None) if config.quiet else print
-    with run_lock(config.out, log):
-        return _train(config, log, t_start)
+    engine = get_engine()
+    lead = engine.rank == 0
+    if not lead or (log is None and config.quiet):
+        log = _no_log
+    elif log is None:
+        log = print
+    try:
+        with contextlib.ExitStack() as stack:
+            def start() -> None:
+                _check_launch(config, engine)
+                if lead:
+                    stack.enter_context(run_lock(config.out, log))
+
+            collectively(engine, start)
+            return _train(config, log, t_start, engine)
+    except TrainingDiverged:
+        if not lead:      # every process found the same non-finite value: rank 0 reports it
+            raise FollowerExit from None
+        raise
 
 
-def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> TrainSummary:
-    """The body of :func:`train`, run while holding the output directory's lock."""
+def _no_log(msg: str) -> None:
+    pass
+
+
+def _check_launch(config: TrainConfig, engine: Engine) -> None:
+    """Refuse, before any work, a launch that cannot run: mpiexec with the torch backend (or
+    torchrun with the numpy backend), a batch that does not split into the micro-batches."""
+    if engine.name == "mpi" and config.backend != "numpy":
+        raise DistributedError("mpiexec runs the numpy backend; launch the torch backend with "
+                               "torchrun --nproc-per-node P -m numpy_rnn train --backend torch")
+    if engine.name == "torch" and config.backend != "torch":
+        raise DistributedError("torchrun runs the torch backend; launch the numpy backend with "
+                               "mpiexec -n P python -m mpi4py -m numpy_rnn train")
+    parts = engine.size * config.grad_accum
+    if config.batch_size % parts:
+        raise DistributedError(
+            f"--batch-size {config.batch_size} does not split into {engine.size} processes x "
+            f"--grad-accum {config.grad_accum} = {parts} micro-batches of equal size: give a "
+            f"batch size divisible by {parts}")
+
+
+def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
+           engine: Engine) -> TrainSummary:
+    """The body of :func:`train`, run while (process 0) holding the output directory's lock."""
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
+    lead = engine.rank == 0
+    processes = engine.size
 
-    # -- 0. a previous run in OUT: continue it, or refuse to overwrite it by accident --------
-    resumed: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-    if config.resume:
-        if not ckpt_path.is_file():
-            raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
-        resumed = load_checkpoint(ckpt_path)
-        if not resumed[1].get("train"):
-            raise CheckpointError(f"cannot resume from {ckpt_path}: it holds no training state "
-                                  "(converted or foreign checkpoint); train a new run instead")
-    elif ckpt_path.exists() and not config.overwrite:
-        raise ValueError(f"{out} already holds a run ({ckpt_path}): pass --resume to continue "
-                         "it or --overwrite to start over")
+    def prepare() -> tuple[Task, Corpus, BatchSource, ModelConfig, OptimConfig, Backend,
+                           _Start | None]:
+        # -- 0. a previous run in OUT: continue it, or refuse to overwrite it by accident ------
+        resumed: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
+        if lead:
+            if config.resume:
+                if not ckpt_path.is_file():
+                    raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+                resumed = load_checkpoint(ckpt_path)
+                if not resumed[1].get("train"):
+                    raise CheckpointError(f"cannot resume from {ckpt_path}: it holds no training "
+                                          "state (converted or foreign checkpoint); train a new "
+                                          "run instead")
+            elif ckpt_path.exists() and not config.overwrite:
+                raise ValueError(f"{out} already holds a run ({ckpt_path}): pass --resume to "
+                                 "continue it or --overwrite to start over")
 
-    # -- 1. the task and its data: corpus -> vocabulary (and labels) -> batches --------------
-    task = get_task(config.task)
-    corpus = task.load(config.data)
-    batches = task.batches(config, corpus)
-    model_config = task.model_config(config, corpus)
+        # -- 1. the task and its data: corpus -> vocabulary (and labels) -> batches ----------
+        task = get_task(config.task)
+        corpus = task.load(config.data)
+        batches = task.batches(config, corpus)
+        model_config = task.model_config(config, corpus)
 
-    # -- 2. the backend, starting from the driver's weights or from the checkpoint -------------
-    optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
-                        weight_decay=config.weight_decay)
-    backend = get_backend(config.backend)(model_config, optim, config.device)
+        # -- 2. the backend; process 0 decides where it starts: the seed or the checkpoint ----
+        optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
+                            weight_decay=config.weight_decay)
+        backend = get_backend(config.backend)(model_config, optim, config.device)
+        start: _Start | None = None
+        if lead and resumed is None:
+            start = task.build(model_config, seed=config.seed).state_dict(), None
+        elif lead:
+            assert resumed is not None
+            weights, meta = resumed
+            state = _check_resume(meta, config, model_config, corpus, ckpt_path)
+            _check_micro_batches(state, config, processes, ckpt_path)
+            if meta["step"] >= config.steps:
+                raise ValueError(f"the checkpoint in {out} is already at step {meta['step']}: "
+                                 f"pass --steps > {meta['step']} to train further")
+            start = weights, meta
+        return task, corpus, batches, model_config, optim, backend, start
+
+    task, corpus, batches, model_config, optim, backend, start = collectively(engine, prepare)
+    if processes > 1:
+        mine = _fingerprint(corpus)
+        theirs = broadcast_object(engine, mine)
+
+        def same_corpus() -> None:
+            if mine != theirs:
+                raise DistributedError(f"process {engine.rank} read another corpus "
+                                       f"({config.data!r}) than process 0: give every process "
+                                       "the same data")
+
+        collectively(engine, same_corpus)
+    # Every process starts from process 0's weights and optimizer state.
+    start = broadcast_object(engine, start)
+    assert start is not None
+
+    stepper: PlainStep | SplitStep = (SplitStep(backend, engine, config.grad_accum)
+                                      if processes * config.grad_accum > 1
+                                      else PlainStep(backend))
+    predictor: Predictor = SplitPredictor(backend, engine) if processes > 1 else backend
     dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every dropout mask
-    carried: State | None = None                     # the stream schedule's hidden state
-    best_val, best_step, start_step = math.inf, None, 0
-    if resumed is None:
-        backend.load_state_dict(task.build(model_config, seed=config.seed).state_dict())
-    else:
-        weights, meta = resumed
-        state = _check_resume(meta, config, model_config, corpus, ckpt_path)
+
+    def apply() -> tuple[State | None, float, int | None, int]:
+        weights, meta = start
         backend.load_state_dict(weights)
+        if meta is None:
+            return None, math.inf, None, 0
+        nonlocal dropout_rng
+        state = meta["train"]
         if meta.get("optimizer"):
             backend.load_optimizer_state_dict(meta["optimizer"])
         try:
@@ -332,16 +442,16 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                 "data_rng": state["data_rng"], "batcher": state.get("batcher")})
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{ckpt_path}: bad batching state ({exc})") from exc
+        carried = None
         if state.get("carried") is not None:
-            carried = tuple(np.asarray(s, dtype=model_config.dtype) for s in state["carried"])
+            # The whole run's state (every stream); each process carries its own rows.
+            carried = stepper.local_state(tuple(np.asarray(s, dtype=model_config.dtype)
+                                                for s in state["carried"]))
+        best_val = math.inf
         if state.get("best_val_loss") is not None:
             # Saved as the task's metric; kept here as "lower is better".
             best_val = float(state["best_val_loss"]) * (-1 if task.higher_is_better else 1)
-        best_step = state.get("best_step")
-        start_step = meta["step"]
-        if start_step >= config.steps:
-            raise ValueError(f"the checkpoint in {out} is already at step {start_step}: pass "
-                             f"--steps > {start_step} to train further")
+        start_step = int(meta["step"])
         if state.get("dropout_rng") is not None:
             dropout_rng.bit_generator.state = state["dropout_rng"]
         else:
@@ -354,6 +464,11 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                 log(f"note: {ckpt_path} predates dropout masks drawn by the driver; the masks "
                     f"of steps {start_step + 1}- come from a new generator, so these losses "
                     "differ from those the old run would have logged")
+        return carried, best_val, state.get("best_step"), start_step
+
+    # carried: the stream schedule's hidden state, this process's rows of it
+    carried, best_val, best_step, start_step = collectively(engine, apply)
+    resumed = start[1] is not None
 
     n_params = sum(int(np.prod(w.shape)) for w in backend.state_dict().values())
     vocab = corpus.vocab
@@ -362,35 +477,57 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
         + (f", {len(corpus.labels)} labels" if corpus.labels is not None else ""))
     log(f"task {task.name}: {config.cell} {config.num_layers} x {config.hidden_size}, "
         f"{n_params:,} parameters, {config.dtype}, {config.backend} backend on {config.device}")
-    log(f"training: {batches.describe()}, steps {start_step + 1}-{config.steps}"
+    split = ""
+    if stepper.micro_batches > 1:
+        micro = config.batch_size // stepper.micro_batches
+        each = (f"{config.grad_accum} micro-batch{'es' if config.grad_accum > 1 else ''} of "
+                f"{micro}")
+        split = (f", each step {processes} processes x {each}" if processes > 1
+                 else f", each step {each}")
+    log(f"training: {batches.describe()}{split}, steps {start_step + 1}-{config.steps}"
         + (f" (resumed from {ckpt_path})" if resumed else ""))
 
-    def checkpoint_meta(step: int) -> dict[str, Any]:
+    def checkpoint_meta(step: int, carried_all: State | None) -> dict[str, Any]:
         train_state = {
             "config": config.to_json(),
             "backend": config.backend,
             "batches": batches.state_dict(),
             "dropout_rng": dropout_rng.bit_generator.state,
-            "carried": list(carried) if carried is not None else None,
+            "carried": list(carried_all) if carried_all is not None else None,
             "best_val_loss": (best_val * (-1 if task.higher_is_better else 1)
                               if math.isfinite(best_val) else None),
             "best_step": best_step,
+            "processes": processes,
+            "micro_batches": stepper.micro_batches,
         }
         return make_meta(model_config, vocab, step=step, data=_data_source(config.data),
                          backend=config.backend, optimizer=backend.optimizer_state_dict(),
                          optim_config=optim, train=train_state, labels=corpus.labels)
 
-    if resumed is None:
+    def save(step: int, best: bool = False) -> None:
+        """The checkpoint of ``step`` (and best.npz): every process joins in gathering the
+        carried state; process 0 writes."""
+        carried_all = stepper.full_state(carried)
+        if lead:
+            meta = checkpoint_meta(step, carried_all)
+            weights = backend.state_dict()
+            save_checkpoint(ckpt_path, weights, meta)
+            if best:
+                save_checkpoint(out / BEST_NAME, weights, meta)
+
+    if lead and not resumed:
         # A new run (with --overwrite) replaces the old one's files rather than leaving its
         # checkpoints beside the new metrics.
         for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
             with contextlib.suppress(FileNotFoundError):
                 (out / name).unlink()
     summary = TrainSummary(out=str(out), start_step=start_step, step=start_step)
-    metrics = _MetricsLog(out / METRICS_NAME, keep_through=start_step if resumed else None)
+    metrics: _MetricsLog | contextlib.nullcontext[None] = (
+        _MetricsLog(out / METRICS_NAME, keep_through=start_step if resumed else None)
+        if lead else contextlib.nullcontext())
     train_chars, train_time = 0, 0.0
     last_saved = start_step if resumed else None
-    bar = _progress_bar(config, start_step)
+    bar = _progress_bar(config, start_step) if lead else None
     say = bar.write if bar is not None else log
     try:
         with metrics, _deferred_interrupt() as interrupt:
@@ -405,8 +542,10 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                 Bt, Tt = tokens_of(batch.inputs).shape
                 masks = draw_dropout_masks(dropout_rng, model_config.dropout,
                                            model_config.dropout_mask_shapes(Tt, Bt))
+                reduced_before = stepper.allreduce_s
                 t0 = time.perf_counter()
-                result = backend.train_step(batch.inputs, batch.targets, init, masks)
+                # stop: a Ctrl-C on any process, agreed by all (one process: this one's)
+                result, stop = stepper(batch, init, masks, interrupt.is_set)
                 dt = time.perf_counter() - t0
                 if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
                     raise TrainingDiverged(_diverged_message(step, result.loss,
@@ -421,11 +560,13 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                 record: dict[str, Any] = {"step": step, "loss": result.loss, "lr": lr,
                                           "grad_norm": result.grad_norm,
                                           "chars_per_s": n_chars / max(dt, 1e-9)}
+                if processes > 1:
+                    record["allreduce_s"] = stepper.allreduce_s - reduced_before
 
                 # -- 4. every eval_every steps: validation and a checkpoint -------------------
                 evaluate_now = step % config.eval_every == 0 or step == config.steps
                 if evaluate_now:
-                    val = task.validate(backend, corpus)
+                    val = task.validate(predictor, corpus)
                     val_loss = val["val_loss"]
                     if not math.isfinite(val_loss):
                         raise TrainingDiverged(_diverged_message(step, val_loss, None,
@@ -439,7 +580,8 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                     improved = score < best_val
                     if improved:
                         best_val, best_step = score, step
-                metrics.write(record)
+                if isinstance(metrics, _MetricsLog):
+                    metrics.write(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{result.loss:.3f}",
                                     chars_s=f"{train_chars / max(train_time, 1e-9):,.0f}",
@@ -449,22 +591,18 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
                     say(f"step {step}/{config.steps}: train loss {result.loss:.4f}, "
                         f"{task.describe_validation(val)}, "
                         f"{train_chars / max(train_time, 1e-9):,.0f} chars/s")
-                    meta = checkpoint_meta(step)
-                    weights = backend.state_dict()
-                    save_checkpoint(ckpt_path, weights, meta)
-                    if improved:
-                        save_checkpoint(out / BEST_NAME, weights, meta)
+                    save(step, best=improved)
                     last_saved = step
 
                 # -- 5. every sample_every steps: a few names, labelled makemore-style --------
-                if config.num_eval_samples and (step % config.sample_every == 0
-                                                or step == config.steps):
+                if lead and config.num_eval_samples and (step % config.sample_every == 0
+                                                         or step == config.steps):
                     for line in task.log_samples(backend, corpus, config, step):
                         say(line)
 
-                if interrupt.is_set():
+                if stop:
                     if last_saved != step:
-                        save_checkpoint(ckpt_path, backend.state_dict(), checkpoint_meta(step))
+                        save(step)
                         last_saved = step
                     say(f"interrupted after step {step}: checkpoint saved to {ckpt_path}; "
                         "continue with --resume")
@@ -475,7 +613,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float) -> T
             bar.close()
         summary.wall_time_s = time.perf_counter() - t_start
         summary.chars_per_s = train_chars / train_time if train_time > 0 else 0.0
-        if summary.step > start_step:
+        if lead and summary.step > start_step:
             # -- 6. the loss curve of the whole run (resumed parts included) ------------------
             try:
                 plot_losses(out / METRICS_NAME, out / PLOT_NAME, log=log)
@@ -548,29 +686,79 @@ def _check_resume(meta: dict[str, Any], config: TrainConfig, model_config: Model
     return state
 
 
+def _check_micro_batches(state: dict[str, Any], config: TrainConfig, processes: int,
+                         path: Path) -> None:
+    """Refuse to resume a run with another number of micro-batches per step than it was saved
+    with (processes x ``grad_accum``): the same count continues it exactly, another would sum
+    the gradients in another order. A run saved by P processes resumes in one with
+    ``--grad-accum P``."""
+    saved_processes = int(state.get("processes", 1))
+    saved_accum = int((state.get("config") or {}).get("grad_accum", 1))
+    saved = int(state.get("micro_batches", saved_processes * saved_accum))
+    now = processes * config.grad_accum
+    if now == saved:
+        return
+    how = (f"{saved} micro-batch{'es' if saved > 1 else ''} per step ({saved_processes} "
+           f"process{'es' if saved_processes > 1 else ''} x --grad-accum {saved_accum})")
+    if saved % processes == 0:
+        fix = (f"with {processes} process{'es' if processes > 1 else ''} pass --grad-accum "
+               f"{saved // processes}")
+    else:
+        fix = f"run it on a number of processes that divides {saved}"
+    raise CheckpointError(f"cannot resume {path} with {now} micro-batch"
+                          f"{'es' if now > 1 else ''} per step: it was trained with {how}; "
+                          f"{fix} to continue it exactly")
+
+
+def _fingerprint(corpus: Corpus) -> str:
+    """A digest of what a run reads from its corpus (text, vocabulary, labels), to check
+    that every process of a job reads the same."""
+    h = hashlib.sha256()
+    for part in (corpus.train_text, corpus.val_text, "\x00".join(corpus.vocab.chars),
+                 "\x00".join(corpus.labels or ())):
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
 def resume_config(out: str | os.PathLike[str], overrides: dict[str, Any] | None = None
                   ) -> TrainConfig:
     """The :class:`TrainConfig` of the run saved in ``out``, with ``overrides`` applied and
     ``resume=True``: what ``train --resume`` runs, so a resume needs only the flags it changes
-    (typically ``--steps``). Raises ``CheckpointError`` when there is no checkpoint."""
+    (typically ``--steps``). Raises ``CheckpointError`` when there is no checkpoint.
+
+    In a data-parallel job process 0 reads the checkpoint and sends its settings to the
+    others: only process 0 needs to see ``out``."""
     path = Path(out) / CHECKPOINT_NAME
-    if not path.is_file():
-        raise CheckpointError(f"cannot resume: no checkpoint at {path}")
-    meta = read_meta(path)
-    saved = ((meta.get("train") or {}).get("config")) if isinstance(meta.get("train"),
-                                                                      dict) else None
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"cannot resume from {path}: it holds no training state")
+    engine = get_engine()
+
+    def read() -> dict[str, Any] | None:
+        if engine.rank != 0:
+            return None
+        if not path.is_file():
+            raise CheckpointError(f"cannot resume: no checkpoint at {path}")
+        meta = read_meta(path)
+        saved = ((meta.get("train") or {}).get("config")) if isinstance(meta.get("train"),
+                                                                          dict) else None
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"cannot resume from {path}: it holds no training state")
+        return saved
+
+    saved: dict[str, Any] = broadcast_object(engine, collectively(engine, read))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     # Everything that defines the run carries over; how it reports (quiet) does not.
     base = {k: v for k, v in saved.items() if k in fields and k != "quiet"}
     base.setdefault("stream_groups", 1)     # saved before the option existed: file order
     base.update(overrides or {})
     base.update(out=str(out), resume=True, overwrite=False)
-    try:
-        return TrainConfig(**base)
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: bad saved training config ({exc})") from exc
+
+    def build() -> TrainConfig:
+        try:
+            return TrainConfig(**base)
+        except TypeError as exc:
+            raise CheckpointError(f"{path}: bad saved training config ({exc})") from exc
+
+    return collectively(engine, build)
 
 
 # --------------------------------------------------------------------------------------------

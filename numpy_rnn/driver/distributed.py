@@ -1,0 +1,527 @@
+"""Gradient accumulation and data-parallel training: one optimizer step over micro-batches.
+
+A step's batch of B rows (sequences, names) is cut into M micro-batches of consecutive rows
+(:func:`row_bounds`). Each micro-batch's gradient is that of the task's mean loss on its rows;
+weighted by its share of the batch's loss terms (:func:`loss_terms`: characters for the
+language model, (name, label) pairs for the classifier, valid characters for the conditional
+generator) and summed, they give the gradient of the mean over the whole batch, whatever the
+micro-batches' sizes: accumulation computes the plain step, to rounding. The sum is clipped
+and the optimizer takes one step.
+
+With P processes, process r takes micro-batches ``r*K .. r*K + K - 1`` of ``M = P*K`` (the rows
+one process with ``--grad-accum M`` would give them), sums its own weighted gradients and the
+processes add theirs with one all-reduce of one flat float64 buffer per step (the gradients,
+the loss, and a stop flag, so every process ends at the same step when one is interrupted).
+Every process then takes the identical optimizer step. For P = 2 the sum of two terms is the
+same in any order, so 2 processes compute bit for bit what one process with ``--grad-accum 2``
+computes; for P > 2 the engine's reduction order is its own (equal to rounding).
+
+An :class:`Engine` is the little the driver needs from a distributed runtime: rank, size, an
+in-place all-reduce (sum) of a float buffer, a broadcast and a barrier. :class:`Local` is the
+one-process engine (every operation does nothing), :class:`MPIEngine` uses mpi4py (the NumPy
+backend, launched by ``mpiexec -n P python -m mpi4py -m numpy_rnn train ...``), and
+``torch_ref.backend.TorchDistributed`` uses torch.distributed (the torch backend, launched by
+``torchrun``). :func:`get_engine` picks the one the process was launched with; mpi4py is imported
+only under MPI and torch only under torchrun.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import sys
+import time
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..tasks.base import Batch, State, tokens_of
+from ..tasks.lm import ModelConfig
+from .backend import Backend, StepResult
+
+__all__ = ["IGNORE_INDEX", "DistributedError", "Engine", "FollowerExit", "Local", "MPIEngine",
+           "PlainStep", "SplitPredictor", "SplitStep", "batch_axes", "broadcast_object",
+           "collectively", "gather_rows", "get_engine", "launcher", "loss_terms", "row_bounds",
+           "slice_rows"]
+
+#: The target value a cross-entropy ignores (padding), as torch's ``ignore_index``.
+IGNORE_INDEX = -100
+#: Environment variables that set a thread count: when one is set, the user has chosen.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+T = TypeVar("T")
+
+
+class DistributedError(ValueError):
+    """A process of the job failed before the work started, or the launch cannot work."""
+
+
+class FollowerExit(SystemExit):
+    """How a process other than rank 0 leaves when all processes failed the same way: quietly,
+    with status 0, because rank 0 reports the error (one line) and ends the job with its own
+    status."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+# --------------------------------------------------------------------------------------------
+# Engines
+# --------------------------------------------------------------------------------------------
+
+
+class Engine(ABC):
+    """The collective operations of a data-parallel job, over NumPy buffers.
+
+    Every process must call the same operations in the same order with buffers of the same
+    shape and dtype; each operation returns when every process has made it.
+    """
+
+    name: str = ""
+    rank: int = 0
+    size: int = 1
+
+    @abstractmethod
+    def allreduce(self, buf: np.ndarray) -> None:
+        """Replace the C-contiguous float array ``buf`` by its sum over all processes."""
+
+    @abstractmethod
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        """Overwrite the C-contiguous array ``buf`` with process ``root``'s."""
+
+    @abstractmethod
+    def barrier(self) -> None:
+        """Return when every process has called it."""
+
+
+class Local(Engine):
+    """One process: the sum over all processes is the buffer itself."""
+
+    name = "local"
+
+    def allreduce(self, buf: np.ndarray) -> None:
+        pass
+
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        pass
+
+    def barrier(self) -> None:
+        pass
+
+
+class MPIEngine(Engine):
+    """MPI's ``COMM_WORLD`` through mpi4py's buffer interface (no pickling): ``Allreduce``
+    with ``MPI.IN_PLACE`` and ``MPI.SUM``, ``Bcast``, ``Barrier``."""
+
+    name = "mpi"
+
+    def __init__(self) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as exc:
+            raise ImportError("launched by mpiexec, but mpi4py is not installed: pip install "
+                              "'numpy_rnn[mpi]'") from exc
+        self._MPI = MPI
+        self.comm = MPI.COMM_WORLD
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+
+    def allreduce(self, buf: np.ndarray) -> None:
+        self.comm.Allreduce(self._MPI.IN_PLACE, buf, op=self._MPI.SUM)
+
+    def broadcast(self, buf: np.ndarray, root: int = 0) -> None:
+        self.comm.Bcast(buf, root=root)
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+
+def launcher(environ: dict[str, str] | None = None) -> tuple[str | None, int]:
+    """Which launcher started this process, read from its environment, and the number of
+    processes it started: ``("mpi", P)`` under mpiexec (MPICH's and Intel's ``PMI_SIZE``, Open
+    MPI's ``OMPI_COMM_WORLD_SIZE``), ``("torch", P)`` under torchrun (``WORLD_SIZE`` with
+    ``RANK`` and ``MASTER_ADDR``), ``(None, 1)`` otherwise."""
+    env = os.environ if environ is None else environ
+    mpi = env.get("PMI_SIZE") or env.get("OMPI_COMM_WORLD_SIZE")
+    torch = env.get("WORLD_SIZE") if "RANK" in env and "MASTER_ADDR" in env else None
+    if mpi and torch:
+        raise DistributedError("launched by both mpiexec and torchrun: run the numpy backend "
+                               "under mpiexec or the torch backend under torchrun")
+    if mpi:
+        return "mpi", int(mpi)
+    if torch:
+        return "torch", int(torch)
+    return None, 1
+
+
+_ENGINE: Engine | None = None
+
+
+def get_engine() -> Engine:
+    """The engine of this process, made on the first call: :class:`Local` unless launched by
+    mpiexec or torchrun with more than one process. A multi-process engine sets each process to
+    one BLAS (and torch) thread unless ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` or
+    ``MKL_NUM_THREADS`` says otherwise."""
+    global _ENGINE
+    if _ENGINE is None:
+        kind, size = launcher()
+        engine: Engine
+        if kind is None or size == 1:
+            engine = Local()
+        elif kind == "mpi":
+            engine = MPIEngine()
+            if "mpi4py.run" not in sys.modules and engine.rank == 0:
+                print("note: launched without 'python -m mpi4py': a process that fails may "
+                      "leave the others waiting; launch with mpiexec -n P python -m mpi4py -m "
+                      "numpy_rnn train ...", file=sys.stderr)
+        else:
+            try:
+                module = importlib.import_module("torch_ref.backend")
+            except ImportError as exc:
+                raise ImportError(f"launched by torchrun, but the torch backend needs "
+                                  f"{exc.name}: pip install 'numpy_rnn[torch]'") from exc
+            engine = module.TorchDistributed()
+        if engine.size > 1 and not any(v in os.environ for v in THREAD_VARIABLES):
+            _one_blas_thread()
+        _ENGINE = engine
+    return _ENGINE
+
+
+def _one_blas_thread() -> None:
+    """One BLAS thread in this process (threadpoolctl; without it, a note)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("note: threadpoolctl is not installed, so each process keeps its BLAS threads; "
+              "set OPENBLAS_NUM_THREADS=1 (or pip install 'numpy_rnn[mpi]')", file=sys.stderr)
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
+# --------------------------------------------------------------------------------------------
+# Collective helpers, built on the engine's operations
+# --------------------------------------------------------------------------------------------
+
+
+def broadcast_object(engine: Engine, obj: Any, root: int = 0) -> Any:
+    """Process ``root``'s ``obj`` (anything picklable) on every process: its pickle's length,
+    then its bytes, each broadcast as an array. One process: ``obj`` itself."""
+    if engine.size == 1:
+        return obj
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if engine.rank == root else b""
+    length = np.array([len(data)], dtype=np.int64)
+    engine.broadcast(length, root)
+    buf = (np.frombuffer(data, dtype=np.uint8).copy() if engine.rank == root
+           else np.empty(int(length[0]), dtype=np.uint8))
+    engine.broadcast(buf, root)
+    return obj if engine.rank == root else pickle.loads(buf.tobytes())
+
+
+def collectively(engine: Engine, fn: Callable[[], T]) -> T:
+    """``fn()`` on every process, and an error on every process if it failed on any.
+
+    One process: just ``fn()``. Several: when ``fn`` raised on any process, rank 0 raises its
+    own exception, or a :class:`DistributedError` with the message of the first process that
+    failed; the other processes raise :class:`FollowerExit` (an unexpected error's traceback
+    printed first), so the job reports one line and ends with rank 0's status. Never leaves a
+    process waiting for another that gave up.
+    """
+    if engine.size == 1:
+        return fn()
+    result: Any = None
+    error: Exception | None = None
+    try:
+        result = fn()
+    except Exception as exc:   # every process must learn of any failure
+        error = exc
+    flags = np.zeros(engine.size)
+    flags[engine.rank] = error is not None
+    engine.allreduce(flags)
+    if not flags.any():
+        return result
+    first = int(np.flatnonzero(flags)[0])
+    message = broadcast_object(engine, _describe(error) if engine.rank == first else None,
+                               root=first)
+    if engine.rank == 0:
+        if error is not None:
+            raise error
+        raise DistributedError(f"process {first} of {engine.size} failed: {message}")
+    if error is not None and not isinstance(error, (ValueError, OSError, ImportError)):
+        traceback.print_exception(error)
+    raise FollowerExit
+
+
+def _describe(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {text}"
+
+
+def gather_rows(engine: Engine, local: np.ndarray, counts: Sequence[int], axis: int
+                ) -> np.ndarray:
+    """Each process's ``local`` rows, ``counts[r]`` of them along ``axis`` on process r,
+    joined in rank order on every process (one broadcast per process: copies, no
+    arithmetic)."""
+    if engine.size == 1:
+        return local
+    parts = []
+    for r, n in enumerate(counts):
+        shape = list(local.shape)
+        shape[axis] = n
+        buf = (np.ascontiguousarray(local) if r == engine.rank
+               else np.empty(shape, dtype=local.dtype))
+        engine.broadcast(buf, root=r)
+        parts.append(buf)
+    return np.concatenate(parts, axis=axis)
+
+
+# --------------------------------------------------------------------------------------------
+# Cutting a batch into micro-batches
+# --------------------------------------------------------------------------------------------
+
+
+def row_bounds(rows: int, parts: int) -> list[int]:
+    """The ``parts + 1`` boundaries that cut ``rows`` consecutive rows into ``parts`` slices
+    as :func:`numpy.array_split` does: the first ``rows % parts`` slices one row longer; slices
+    are empty when ``rows < parts``."""
+    size, extra = divmod(rows, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + size + (i < extra))
+    return bounds
+
+
+def loss_terms(targets: np.ndarray) -> int:
+    """How many terms the task's mean loss on ``targets`` averages over: every entry of
+    float targets (the classifier's ``(B, R)`` labels: B*R), every integer target but the
+    padding :data:`IGNORE_INDEX` (the language model's ``(B, T)``: B*T; the generator's: its
+    valid characters)."""
+    t = np.asarray(targets)
+    if t.dtype.kind in "iu":
+        return int(np.count_nonzero(t != IGNORE_INDEX))
+    return int(t.size)
+
+
+def slice_rows(inputs: Any, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` of a batch's inputs: the ``(B, T)`` token array, or every field of the
+    task's NamedTuple of arrays (tokens, lengths, conditions: each has the B rows first)."""
+    if isinstance(inputs, np.ndarray):
+        return inputs[lo:hi]
+    return type(inputs)(*(np.asarray(field)[lo:hi] for field in inputs))
+
+
+def batch_axes(config: ModelConfig, T: int, B: int) -> list[int]:
+    """The batch axis of each dropout mask of ``config.dropout_mask_shapes(T, B)``: 1 for the
+    time-major ``(T, B, ...)`` masks, 0 for ``(B, ...)`` ones. Found as the one axis that
+    changes with the batch size, so T == B is no ambiguity."""
+    here = config.dropout_mask_shapes(T, B)
+    other = config.dropout_mask_shapes(T, B + 1)
+    axes = []
+    for a, b in zip(here, other):
+        changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        if len(a) != len(b) or len(changed) != 1 or changed[0] > 1 or a[changed[0]] != B:
+            raise ValueError(f"cannot split the dropout mask of shape {a} by rows: its batch "
+                             "axis must be axis 0 or 1")
+        axes.append(changed[0])
+    return axes
+
+
+def _rows(array: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
+    index = (slice(None),) * axis + (slice(lo, hi),)
+    return np.ascontiguousarray(array[index])
+
+
+# --------------------------------------------------------------------------------------------
+# The step
+# --------------------------------------------------------------------------------------------
+
+
+class PlainStep:
+    """One process, one batch: the backend's own ``train_step`` (no copies, no buffer)."""
+
+    processes = 1
+    micro_batches = 1
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.allreduce_s = 0.0
+
+    def __call__(self, batch: Batch, state: State | None, masks: Sequence[np.ndarray] | None,
+                 stop: Callable[[], bool]) -> tuple[StepResult, bool]:
+        """The step, and whether to stop after it (``stop()``, asked after the step)."""
+        result = self.backend.train_step(batch.inputs, batch.targets, state, masks)
+        return result, stop()
+
+    def local_state(self, state: State | None) -> State | None:
+        return state
+
+    def full_state(self, state: State | None) -> State | None:
+        return state
+
+
+class SplitStep:
+    """One optimizer step over ``engine.size * grad_accum`` micro-batches, this process taking
+    ``grad_accum`` of them (see the module's docstring).
+
+    ``__call__(batch, state, masks, stop)``: ``batch`` is the whole step's batch (every process
+    draws it), ``masks`` the whole batch's dropout masks, ``stop()`` whether this process was
+    asked to stop (Ctrl-C), ``state`` this process's rows of the
+    carried state ``(L*D, B/P, H)`` each (:meth:`local_state` cuts them from the whole state,
+    :meth:`full_state` joins every process's). Returns the step's result (the batch's mean
+    loss, the pre-clip gradient norm, this process's rows of the final state), and whether any
+    process asked to stop. ``allreduce_s`` adds up the time spent in the all-reduce (which
+    includes waiting for the slowest process).
+    """
+
+    def __init__(self, backend: Backend, engine: Engine, grad_accum: int) -> None:
+        self.backend = backend
+        self.engine = engine
+        self.processes = engine.size
+        self.grad_accum = grad_accum
+        self.micro_batches = engine.size * grad_accum
+        self.size = backend.flat_gradients().size
+        # [the weighted gradients (n), the weighted loss, the stop flag], float64
+        self.buffer = np.zeros(self.size + 2)
+        self._axes: dict[tuple[int, int], list[int]] = {}
+        self.allreduce_s = 0.0
+
+    def _mine(self, rows: int) -> tuple[list[int], range]:
+        bounds = row_bounds(rows, self.micro_batches)
+        r, K = self.engine.rank, self.grad_accum
+        return bounds, range(r * K, (r + 1) * K)
+
+    def local_state(self, state: State | None) -> State | None:
+        """This process's rows (axis 1) of a whole carried state."""
+        if state is None or self.processes == 1:
+            return state
+        bounds, mine = self._mine(state[0].shape[1])
+        lo, hi = bounds[mine.start], bounds[mine.stop]
+        return tuple(np.ascontiguousarray(s[:, lo:hi]) for s in state)
+
+    def full_state(self, state: State | None) -> State | None:
+        """Every process's rows of the carried state, joined (on every process)."""
+        if state is None or self.processes == 1:
+            return state
+        counts = np.zeros(self.processes)
+        counts[self.engine.rank] = state[0].shape[1]
+        self.engine.allreduce(counts)
+        return tuple(gather_rows(self.engine, s, [int(c) for c in counts], axis=1)
+                     for s in state)
+
+    def __call__(self, batch: Batch, state: State | None, masks: Sequence[np.ndarray] | None,
+                 stop: Callable[[], bool]) -> tuple[StepResult, bool]:
+        inputs, targets = batch.inputs, np.asarray(batch.targets)
+        B, T = tokens_of(inputs).shape
+        bounds, mine = self._mine(B)
+        counts = [loss_terms(targets[bounds[m]:bounds[m + 1]])
+                  for m in range(self.micro_batches)]
+        total = sum(counts)
+        axes = []
+        if masks:
+            key = (T, B)
+            if key not in self._axes:
+                self._axes[key] = batch_axes(self.backend.config, T, B)
+            axes = self._axes[key]
+        buf, n = self.buffer, self.size
+        first = True
+        finals: list[State] = []
+        offset = bounds[mine.start]            # where this process's rows start
+        for m in mine:
+            lo, hi = bounds[m], bounds[m + 1]
+            if hi == lo:
+                continue                        # fewer rows than micro-batches: nothing here
+            sub_state = None if state is None else tuple(
+                np.ascontiguousarray(s[:, lo - offset:hi - offset]) for s in state)
+            sub_masks = None if not masks else [_rows(mk, ax, lo, hi)
+                                                 for mk, ax in zip(masks, axes)]
+            result = self.backend.compute_gradients(slice_rows(inputs, lo, hi),
+                                                    targets[lo:hi], sub_state, sub_masks)
+            weight = counts[m] / total
+            grads = self.backend.flat_gradients()
+            if first:
+                np.multiply(grads, weight, out=buf[:n])
+                buf[n] = weight * result.loss
+                first = False
+            else:
+                buf[:n] += grads * weight
+                buf[n] += weight * result.loss
+            if result.state is not None:
+                finals.append(result.state)
+        if first:
+            buf[:n + 1] = 0.0
+        buf[n + 1] = 1.0 if stop() else 0.0    # asked as late as possible: before the sum
+        t0 = time.perf_counter()
+        self.engine.allreduce(buf)
+        self.allreduce_s += time.perf_counter() - t0
+        norm = self.backend.apply_gradients(buf[:n])
+        final = (tuple(np.concatenate(parts, axis=1) for parts in zip(*finals))
+                 if finals else None)
+        return StepResult(float(buf[n]), norm, final), bool(buf[n + 1] > 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation split over the processes
+# --------------------------------------------------------------------------------------------
+
+
+class SplitPredictor:
+    """A backend whose evaluation calls are split by rows over the processes: each process
+    computes its share of the rows (the first ``B % P`` processes one more) and every process
+    gets every row back (:func:`gather_rows`), so a task's validation runs unchanged on every
+    process, each doing 1/P of the work, and reaches the same numbers on each. A call with
+    fewer rows than processes runs whole on every process."""
+
+    def __init__(self, backend: Backend, engine: Engine) -> None:
+        self.backend = backend
+        self.engine = engine
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.backend.config
+
+    def _share(self, rows: int) -> tuple[int, int, list[int]] | None:
+        if rows < self.engine.size:
+            return None
+        bounds = row_bounds(rows, self.engine.size)
+        r = self.engine.rank
+        return bounds[r], bounds[r + 1], [bounds[i + 1] - bounds[i]
+                                          for i in range(self.engine.size)]
+
+    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
+        """``inputs (B, T)``, state ``(L*D, B, H)`` each -> ``logits (B, T, V)``, final state."""
+        share = self._share(len(inputs))
+        if share is None:
+            return self.backend.logits(inputs, state)
+        lo, hi, counts = share
+        sub = None if state is None else tuple(np.ascontiguousarray(s[:, lo:hi]) for s in state)
+        logits, final = self.backend.logits(np.ascontiguousarray(inputs[lo:hi]), sub)
+        return (gather_rows(self.engine, np.asarray(logits), counts, axis=0),
+                tuple(gather_rows(self.engine, s, counts, axis=1) for s in final))
+
+    def initial_state(self, conditions: np.ndarray) -> State:
+        """``conditions (B, R)`` -> the initial state, ``(L, B, H)`` each."""
+        share = self._share(len(conditions))
+        if share is None:
+            return self.backend.initial_state(conditions)
+        lo, hi, counts = share
+        state = self.backend.initial_state(np.ascontiguousarray(conditions[lo:hi]))
+        return tuple(gather_rows(self.engine, s, counts, axis=1) for s in state)
+
+    def classify(self, tokens: np.ndarray,
+                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``tokens (B, T)``, ``lengths (B,)`` -> ``logits (B, R)``, weights ``(B, T)`` or
+        None."""
+        share = self._share(len(tokens))
+        if share is None:
+            return self.backend.classify(tokens, lengths)
+        lo, hi, counts = share
+        logits, weights = self.backend.classify(np.ascontiguousarray(tokens[lo:hi]),
+                                                np.ascontiguousarray(lengths[lo:hi]))
+        return (gather_rows(self.engine, np.asarray(logits), counts, axis=0),
+                None if weights is None
+                else gather_rows(self.engine, np.asarray(weights), counts, axis=0))
