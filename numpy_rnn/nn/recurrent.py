@@ -91,23 +91,26 @@ def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarra
     # Every step multiplies by W_hh^T. OpenBLAS is faster with a contiguous copy, which pays for
     # itself over a long sequence but not for the one-step calls of sampling and cells.
     w_hh_t = p["weight_hh"].T
-    p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if T >= 16 else w_hh_t
+    own_copy = T >= 16
+    p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if own_copy else w_hh_t
+    step.prepare_forward(p, gx, own_copy)
     states = tuple(np.empty((T + 1, B, n), dtype) for n in step.state_sizes())
     first = T if reverse else 0   # slot of the initial state
     for s, s0 in zip(states, init):
         s[first] = s0
     run = DirectionRun(x=x, states=states, cache=step.new_cache(T, B, dtype), reverse=reverse,
                        mask=mask)
-    order = range(T - 1, -1, -1) if reverse else range(T)
-    d_prev, d_new = (1, 0) if reverse else (0, 1)
+    cache, forward = run.cache, step.forward
+    # The states each step reads and writes, as tuples of (B, size) views, built once per call.
+    prevs = list(zip(*(run.prev(j) for j in range(len(states)))))
+    news = list(zip(*(run.new(j) for j in range(len(states)))))
     with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
-        for t in order:
-            prev = tuple(s[t + d_prev] for s in states)
-            new = tuple(s[t + d_new] for s in states)
-            step.forward(p, gx[t], prev, new, run.cache, t)
+        for t in (range(T - 1, -1, -1) if reverse else range(T)):
+            forward(p, gx[t], prevs[t], news[t], cache, t)
             if mask is not None:                  # ended sequences keep their state
-                for sn, sp in zip(new, prev):
-                    np.copyto(sn, sp, where=~mask[t])
+                keep = ~mask[t]
+                for sn, sp in zip(news[t], prevs[t]):
+                    np.copyto(sn, sp, where=keep)
     return run
 
 
@@ -126,24 +129,25 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
     # For RNN and LSTM dgh == dgx, so one buffer serves both; the GRU needs its own.
     dgh = dgx if step.shares_gate_grads else np.empty_like(dgx)
     dstate = tuple(np.array(d, copy=True) for d in dfinal)
-    order = range(T) if run.reverse else range(T - 1, -1, -1)
-    d_prev, d_new = (1, 0) if run.reverse else (0, 1)
-    for t in order:
-        prev = tuple(s[t + d_prev] for s in run.states)
-        new = tuple(s[t + d_new] for s in run.states)
+    n_states = len(run.states)
+    prev_all = tuple(run.prev(j) for j in range(n_states))
+    new_all = tuple(run.new(j) for j in range(n_states))
+    cache, backward = step.prepare_backward(p, run.cache, prev_all, new_all, dgx), step.backward
+    prevs, news = list(zip(*prev_all)), list(zip(*new_all))
+    for t in (range(T) if run.reverse else range(T - 1, -1, -1)):
         # The gradient reaching h_t is the sum of what comes from the output at t and what comes
         # back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
         dh = dstate[0] + dout[t] if dout is not None else dstate[0]
         dnew = (dh,) + dstate[1:]
         if mask is None:
-            dstate = step.backward(p, dnew, prev, new, run.cache, t, dgx[t], dgh[t])
+            dstate = backward(p, dnew, prevs[t], news[t], cache, t, dgx[t], dgh[t])
         else:
             # Every gradient of a step is linear in dnew, so zeroing the rows of ended sequences
             # makes their contribution to dgx, dgh and the weights exactly 0; their state
             # gradient passes through the step unchanged, as their state did.
             m = mask[t]
-            dpass = step.backward(p, tuple(d * m for d in dnew), prev, new, run.cache, t,
-                                  dgx[t], dgh[t])
+            dpass = backward(p, tuple(d * m for d in dnew), prevs[t], news[t], cache, t,
+                             dgx[t], dgh[t])
             dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
     # Weight gradients of all time steps, one matrix product each.
     dgx2 = dgx.reshape(T * B, GH)
@@ -152,11 +156,10 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
     g["weight_ih"] += dgx2.T @ x.reshape(T * B, F)
     g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, h_prev.shape[2])
     if p["bias_ih"] is not None:
-        g["bias_ih"] += dgx2.sum(axis=0)
-        g["bias_hh"] += dgh2.sum(axis=0)
-    n_states = len(run.states)
-    step.finish_backward(p, g, run.cache, dgx, dgh, tuple(run.prev(j) for j in range(n_states)),
-                         tuple(run.new(j) for j in range(n_states)))
+        db_ih = dgx2.sum(axis=0)
+        g["bias_ih"] += db_ih
+        g["bias_hh"] += db_ih if dgh is dgx else dgh2.sum(axis=0)
+    step.finish_backward(p, g, run.cache, dgx, dgh, prev_all, new_all)
     dx = (dgx2 @ p["weight_ih"]).reshape(T, B, F)
     return dx, dstate
 

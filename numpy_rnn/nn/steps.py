@@ -26,8 +26,13 @@ and the ``cache``), so the time loop allocates little. ``cache`` arrays have a l
 the step indexes them with ``t``. Sigmoids are computed as ``1 / (1 + exp(-a))`` like torch; for
 very negative ``a`` ``exp`` overflows to ``inf`` and the result is the correct ``0`` (the layers
 silence that harmless overflow warning). In float64 ``tanh`` is computed the same way, as
-``2 σ(2a) - 1`` (see :func:`tanh`), and the LSTM's ``g`` gate always is, so that its four gates
-run through one sigmoid call.
+``2 σ(2a) - 1`` (see :func:`tanh`). The LSTM runs its four gates through ONE ``tanh`` call, with
+``σ(a) = ½ + ½ tanh(a/2)`` (see :class:`LSTMStep`).
+
+Two optional hooks let a step do work once per call instead of once per step:
+``prepare_forward`` (before the forward loop, e.g. to rescale ``gx`` and the weight copy) and
+``prepare_backward`` (before the backward loop, e.g. to compute the gradient-free factors of
+all ``T`` steps with a few array operations).
 """
 
 from __future__ import annotations
@@ -110,6 +115,12 @@ class Step(ABC):
         """Buffers for everything ``backward`` needs, with a leading time axis of ``T``."""
         return None
 
+    def prepare_forward(self, p: Params, gx: np.ndarray, own_copy: bool) -> None:  # noqa: B027
+        # An optional hook, not abstract: most cells use gx and W_hh^T as they are.
+        """Before the time loop: adapt ``gx (T, B, G*H)`` (the layer's own buffer) and ``p`` in
+        place, for steps that want them in another form (the LSTM scales its gates).
+        ``own_copy`` says that ``p["weight_hh_T"]`` is a per-call copy the step may change."""
+
     @abstractmethod
     def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
                 t: int) -> None:
@@ -127,7 +138,16 @@ class Step(ABC):
     def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
                  dgx: np.ndarray, dgh: np.ndarray) -> State:
         """One step back: from ``dnew`` (the gradient w.r.t. each new state, ``(B, size)``) write
-        ``dgx`` and ``dgh`` (``(B, G*H)``) and return the gradient w.r.t. each ``prev`` state."""
+        ``dgx`` and ``dgh`` (``(B, G*H)``) and return the gradient w.r.t. each ``prev`` state.
+        ``cache`` is what :meth:`prepare_backward` returned."""
+
+    def prepare_backward(self, p: Params, cache: Any, prev: State, new: State,
+                         dgx: np.ndarray) -> Any:
+        """Before the backward time loop: what ``backward`` receives as its ``cache`` (by default
+        the forward cache). A step may compute here, for all ``T`` steps at once, the factors
+        that do not depend on the incoming gradients; it may fill ``dgx (T, B, G*H)``, which
+        each step then finishes. ``prev``/``new`` are as in :meth:`finish_backward`."""
+        return cache
 
     def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,  # noqa: B027
                         dgx: np.ndarray, dgh: np.ndarray, prev: State, new: State) -> None:
@@ -287,26 +307,52 @@ class LSTMCache(NamedTuple):
     work: np.ndarray              # (B, 4H): scratch reused by every step (no per-step temporaries)
 
 
+class LSTMBackwardCache(NamedTuple):
+    """The gradient-free factors of the LSTM backward, for all ``T`` steps (``prepare_backward``).
+    The ``(T, B, 4H)`` factors ``k = [k_i, k_f, k_g, k_o]`` are written into ``dgx`` itself."""
+
+    f: np.ndarray                 # (T, B, H): the forget gate (a view of the forward cache)
+    k_c: np.ndarray               # (T, B, H): o ⊙ (1 - tanh(c')^2)
+    dh: np.ndarray | None         # (T, B, P): the forward cache's buffer for dh' (P > 0)
+
+
 class LSTMStep(Step):
     r"""LSTM step, with torch's optional projection ``h' = m W_hr^T`` (``proj_size = P > 0``).
 
     Forward, with ``a = gx + h W_hh^T + b_hh = [a_i, a_f, a_g, a_o]``::
 
-        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)     tanh(a_g) = 2 σ(2 a_g) - 1: one σ call
+        i, f, g, o = σ(a_i), σ(a_f), tanh(a_g), σ(a_o)
         c' = f ⊙ c + i ⊙ g
         m  = o ⊙ tanh(c')
         h' = m                       (P = 0)
         h' = m W_hr^T                (P > 0; c' keeps size H, h' has size P)
 
+    All four gates go through ONE tanh: ``σ(a) = ½ + ½ tanh(a/2)``, so with the block scale
+    ``s = [½, ½, 1, ½]`` (``1`` for the ``g`` block)::
+
+        [i, f, g, o] = s ⊙ tanh(s ⊙ a) + (1 - s)    ... ``(1 - s) = [½, ½, 0, ½]``
+
+    ``s ⊙ a = gx ⊙ s + h (W_hh^T ⊙ s)``: for a sequence the layer's per-call copy of ``W_hh^T``
+    and the input projection ``gx`` are scaled once (:meth:`prepare_forward`), so a step does no
+    scaling of its own; ``½`` is a power of two, so the scaled numbers are exact.
+
     Backward (``dh'``, ``dc'`` are the gradients w.r.t. ``h'`` and ``c'``)::
 
         dm   = dh' W_hr  (P > 0),  else dm = dh'        and  dW_hr += dh'^T m
-        do   = dm ⊙ tanh(c')
-        dc'  = dc' + dm ⊙ o ⊙ (1 - tanh(c')^2)
-        di   = dc' ⊙ g      df = dc' ⊙ c      dg = dc' ⊙ i      dc = dc' ⊙ f
-        da   = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g^2), do ⊙ o(1-o)]
+        dc'  = dc' + dm ⊙ k_c                           k_c = o ⊙ (1 - tanh(c')^2)
+        da   = [dc' ⊙ k_i, dc' ⊙ k_f, dc' ⊙ k_g, dm ⊙ k_o]
+        dc   = dc' ⊙ f
         dgx  = dgh = da
         dh   = da W_hh
+
+    where the factors that do not depend on the gradients are computed for all ``T`` steps at
+    once before the time loop (:meth:`prepare_backward`), from ``σ' = σ(1-σ)`` and
+    ``tanh' = 1 - tanh^2``::
+
+        k_i = g ⊙ i(1-i)    k_f = c ⊙ f(1-f)    k_g = i ⊙ (1-g^2)    k_o = tanh(c') ⊙ o(1-o)
+
+    (``di = dc' ⊙ g``, ``df = dc' ⊙ c``, ``dg = dc' ⊙ i``, ``do = dm ⊙ tanh(c')``, each times its
+    gate's derivative).
     """
 
     num_gates = 4
@@ -336,6 +382,13 @@ class LSTMStep(Step):
     def extra_param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight_hr": (self.proj_size, self.hidden_size)} if self.proj_size else {}
 
+    def gate_scale(self, dtype: Any) -> np.ndarray:
+        """``s = [½, ½, 1, ½]``, each repeated over its block: ``(4H,)``."""
+        H = self.hidden_size
+        s = np.full(4 * H, 0.5, dtype)
+        s[2 * H:3 * H] = 1.0
+        return s
+
     def new_cache(self, T: int, B: int, dtype: Any) -> Any:
         H, P = self.hidden_size, self.proj_size
         return LSTMCache(ifgo=np.empty((T, B, 4 * H), dtype), tanh_c=np.empty((T, B, H), dtype),
@@ -343,20 +396,32 @@ class LSTMStep(Step):
                          dh=np.empty((T, B, P), dtype) if P else None,
                          work=np.empty((B, 4 * H), dtype))
 
+    def prepare_forward(self, p: Params, gx: np.ndarray, own_copy: bool) -> None:
+        # s ⊙ a = gx ⊙ s + h (W_hh^T ⊙ s): scale the input projection of all T steps and, where
+        # the layer made a per-call copy of W_hh^T (a sequence), that copy. Short calls (the
+        # one-step calls of sampling and the cells) keep the weights and scale in the step.
+        s = self.gate_scale(gx.dtype)
+        p["gate_scale"], p["gate_shift"] = s, 1.0 - s
+        gx *= s
+        if own_copy:
+            p["weight_hh_T"] *= s
+            p["scale_a"] = None
+        else:
+            p["scale_a"] = s
+
     def forward(self, p: Params, gx: np.ndarray, prev: State, new: State, cache: Any,
                 t: int) -> None:
         (h, c), (h_new, c_new) = prev, new
         H = self.hidden_size
         a = cache.ifgo[t]                        # pre-activations, overwritten by the gates
-        np.matmul(h, p["weight_hh_T"], out=a)   # a = h W_hh^T
-        a += gx                                  #   + x W_ih^T + b_ih (+ b_hh, see Step)
-        if p["bias_hh"] is not None:
-            a += p["bias_hh"]                    #   + b_hh
+        np.matmul(h, p["weight_hh_T"], out=a)   # s ⊙ a = h (W_hh^T ⊙ s)
+        if p["scale_a"] is not None:             #   (short calls: h W_hh^T, then ⊙ s)
+            a *= p["scale_a"]
+        a += gx                                  #   + (x W_ih^T + b_ih + b_hh) ⊙ s, see Step
+        tanh(a, out=a)                           # tanh(s ⊙ a): all four gates in one call
+        a *= p["gate_scale"]
+        a += p["gate_shift"]                     # [i, f, g, o] = s ⊙ tanh(s ⊙ a) + (1 - s)
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
-        g *= 2.0                                 # all four gates in one sigmoid call, using
-        sigmoid(a, out=a)                        # i, f, o = σ(a_i), σ(a_f), σ(a_o)
-        g *= 2.0                                 # and tanh(a_g) = 2 σ(2 a_g) - 1:
-        g -= 1.0                                 # g = tanh(a_g)
         np.multiply(f, c, out=c_new)             # f ⊙ c
         ig = np.multiply(i, g, out=cache.work[:, :H])
         c_new += ig                              # c' = f ⊙ c + i ⊙ g
@@ -369,39 +434,45 @@ class LSTMStep(Step):
         else:
             np.multiply(o, tanh_c, out=h_new)    # h' = m = o ⊙ tanh(c')
 
+    def prepare_backward(self, p: Params, cache: Any, prev: State, new: State,
+                         dgx: np.ndarray) -> Any:
+        H = self.hidden_size
+        ifgo, tanh_c, c = cache.ifgo, cache.tanh_c, prev[1]
+        i, f, g, o = (ifgo[..., k * H:(k + 1) * H] for k in range(4))
+        k_i, k_f, k_g, k_o = (dgx[..., k * H:(k + 1) * H] for k in range(4))
+        np.multiply(ifgo, ifgo, out=dgx)
+        np.subtract(ifgo, dgx, out=dgx)          # σ(1-σ) for i, f, o (the g block is redone)
+        np.multiply(g, g, out=k_g)
+        np.subtract(1.0, k_g, out=k_g)           # 1 - g^2
+        k_i *= g                                 # k_i = g ⊙ i(1-i)
+        k_f *= c                                 # k_f = c ⊙ f(1-f)
+        k_g *= i                                 # k_g = i ⊙ (1-g^2)
+        k_o *= tanh_c                            # k_o = tanh(c') ⊙ o(1-o)
+        k_c = np.multiply(tanh_c, tanh_c)
+        np.subtract(1.0, k_c, out=k_c)
+        k_c *= o                                 # k_c = o ⊙ (1 - tanh(c')^2)
+        return LSTMBackwardCache(f=f, k_c=k_c, dh=cache.dh)
+
     def backward(self, p: Params, dnew: State, prev: State, new: State, cache: Any, t: int,
                  dgx: np.ndarray, dgh: np.ndarray) -> State:
-        (dh_new, dc_new), (_, c) = dnew, prev
+        dh_new, dc_new = dnew
         H = self.hidden_size
-        ifgo, tanh_c = cache.ifgo[t], cache.tanh_c[t]
-        i, f, g, o = ifgo[:, :H], ifgo[:, H:2 * H], ifgo[:, 2 * H:3 * H], ifgo[:, 3 * H:]
         if self.proj_size:
             cache.dh[t] = dh_new                 # kept for dW_hr = dh'^T m after the loop
             dm = dh_new @ p["weight_hr"]         # dm = dh' W_hr
         else:
             dm = dh_new                          # dm = dh'
-        di, df, dg, do = dgx[:, :H], dgx[:, H:2 * H], dgx[:, 2 * H:3 * H], dgx[:, 3 * H:]
-        np.multiply(dm, tanh_c, out=do)          # do = dm ⊙ tanh(c')
         # The gradient reaching c' is the sum of what comes back from c_{t+1} (dc', through the
         # next step's forget gate) and what comes from h' through o:
-        dc = tanh_c * tanh_c
-        np.subtract(1.0, dc, out=dc)
-        dc *= o
-        dc *= dm
-        dc += dc_new                             # dc' = dc' + dm ⊙ o ⊙ (1 - tanh(c')^2)
-        np.multiply(dc, g, out=di)               # di = dc' ⊙ g
-        np.multiply(dc, c, out=df)               # df = dc' ⊙ c
-        np.multiply(dc, i, out=dg)               # dg = dc' ⊙ i
-        dc *= f                                  # dc = dc' ⊙ f   (to the previous step)
-        # The gates' derivatives, all four blocks at once in the scratch buffer:
-        deriv = np.multiply(ifgo, ifgo, out=cache.work)          # σ^2 and g^2
-        np.subtract(ifgo[:, :2 * H], deriv[:, :2 * H], out=deriv[:, :2 * H])  # i(1-i), f(1-f)
-        np.subtract(1.0, deriv[:, 2 * H:3 * H], out=deriv[:, 2 * H:3 * H])   # 1-g^2
-        np.subtract(ifgo[:, 3 * H:], deriv[:, 3 * H:], out=deriv[:, 3 * H:])  # o(1-o)
-        dgx *= deriv                             # da = [di ⊙ i(1-i), df ⊙ f(1-f), dg ⊙ (1-g^2),
-        #                                              do ⊙ o(1-o)]
+        dc = np.multiply(dm, cache.k_c[t])
+        dc += dc_new                             # dc' = dc' + dm ⊙ k_c
+        B = dgx.shape[0]                         # dgx holds k; da = k ⊙ [dc', dc', dc', dm]:
+        da = dgx.reshape(B, 4, H)
+        da[:, :3] *= dc[:, None, :]              # [di, df, dg] = dc' ⊙ [k_i, k_f, k_g]
+        da[:, 3] *= dm                           # do = dm ⊙ k_o
         if dgh is not dgx:
             dgh[...] = dgx                       # dgh = dgx = da
+        dc *= cache.f[t]                         # dc = dc' ⊙ f   (to the previous step)
         return (dgx @ p["weight_hh"], dc)        # dh = da W_hh
 
     def finish_backward(self, p: Params, g: dict[str, np.ndarray], cache: Any,
