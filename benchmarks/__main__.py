@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .configs import CELLS, DTYPES, Selection, select_configs
+from .configs import CELLS, CONFIG_SETS, DTYPES, Selection, select_configs
 from .env import summary_lines
 from .report import markdown, write_chart, write_json, write_markdown
 from .suite import RESULTS_DIR, Options, run_suite
@@ -56,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                "Where OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE select slower kernels, run "
                "'env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m benchmarks ...'.")
     sel = p.add_argument_group("what to run")
-    sel.add_argument("--config", choices=("seed", "grid", "all"), default="seed",
+    sel.add_argument("--config", choices=CONFIG_SETS, default="seed",
                      help="seed: the original notebook's model (LSTM, 3 layers, H=512, F=30, "
-                          "T=150, B=1, float64); grid: cell x batch (1,32) x hidden (128,512) x "
-                          "dtype, other fields as the seed's; all: both (default: %(default)s)")
+                          "T=150, B=1, float64); default: the README's default CharRNN (LSTM, 2 "
+                          "layers, H=256, F=30, T=150, B=32, float32); grid: cell x batch (1,32) "
+                          "x hidden (128,512) x dtype, other fields as the seed's; all: every "
+                          "one (default: %(default)s)")
     sel.add_argument("--cell", type=_csv(str, CELLS),
                      help=f"cells to run, from {','.join(CELLS)} (replaces the grid's axis; "
                           "filters the seed)")

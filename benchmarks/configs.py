@@ -9,6 +9,9 @@ run on it; ``vocab`` is there for the CharRNN workloads (embedding and decoder o
 * ``grid``: cell (lstm, gru, rnn) x batch (1, 32) x hidden (128, 512) x dtype (float32, float64),
   every other field as the seed's. The seed is one point of the grid; ``all`` keeps it once,
   under the name ``seed``.
+* ``default``: the README's default CharRNN (``train`` with no flags): LSTM, 2 layers, hidden
+  256, embedding 30, ``T = 150``, batch 32, float32 (``tests/test_benchmarks.py`` keeps it equal
+  to the driver's defaults). ``all`` has it too.
 * ``quick``: tiny shapes for CI, so the whole suite runs in seconds.
 """
 
@@ -52,6 +55,11 @@ class Config:
 SEED = Config(name="seed", cell="lstm", num_layers=3, input_size=30, hidden_size=512, batch=1,
               seq_len=150, dtype="float64", vocab=30)
 
+DEFAULT = Config(name="default", cell="lstm", num_layers=2, input_size=30, hidden_size=256,
+                 batch=32, seq_len=150, dtype="float32", vocab=30)
+
+CONFIG_SETS = ("seed", "default", "grid", "all")
+
 GRID_AXES = dict(cell=CELLS, batch=(1, 32), hidden_size=(128, 512), dtype=DTYPES)
 
 # Small enough that torch's and NumPy's fixed per-call costs dominate; what matters in CI is that
@@ -79,7 +87,7 @@ def _product(base: Config, axes: dict, prefix: str = "") -> list[Config]:
 class Selection:
     """What the command line asked for. ``None`` in a filter means "every value"."""
 
-    config: str = "seed"                 # "seed", "grid" or "all"
+    config: str = "seed"                 # one of CONFIG_SETS
     quick: bool = False
     cells: tuple[str, ...] | None = None
     dtypes: tuple[str, ...] | None = None
@@ -93,9 +101,10 @@ def select_configs(sel: Selection) -> list[Config]:
     """The configurations to run, in a stable order, without duplicates.
 
     ``--cell/--dtype/--batch/--hidden`` replace the values of the grid's axes (so ``--batch 8``
-    adds a batch the default grid does not have) and filter the seed, which is one fixed point:
-    ``--config seed --dtype float32`` selects nothing. ``--seq-len`` and ``--layers`` override
-    those fields of every configuration, the seed's too (its name then says so).
+    adds a batch the default grid does not have) and filter the seed and the default, which are
+    fixed points: ``--config seed --dtype float32`` selects nothing. ``--seq-len`` and
+    ``--layers`` override those fields of every configuration, the seed's too (its name then
+    says so).
     """
     def axes_for(default_axes: dict) -> dict:
         axes = dict(default_axes)
@@ -108,16 +117,17 @@ def select_configs(sel: Selection) -> list[Config]:
     if sel.quick:
         configs = _product(QUICK_BASE, axes_for(QUICK_AXES), prefix="quick-")
     else:
+        if sel.config not in CONFIG_SETS:
+            raise ValueError(f"unknown config set {sel.config!r}: use {', '.join(CONFIG_SETS)}")
         configs = []
-        if sel.config in ("seed", "all") and all(
-                given is None or getattr(SEED, key) in given
-                for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
-                                   ("batch", sel.batches), ("hidden_size", sel.hiddens))):
-            configs.append(SEED)
+        for fixed, sets in ((SEED, ("seed", "all")), (DEFAULT, ("default", "all"))):
+            if sel.config in sets and all(
+                    given is None or getattr(fixed, key) in given
+                    for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
+                                       ("batch", sel.batches), ("hidden_size", sel.hiddens))):
+                configs.append(fixed)
         if sel.config in ("grid", "all"):
             configs += _product(SEED, axes_for(GRID_AXES))
-        if sel.config not in ("seed", "grid", "all"):
-            raise ValueError(f"unknown config set {sel.config!r}: use seed, grid or all")
 
     overrides = {}
     if sel.seq_len is not None:

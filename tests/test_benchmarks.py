@@ -22,7 +22,7 @@ pytest.importorskip("threadpoolctl")
 pytest.importorskip("matplotlib")
 
 from benchmarks import floor, harness, memory, report
-from benchmarks.configs import QUICK_BASE, SEED, Selection, select_configs
+from benchmarks.configs import DEFAULT, QUICK_BASE, SEED, Selection, select_configs
 from benchmarks.workloads import WORKLOADS, Workload, register
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,12 +98,27 @@ def test_help_explains_every_flag():
 
 def test_selection_keeps_seed_once_and_filters_the_grid():
     every = select_configs(Selection(config="all"))
-    assert len(every) == 24 and every[0] == SEED            # the seed is a grid point, kept once
+    assert len(every) == 25 and every[0] == SEED            # the seed is a grid point, kept once
+    assert every[1] == DEFAULT
     rows = select_configs(Selection(config="grid", hiddens=(512,)))
     assert len(rows) == 12 and {c.hidden_size for c in rows} == {512}
     assert select_configs(Selection(config="seed", dtypes=("float32",))) == []
     short = select_configs(Selection(config="seed", seq_len=10))
     assert short[0].seq_len == 10 and short[0].name == "seed-t10"
+
+
+def test_default_config_is_the_drivers_default_charrnn():
+    """``--config default`` measures what ``train`` with no flags trains."""
+    from numpy_rnn.driver.train import TrainConfig
+    t = TrainConfig()
+    assert (DEFAULT.cell, DEFAULT.num_layers, DEFAULT.hidden_size, DEFAULT.batch,
+            DEFAULT.seq_len, DEFAULT.dtype) == (t.cell, t.num_layers, t.hidden_size,
+                                                t.batch_size, t.seq_len, t.dtype)
+    assert t.embedding_dim is None and DEFAULT.input_size == DEFAULT.vocab == 30  # plants' 30
+    assert select_configs(Selection(config="default")) == [DEFAULT]
+    assert select_configs(Selection(config="default", dtypes=("float64",))) == []
+    with pytest.raises(ValueError, match="unknown config set"):
+        select_configs(Selection(config="nope"))
 
 
 def test_registry_refuses_duplicates_and_lists_pending_workloads():
