@@ -223,24 +223,9 @@ class TorchBackend(Backend):
         return float(norm.item())
 
     def _method(self, name: str) -> Any:
-        method = getattr(self.model, name, None)
-        if method is None:
-            raise TypeError(f"a {self.config.task} model has no {name}()")
+        method = super()._method(name)
         self.model.eval()
         return method
-
-    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
-        return result
-
-    def initial_state(self, conditions: np.ndarray) -> State:
-        result: State = self._method("initial_state")(conditions)
-        return result
-
-    def classify(self, tokens: np.ndarray,
-                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
-        return result
 
 
 class TorchDistributed(Engine):

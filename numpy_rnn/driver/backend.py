@@ -72,6 +72,7 @@ class Backend(ABC):
     """The interface the driver trains and samples through."""
 
     name: str = ""
+    model: Any            # the task's model, built by the subclass
 
     def __init__(self, config: ModelConfig, optim: OptimConfig, device: str = "cpu") -> None:
         self.config = config
@@ -134,20 +135,32 @@ class Backend(ABC):
         ``optim.clip`` and take one optimizer step. Returns the global gradient norm before
         clipping."""
 
-    @abstractmethod
+    def _method(self, name: str) -> Any:
+        """The model's method ``name``, ready to evaluate; a TypeError naming the task where its
+        model has none (a classifier has no ``logits``). A backend whose model has a training
+        mode switches it to evaluation here."""
+        method = getattr(self.model, name, None)
+        if method is None:
+            raise TypeError(f"a {self.config.task} model has no {name}()")
+        return method
+
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
         """Evaluation mode, no gradients: ``inputs (B, T)`` -> ``logits (B, T, V)`` (float64)
         and the final states (the language model and the conditional generator)."""
+        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
+        return result
 
-    @abstractmethod
     def initial_state(self, conditions: np.ndarray) -> State:
         """The conditional generator's initial state for ``conditions (B, R)`` (eval mode)."""
+        result: State = self._method("initial_state")(conditions)
+        return result
 
-    @abstractmethod
     def classify(self, tokens: np.ndarray,
                  lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """The classifier's logits ``(B, R)`` (float64) and attention weights ``(B, T)`` (None
         without attention) for padded ``tokens (B, T)`` of ``lengths (B,)`` (eval mode)."""
+        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
+        return result
 
 
 def check_dropout_masks(config: ModelConfig, shape: tuple[int, ...],
@@ -244,25 +257,6 @@ class NumpyBackend(Backend):
             norm = clip_grad_norm(self.model.grads, np.inf)  # norm only: coef is exactly 1
         self.optimizer.step()
         return norm
-
-    def _method(self, name: str) -> Any:
-        method = getattr(self.model, name, None)
-        if method is None:
-            raise TypeError(f"a {self.config.task} model has no {name}()")
-        return method
-
-    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
-        return result
-
-    def initial_state(self, conditions: np.ndarray) -> State:
-        result: State = self._method("initial_state")(conditions)
-        return result
-
-    def classify(self, tokens: np.ndarray,
-                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
-        return result
 
 
 BACKENDS = {"numpy": "numpy_rnn.driver.backend:NumpyBackend",
