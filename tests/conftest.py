@@ -126,3 +126,29 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if path:
         with open(path, "w") as f:
             json.dump({"/".join(k): vars(v) for k, v in sorted(_PARITY.stats.items())}, f, indent=1)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one intra-op thread for a module (``pytestmark = usefixtures(...)``): the ops
+    of these tests are tiny, and with several threads on a busy machine torch spends its time
+    in OpenMP barriers (up to 50x slower). One thread changes no result."""
+    torch = pytest.importorskip("torch")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture
+def labelled(tmp_path, monkeypatch):
+    """A directory with the small labelled corpus of ``labelled.py`` as ``plants.data``, which
+    ``NUMPY_RNN_DATA_DIR`` points at; training draws no loss plots."""
+    from labelled import write_labelled_plants
+
+    from numpy_rnn.driver import train as train_mod
+
+    write_labelled_plants(tmp_path / "data")
+    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    return tmp_path / "data"

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from labelled import REGIONS, write_labelled_plants
+from labelled import REGIONS
 
-from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.checkpoint import backend_from_checkpoint, load_checkpoint
 from numpy_rnn.driver.cli import main
 from numpy_rnn.driver.train import TrainConfig, draw_dropout_masks, resume_config, train
@@ -34,20 +33,7 @@ from torch_ref.conditional import ConditionalCharRNN as TorchConditional  # noqa
 RTOL = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def labelled(tmp_path, monkeypatch):
-    write_labelled_plants(tmp_path / "data")
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
-    return tmp_path / "data"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(out: Path, **kw) -> TrainConfig:

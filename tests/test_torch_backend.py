@@ -30,14 +30,7 @@ STEPS = 50
 RTOL = 1e-9          # float64 trajectories; observed differences are ~1e-15
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These ops are tiny: with several intra-op threads on a busy machine torch spends its time
-    # in OpenMP barriers (up to 50x slower). One thread changes no result.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def markov_text(n: int = 400, seed: int = 0) -> np.ndarray:
