@@ -447,18 +447,12 @@ def parse_labelled_lines(text: str) -> tuple[list[str], list[tuple[str, ...]]]:
     return order, [tuple(sets[n]) for n in order]
 
 
-def _labelled(path: Path, names: list[str], label_sets: list[tuple[str, ...]]) -> Corpus:
-    """The corpus of labelled names: split by :func:`is_validation_name`, the vocabulary of the
-    names' text (each name + "\\n", as the language model reads them) and the label matrices."""
-    labels = tuple(sorted({c for codes in label_sets for c in codes}))
-    column = {c: j for j, c in enumerate(labels)}
-    is_val = [is_validation_name(n) for n in names]
-    targets = np.zeros((len(names), len(labels)), dtype=bool)
-    for i, codes in enumerate(label_sets):
-        targets[i, [column[c] for c in codes]] = True
-    val = np.array(is_val, dtype=bool)
-    train_names = [n for n, v in zip(names, is_val) if not v]
-    val_names = [n for n, v in zip(names, is_val) if v]
+def _names_corpus(path: Path, names: list[str], **labelled: Any) -> Corpus:
+    """The corpus of a list of names: split by :func:`is_validation_name`, in file order, with
+    the vocabulary of the names' text (each name + "\\n", as the language model reads them);
+    ``labelled`` are the label fields of :class:`Corpus`, when there are labels."""
+    train_names = [n for n in names if not is_validation_name(n)]
+    val_names = [n for n in names if is_validation_name(n)]
     text = "".join(n + "\n" for n in names)
     return Corpus(
         text=text,
@@ -469,10 +463,21 @@ def _labelled(path: Path, names: list[str], label_sets: list[tuple[str, ...]]) -
         val_names=val_names,
         vocab=Vocabulary.from_text(text),
         source=path,
-        labels=labels,
-        train_targets=targets[~val],
-        val_targets=targets[val],
+        **labelled,
     )
+
+
+def _labelled(path: Path, names: list[str], label_sets: list[tuple[str, ...]]) -> Corpus:
+    """The corpus of labelled names (:func:`_names_corpus`) with the label vocabulary (the sorted
+    set of codes) and the multi-hot label matrices of the training and validation names."""
+    labels = tuple(sorted({c for codes in label_sets for c in codes}))
+    column = {c: j for j, c in enumerate(labels)}
+    targets = np.zeros((len(names), len(labels)), dtype=bool)
+    for i, codes in enumerate(label_sets):
+        targets[i, [column[c] for c in codes]] = True
+    val = np.array([is_validation_name(n) for n in names], dtype=bool)
+    return _names_corpus(path, names, labels=labels, train_targets=targets[~val],
+                         val_targets=targets[val])
 
 
 def load_labelled_corpus(
@@ -547,19 +552,7 @@ def load_corpus(
         label_names, label_sets = parse_labelled_lines(text)
         if label_names == names:     # every name once: the regions come along
             return _labelled(path, names, label_sets)
-        train_names = [n for n in names if not is_validation_name(n)]
-        val_names = [n for n in names if is_validation_name(n)]
-        text = "".join(n + "\n" for n in names)
-        return Corpus(
-            text=text,
-            train_text="".join(n + "\n" for n in train_names),
-            val_text="".join(n + "\n" for n in val_names),
-            names=names,
-            train_names=train_names,
-            val_names=val_names,
-            vocab=Vocabulary.from_text(text),
-            source=path,
-        )
+        return _names_corpus(path, names)
 
     path = Path(source)
     text = _read_text(path)
