@@ -371,6 +371,7 @@ class LSTMStep(Step):
             raise ValueError(f"proj_size ({proj_size}) must be smaller than hidden_size "
                              f"({self.hidden_size})")
         self.proj_size = int(proj_size)
+        self._gate_scales: dict[np.dtype, tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def output_size(self) -> int:
@@ -382,12 +383,18 @@ class LSTMStep(Step):
     def extra_param_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight_hr": (self.proj_size, self.hidden_size)} if self.proj_size else {}
 
-    def gate_scale(self, dtype: Any) -> np.ndarray:
-        """``s = [½, ½, 1, ½]``, each repeated over its block: ``(4H,)``."""
-        H = self.hidden_size
-        s = np.full(4 * H, 0.5, dtype)
-        s[2 * H:3 * H] = 1.0
-        return s
+    def gate_scale(self, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``s = [½, ½, 1, ½]`` and ``1 - s``, each value repeated over its block: ``(4H,)``
+        each, read-only, made once per dtype (sampling calls the layer once per character)."""
+        key = np.dtype(dtype)
+        if key not in self._gate_scales:
+            H = self.hidden_size
+            s = np.full(4 * H, 0.5, key)
+            s[2 * H:3 * H] = 1.0
+            shift = 1.0 - s
+            s.flags.writeable = shift.flags.writeable = False
+            self._gate_scales[key] = (s, shift)
+        return self._gate_scales[key]
 
     def new_cache(self, T: int, B: int, dtype: Any) -> Any:
         H, P = self.hidden_size, self.proj_size
@@ -400,8 +407,8 @@ class LSTMStep(Step):
         # s ⊙ a = gx ⊙ s + h (W_hh^T ⊙ s): scale the input projection of all T steps and, where
         # the layer made a per-call copy of W_hh^T (a sequence), that copy. Short calls (the
         # one-step calls of sampling and the cells) keep the weights and scale in the step.
-        s = self.gate_scale(gx.dtype)
-        p["gate_scale"], p["gate_shift"] = s, 1.0 - s
+        s, shift = self.gate_scale(gx.dtype)
+        p["gate_scale"], p["gate_shift"] = s, shift
         gx *= s
         if own_copy:
             p["weight_hh_T"] *= s
