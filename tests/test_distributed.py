@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from labelled import write_labelled_plants
 from test_train import write_plants
 
 from numpy_rnn.driver import train as train_mod
@@ -70,14 +69,6 @@ NAMES: dict[str, Any] = dict(hidden_size=8, num_layers=2, dropout=0.2, batch_siz
 def plants(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     write_plants(data_dir)
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
-    return data_dir
-
-
-@pytest.fixture
-def labelled(tmp_path, monkeypatch):
-    data_dir = tmp_path / "labelled"
-    write_labelled_plants(data_dir)
     monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
     return data_dir
 
