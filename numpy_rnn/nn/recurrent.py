@@ -18,7 +18,8 @@ plus ``(T, B, H+P)`` with a projection; GRU ``(T, B, 6H)``; RNN nothing); plus e
 (a view of the layer below's states, unless directions are concatenated or steps masked) and,
 with dropout, its mask.
 The input projection ``(T, B, G*H)`` is a forward-time transient: the peak is what is held plus
-one direction's projection. Backward allocates ``(T, B, G*H)`` gate gradients (twice for the GRU).
+one direction's projection. Backward allocates ``(T, B, G*H)`` gate gradients (twice for the GRU;
+the LSTM also its ``(T, B, H)`` factor ``k_c``, see ``steps.py``).
 """
 
 from __future__ import annotations
