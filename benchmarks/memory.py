@@ -8,7 +8,7 @@ Three numbers per configuration, all in bytes:
   copied) and excludes the parameters, which exist anyway.
 * ``expected``: the count from the shapes, as :mod:`numpy_rnn.nn.recurrent`'s docstring documents
   it, by component: per layer the states ``(T+1, B, H)`` (and ``(T+1, B, H)`` for ``c``) and the
-  step's cache (LSTM ``(T, B, 5H)`` and a ``(B, 4H)`` scratch, GRU ``(T, B, 6H)``, RNN none),
+  step's cache (LSTM ``(T, B, 5H)`` and a ``(B, H)`` scratch, GRU ``(T, B, 6H)``, RNN none),
   plus the layer-0 input ``(T, B, F)``. Upper layers read a view of the layer below's states: no
   extra copy.
   ``unexplained`` is ``held - expected``: 0 when the layer keeps exactly what is documented.
@@ -38,7 +38,7 @@ from .workloads import make_recurrent_pair
 STATE_COUNT = {"lstm": 2, "gru": 1, "rnn": 1}
 CACHE_WIDTH = {"lstm": 5, "gru": 6, "rnn": 0}   # multiples of H per (t, b) in the step's cache
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-WORK_WIDTH = {"lstm": 4, "gru": 0, "rnn": 0}    # multiples of H per b in the cache's scratch
+WORK_WIDTH = {"lstm": 1, "gru": 0, "rnn": 0}    # multiples of H per b in the cache's scratch
 
 
 def expected_components(cfg: Config) -> dict[str, int]:

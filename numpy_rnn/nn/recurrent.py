@@ -13,7 +13,7 @@ Shapes (torch's): ``T`` steps, ``B`` batch, ``F`` input features, ``H`` hidden s
 of the emitted ``h`` (``proj_size`` if set, else ``H``), ``L`` layers, ``D`` directions.
 
 Memory held for backward, per layer and direction: the states ``(T+1, B, Ho)`` (and
-``(T+1, B, H)`` for ``c``) and the step's cache (LSTM: ``(T, B, 5H)`` and a ``(B, 4H)`` scratch,
+``(T+1, B, H)`` for ``c``) and the step's cache (LSTM: ``(T, B, 5H)`` and a ``(B, H)`` scratch,
 plus ``(T, B, H+P)`` with a projection; GRU ``(T, B, 6H)``; RNN nothing); plus each layer's input
 (a view of the layer below's states, unless directions are concatenated or steps masked) and,
 with dropout, its mask.

@@ -304,7 +304,7 @@ class LSTMCache(NamedTuple):
     tanh_c: np.ndarray            # (T, B, H): tanh(c')
     m: np.ndarray | None          # (T, B, H): o ⊙ tanh(c') before the projection (P > 0 only)
     dh: np.ndarray | None         # (T, B, P): dh' of each step, for dW_hr after the loop (P > 0)
-    work: np.ndarray              # (B, 4H): scratch reused by every step (no per-step temporaries)
+    work: np.ndarray              # (B, H): scratch for i ⊙ g, reused by every step
 
 
 class LSTMBackwardCache(NamedTuple):
@@ -401,7 +401,7 @@ class LSTMStep(Step):
         return LSTMCache(ifgo=np.empty((T, B, 4 * H), dtype), tanh_c=np.empty((T, B, H), dtype),
                          m=np.empty((T, B, H), dtype) if P else None,
                          dh=np.empty((T, B, P), dtype) if P else None,
-                         work=np.empty((B, 4 * H), dtype))
+                         work=np.empty((B, H), dtype))
 
     def prepare_forward(self, p: Params, gx: np.ndarray, own_copy: bool) -> None:
         # s ⊙ a = gx ⊙ s + h (W_hh^T ⊙ s): scale the input projection of all T steps and, where
@@ -430,7 +430,7 @@ class LSTMStep(Step):
         a += p["gate_shift"]                     # [i, f, g, o] = s ⊙ tanh(s ⊙ a) + (1 - s)
         i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
         np.multiply(f, c, out=c_new)             # f ⊙ c
-        ig = np.multiply(i, g, out=cache.work[:, :H])
+        ig = np.multiply(i, g, out=cache.work)
         c_new += ig                              # c' = f ⊙ c + i ⊙ g
         tanh_c = cache.tanh_c[t]
         tanh(c_new, out=tanh_c)                  # tanh(c')
