@@ -516,18 +516,25 @@ class Job(NamedTuple):
     procs: list[subprocess.Popen[str]]
 
     def wait(self, timeout: float = 180) -> list[tuple[int, str]]:
+        """Each process's exit status and standard error."""
+        return [(status, err) for status, _, err in self.outputs(timeout)]
+
+    def outputs(self, timeout: float = 180) -> list[tuple[int, str, str]]:
+        """Each process's exit status, standard output and standard error."""
         results = []
         for p in self.procs:
-            _, err = p.communicate(timeout=timeout)
-            results.append((p.returncode, err))
+            out, err = p.communicate(timeout=timeout)
+            results.append((p.returncode, out, err))
         return results
 
 
-def gloo_job(args: list[str], n: int = 2) -> Job:
-    """``n`` processes of ``python -m numpy_rnn ARGS`` with the environment torchrun gives its
-    workers (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), on 127.0.0.1."""
+def gloo_job(args: list[str], n: int = 2, command: list[str] | None = None) -> Job:
+    """``n`` processes of ``python -m numpy_rnn ARGS`` (or of ``command``, the ARGS after it)
+    with the environment torchrun gives its workers (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT), on 127.0.0.1."""
     port = str(_free_port())
-    procs = [subprocess.Popen([PYTHON, "-m", "numpy_rnn", *args], stdout=subprocess.PIPE,
+    command = command or [PYTHON, "-m", "numpy_rnn"]
+    procs = [subprocess.Popen([*command, *args], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
                               env=job_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(n),
                                           MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
@@ -546,6 +553,34 @@ def test_two_gloo_processes_equal_one_with_grad_accum_2_bit_for_bit(plants, tmp_
     assert_identical_runs(tmp_path / "gloo", tmp_path / "one")
     assert_close_runs(tmp_path / "gloo", tmp_path / "one")
     assert all(r["grad_norm"] > 0.1 for r in metrics(tmp_path / "gloo"))
+
+
+# Trains as `python -m numpy_rnn train ...` does, then closes the engine as it does at exit and
+# prints the names of the threads left in the process.
+_TRAIN_THEN_CLOSE = """
+import json, os, sys
+from numpy_rnn.driver.cli import main
+from numpy_rnn.driver.distributed import get_engine
+assert main(sys.argv[1:]) == 0
+get_engine()._close()
+tasks = "/proc/self/task"
+print(json.dumps([open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks)]))
+"""
+
+
+def test_closing_the_gloo_engine_ends_its_threads(plants, tmp_path, torch):
+    # gloo's worker threads must be gone before the interpreter shuts down: a worker that
+    # releases a finished collective's tensors then needs the GIL, and dies in
+    # std::terminate, aborting a run that had succeeded. The threads end only when the
+    # process group is freed, which the run must not prevent.
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("needs Linux's /proc to list a process's threads")
+    job = gloo_job(flags(tmp_path / "gloo", backend="torch", steps=2, eval_every=2),
+                   command=[PYTHON, "-c", _TRAIN_THEN_CLOSE])
+    for rank, (status, out, err) in enumerate(job.outputs()):
+        assert status == 0, err[-3000:]
+        threads = json.loads(out.strip().splitlines()[-1])
+        assert len(threads) > 0 and not [t for t in threads if "gloo" in t], (rank, threads)
 
 
 def test_torchrun_launches_it_and_a_killed_process_ends_the_job(plants, tmp_path, torch):

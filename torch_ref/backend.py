@@ -247,6 +247,14 @@ class TorchDistributed(Engine):
 
         self._dist = dist
         if not dist.is_initialized():
+            # Imported first, as the optimizers import it (through torch._dynamo) anyway: its
+            # functions take ``group=group.WORLD`` as a default argument, and when they are
+            # defined after the process group exists, they hold it, so destroy_process_group
+            # cannot free it. gloo's worker threads would then live on into the interpreter's
+            # shutdown, where the first one to release a finished collective's tensors (which
+            # takes the GIL) dies in std::terminate and aborts a run that had succeeded.
+            import torch.distributed.nn
+
             dist.init_process_group(backend="gloo")
             atexit.register(self._close)
         self.rank = dist.get_rank()
@@ -257,6 +265,7 @@ class TorchDistributed(Engine):
             torch.set_num_threads(1)
 
     def _close(self) -> None:
+        """At exit: destroy the process group, which ends gloo's threads."""
         if self._dist.is_initialized():
             self._dist.destroy_process_group()
 
