@@ -6,7 +6,16 @@ driver (:mod:`numpy_rnn.driver`) trains them. The gate math of one time step liv
 :mod:`numpy_rnn.nn.steps`, and nowhere else.
 """
 
-from .attention import AttentionPooling
+from .attention import (
+    AttendCache,
+    Attention,
+    AttentionPooling,
+    Keys,
+    attend_backward,
+    attend_forward,
+    keys_backward,
+    prepare_keys,
+)
 from .cells import GRUCell, LSTMCell, RecurrentCell, RNNCell
 from .dense import Embedding, Linear
 from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gradient
@@ -21,7 +30,9 @@ __all__ = [
     "Step", "RNNStep", "GRUStep", "LSTMStep",
     "Recurrent", "RNN", "GRU", "LSTM",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell",
-    "AttentionPooling", "Embedding", "Linear",
+    "AttentionPooling", "Attention", "Keys", "AttendCache",
+    "prepare_keys", "attend_forward", "attend_backward", "keys_backward",
+    "Embedding", "Linear",
     "cross_entropy", "binary_cross_entropy_with_logits", "softmax", "log_softmax",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
     "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
