@@ -32,25 +32,19 @@ from typing import Any
 
 import numpy as np
 
+from numpy_rnn.nn import held_for_backward
+
 from .configs import Config
 from .workloads import make_recurrent_pair
 
-STATE_COUNT = {"lstm": 2, "gru": 1, "rnn": 1}
-CACHE_WIDTH = {"lstm": 5, "gru": 6, "rnn": 0}   # multiples of H per (t, b) in the step's cache
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-WORK_WIDTH = {"lstm": 1, "gru": 0, "rnn": 0}    # multiples of H per b in the cache's scratch
 
 
 def expected_components(cfg: Config) -> dict[str, int]:
-    """Bytes held for backward by component, counted from the shapes as numpy_rnn documents them."""
-    T, B, F, H, L = cfg.seq_len, cfg.batch, cfg.input_size, cfg.hidden_size, cfg.num_layers
-    n = np.dtype(cfg.dtype).itemsize
-    return dict(
-        input=n * T * B * F,                                          # layer 0's x
-        states=n * L * STATE_COUNT[cfg.cell] * (T + 1) * B * H,       # h (and c), t = 0..T
-        cache=n * L * T * B * CACHE_WIDTH[cfg.cell] * H,              # the step's cache
-        work=n * L * B * WORK_WIDTH[cfg.cell] * H,                    # its per-step scratch
-    )
+    """Bytes held for backward by component, counted from the shapes as numpy_rnn documents them
+    (:func:`numpy_rnn.nn.held_for_backward`, the count the memory guard also uses)."""
+    return held_for_backward(cfg.cell, cfg.seq_len, cfg.batch, cfg.input_size, cfg.hidden_size,
+                             cfg.num_layers, cfg.dtype)
 
 
 def _root(a: np.ndarray) -> np.ndarray:

@@ -22,13 +22,13 @@ from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gra
 from .losses import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softmax
 from .module import DTypeError, Module, ShapeError
 from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
-from .recurrent import GRU, LSTM, RNN, Recurrent
+from .recurrent import GRU, LSTM, RNN, Recurrent, held_for_backward
 from .steps import GRUStep, LSTMStep, RNNStep, Step
 
 __all__ = [
     "Module", "ShapeError", "DTypeError",
     "Step", "RNNStep", "GRUStep", "LSTMStep",
-    "Recurrent", "RNN", "GRU", "LSTM",
+    "Recurrent", "RNN", "GRU", "LSTM", "held_for_backward",
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell",
     "AttentionPooling", "Attention", "Keys", "AttendCache",
     "prepare_keys", "attend_forward", "attend_backward", "keys_backward",

@@ -81,17 +81,33 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6,
     """Central differences ``(f(x+ε) - f(x-ε)) / 2ε`` of the scalar ``f()`` w.r.t. each entry of x.
 
     ``f`` takes no arguments and reads ``x``, which is perturbed IN PLACE one entry at a time and
-    restored exactly. ``indices`` (flat) limits the entries; the others are left 0.
+    restored exactly. ``indices`` (flat, in C order, like ``x.reshape(-1)``) limits the entries;
+    the others are left 0. ``x`` may have any strides (transposed, Fortran order, a slice): it
+    keeps its layout, so ``f`` sees the array it was given.
 
-    Returns an array of ``x``'s shape, float64.
+    Returns an array of ``x``'s shape, float64, C-contiguous.
     """
     if not isinstance(x, np.ndarray) or x.dtype != np.float64:
         raise TypeError("numerical_gradient needs a float64 ndarray (float32 finite differences "
                         "are too noisy to check anything)")
     grad = np.zeros(x.shape, np.float64)
-    flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
+    flat_g = grad.reshape(-1)
+    flat_x = x.reshape(-1)
     if not np.shares_memory(flat_x, x):
-        raise ValueError("numerical_gradient needs a contiguous array it can perturb in place")
+        # Not C-contiguous (transposed, Fortran order, strided): reshape made a copy, so write
+        # through x itself, entry by entry at the C-order position of each flat index.
+        positions = np.unravel_index(np.arange(x.size) if indices is None
+                                     else np.asarray(indices), x.shape)
+        for j, i in enumerate(range(x.size) if indices is None else indices):
+            at = tuple(int(axis[j]) for axis in positions)
+            orig = x[at]
+            x[at] = orig + eps
+            f_plus = f()
+            x[at] = orig - eps
+            f_minus = f()
+            x[at] = orig
+            flat_g[i] = (f_plus - f_minus) / (2 * eps)
+        return grad
     for i in (range(x.size) if indices is None else indices):
         orig = flat_x[i]
         flat_x[i] = orig + eps

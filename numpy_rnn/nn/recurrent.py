@@ -17,6 +17,7 @@ Memory held for backward, per layer and direction: the states ``(T+1, B, Ho)`` (
 plus ``(T, B, H+P)`` with a projection; GRU ``(T, B, 6H)``; RNN nothing); plus each layer's input
 (a view of the layer below's states, unless directions are concatenated or steps masked) and,
 with dropout, its mask.
+:func:`held_for_backward` counts it from the shapes (the driver's memory guard uses it).
 The input projection ``(T, B, G*H)`` is a forward-time transient: the peak is what is held plus
 one direction's projection. Backward allocates ``(T, B, G*H)`` gate gradients (twice for the GRU;
 the LSTM also its ``(T, B, H)`` factor ``k_c``, see ``steps.py``).
@@ -189,6 +190,58 @@ def scale_dropout_mask(keep: np.ndarray, p: float, dtype: Any) -> np.ndarray:
     if p >= 1.0:
         return np.zeros(keep.shape, dtype)
     return np.asarray(keep).astype(dtype) * np.dtype(dtype).type(1.0 / (1.0 - p))
+
+
+#: Per cell: the states a step carries, the step cache's width in multiples of ``H`` per
+#: ``(t, b)``, and its per-step scratch in multiples of ``H`` per ``b`` (see ``steps.py``).
+_STATES = {"lstm": 2, "gru": 1, "rnn": 1}
+_CACHE_WIDTH = {"lstm": 5, "gru": 6, "rnn": 0}
+_WORK_WIDTH = {"lstm": 1, "gru": 0, "rnn": 0}
+
+
+def held_for_backward(cell: str, seq_len: int, batch: int, input_size: int, hidden_size: int,
+                      num_layers: int = 1, dtype: Any = np.float64, bidirectional: bool = False,
+                      proj_size: int = 0, dropout: bool = False, masked: bool = False
+                      ) -> dict[str, int]:
+    """Bytes a :class:`Recurrent` stack keeps from one forward call for backward, by component,
+    counted from the shapes as the module docstring documents them (parameters excluded).
+
+    ``cell`` is "lstm", "gru" or "rnn"; ``T = seq_len``, ``B = batch``, ``F = input_size``,
+    ``H = hidden_size``, ``P = proj_size`` (LSTM only; ``Ho = P or H``), ``L = num_layers``,
+    ``D = 2 if bidirectional else 1``; ``dropout``: the call applies dropout between layers;
+    ``masked``: it was given ``lengths``. Returns ``{component: bytes}``:
+
+    * ``input``: layer 0's ``x (T, B, F)`` (kept by reference; both directions read it).
+    * ``states``: per layer and direction ``h (T+1, B, Ho)`` and, LSTM, ``c (T+1, B, H)``.
+    * ``cache``: the step's cache, LSTM ``(T, B, 5H)`` (and ``(T, B, H+P)`` with a
+      projection), GRU ``(T, B, 6H)``, RNN nothing.
+    * ``work``: the LSTM cache's ``(B, H)`` scratch.
+    * ``layer_inputs``: the inputs of layers 1..L-1, ``(T, B, D*Ho)`` each, when they are not a
+      view of the layer below's states (directions concatenated, steps masked, or dropout).
+    * ``dropout_masks``: ``L-1`` scaled masks ``(T, B, D*Ho)``; ``mask``: the bool ``(T, B, 1)``.
+
+    ``held_for_backward(...)`` sums to what ``layer._ctx`` holds after forward
+    (``benchmarks/memory.py`` measures it); the forward-time peak adds one input projection
+    ``(T, B, G*H)``, backward allocates ``(T, B, G*H)`` gate gradients (twice for the GRU).
+    """
+    if cell not in _STATES:
+        raise ValueError(f"cell must be one of {', '.join(_STATES)}, got {cell!r}")
+    T, B, F, H, L = seq_len, batch, input_size, hidden_size, num_layers
+    P = proj_size if cell == "lstm" else 0
+    Ho, D, n = P or H, 2 if bidirectional else 1, np.dtype(dtype).itemsize
+    per_state = (T + 1) * B * (Ho + (H if cell == "lstm" else 0))
+    cache_width = _CACHE_WIDTH[cell] * H + (H + P if P else 0)
+    upper = L - 1                                # layers whose input is the layer below's output
+    copied_inputs = upper if (dropout or D == 2 or masked) else 0
+    return dict(
+        input=n * T * B * F,
+        states=n * L * D * per_state,
+        cache=n * L * D * T * B * cache_width,
+        work=n * L * D * B * _WORK_WIDTH[cell] * H,
+        layer_inputs=n * copied_inputs * T * B * D * Ho,
+        dropout_masks=n * (upper if dropout else 0) * T * B * D * Ho,
+        mask=T * B if masked else 0,
+    )
 
 
 class Recurrent(Module):

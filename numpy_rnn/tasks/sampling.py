@@ -47,9 +47,16 @@ def filter_logits(logits: np.ndarray, temperature: float = 1.0, top_k: int | Non
     logits (ties with the k-th are kept too); softmax; keep the smallest set of most likely
     characters whose probabilities sum to at least ``top_p`` (nucleus sampling; the most likely
     character always stays); renormalise. All in float64.
+
+    The row maximum is subtracted before dividing, ``(logits - max) / temperature``, so the
+    largest logit stays exactly 0 and the others only move further down: a temperature so small
+    that they overflow to -inf (``1e-310``) is greedy decoding (every maximum of a row kept,
+    equally likely), with no warning.
     """
     _check_sampling(temperature, top_k, top_p)
-    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    z = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        z = (z - z.max(axis=-1, keepdims=True)) / float(temperature)
     if top_k is not None and top_k < z.shape[-1]:
         kth = np.sort(z, axis=-1)[:, -top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
