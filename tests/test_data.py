@@ -415,14 +415,17 @@ def test_data_error_is_a_runtime_error() -> None:
     assert issubclass(DataError, RuntimeError)
 
 
-def test_existing_file_is_trusted_and_never_overwritten(tmp_path: Path, serve) -> None:
+def test_existing_file_is_never_overwritten_but_a_different_one_warns(tmp_path: Path,
+                                                                     serve) -> None:
     mine = b"my own plants,xx\n"
     (tmp_path / "plants.data").write_bytes(mine)
     server = serve(BODY)
-    assert ensure_plants(tmp_path, url=server.url, sha256=BODY_SHA) == tmp_path / "plants.data"
+    with pytest.warns(data.DataWarning, match="not the plants corpus this project knows"):
+        assert ensure_plants(tmp_path, url=server.url, sha256=BODY_SHA) == tmp_path / "plants.data"
     assert (tmp_path / "plants.data").read_bytes() == mine
     assert server.requests == 0
-    assert load_corpus("plants", data_dir=tmp_path, url=server.url).names == ["my own plants"]
+    with pytest.warns(data.DataWarning):
+        assert load_corpus("plants", data_dir=tmp_path, url=server.url).names == ["my own plants"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def test_split_step_leaves_the_carried_state_of_each_stream(plants):
     b = next(batches)
     masks = train_mod.draw_dropout_masks(np.random.default_rng(0), 0.2,
                                          model_config.dropout_mask_shapes(16, 4))
-    r1, stop = step(b, None, masks, lambda: False)
+    r1, stop = step(b, None, masks, lambda: 0)
     assert not stop and r1.state is not None and r1.state[0].shape == (2, 4, 16)
     b2 = next(batches)
     backend2 = NumpyBackend(model_config, OptimConfig())
@@ -270,7 +270,9 @@ def test_split_step_leaves_the_carried_state_of_each_stream(plants):
     plain_rows = backend2.compute_gradients(b2.inputs[2:], b2.targets[2:],
                                             tuple(s[:, 2:] for s in r1.state),
                                             [m[:, 2:] for m in masks])
-    r2, _ = step(Batch(b2.inputs, b2.targets, reset=False), r1.state, masks, lambda: True)
+    r2, stop = step(Batch(b2.inputs, b2.targets, reset=False), r1.state, masks,
+                    lambda: signal.SIGTERM)
+    assert stop == signal.SIGTERM
     np.testing.assert_array_equal(r2.state[0][:, 2:], plain_rows.state[0])
 
 

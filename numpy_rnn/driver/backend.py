@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._install import install_hint
 from ..nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
 from ..tasks import get_task
 from ..tasks.base import State, TaskModel, tokens_of
@@ -275,5 +276,5 @@ def get_backend(name: str) -> type[Backend]:
     try:
         return getattr(importlib.import_module(module), cls)
     except ImportError as exc:
-        raise ImportError(f"the {name} backend needs {exc.name}: pip install 'numpy_rnn[torch]'"
-                          ) from exc
+        raise ImportError(f"the {name} backend needs {exc.name}: "
+                          f"{install_hint('torch')}") from exc

@@ -40,6 +40,7 @@ from ..tasks import get_task
 from ..tasks.data import Vocabulary, fsync_dir
 from ..tasks.lm import ModelConfig
 from .backend import Backend, OptimConfig, get_backend
+from .memory import check_fits, estimate_model_bytes
 
 __all__ = [
     "BEST_NAME",
@@ -192,7 +193,10 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
     text = json.dumps(packed, allow_nan=False, ensure_ascii=False)
     arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     atomic_write(path, "wb", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     # (numpy's stub types savez's keyword arrays as its allow_pickle flag)
     return path
@@ -200,19 +204,37 @@ def save_checkpoint(path: str | os.PathLike[str], weights: Mapping[str, np.ndarr
 
 def atomic_write(path: Path, mode: str, write: Any) -> None:
     """``write(f)`` into a temporary file beside ``path``, fsync it, then rename it over ``path``:
-    a killed process leaves either the old file or the new one, never half of one."""
-    fd, tmp_name = open_temporary(path)
+    a killed process leaves either the old file or the new one, never half of one.
+
+    An ``OSError`` says ``path`` and what is wrong with it, never the temporary file's name.
+    """
+    try:
+        fd, tmp_name = open_temporary(path)
+    except OSError as exc:
+        raise _write_error(path, exc) from exc
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
         raise
     fsync_dir(path.parent)
+
+
+def _write_error(path: Path, exc: OSError) -> OSError:
+    """An ``OSError`` (same errno) that names ``path``, the file the user asked for."""
+    what = ("it is a directory" if path.is_dir() else
+            f"{path.parent} is not a directory" if path.parent.exists()
+            and not path.parent.is_dir() else exc.strerror or str(exc))
+    err = OSError(f"cannot write {path}: {what}")
+    err.errno = exc.errno
+    return err
 
 
 def open_temporary(path: Path) -> tuple[int, str]:
@@ -345,6 +367,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None 
         raise CheckpointError(f"{path}: the vocabulary has {len(chars)} characters but the model "
                               f"config says vocab_size={model_config.vocab_size}")
     labels = meta.get("labels")
+    if labels is not None and not (isinstance(labels, list)
+                                   and all(isinstance(c, str) for c in labels)):
+        raise CheckpointError(f"{path}: labels must be a list of codes or null, got "
+                              f"{_one_line(repr(labels))[:80]}")
+    if not isinstance(meta.get("data"), str):
+        raise CheckpointError(f"{path}: data must be the corpus name or path, got "
+                              f"{_one_line(repr(meta.get('data')))[:80]}")
     num_labels = getattr(model_config, "num_labels", None)
     if num_labels is not None and (
             not isinstance(labels, list) or len(labels) != num_labels
@@ -354,10 +383,77 @@ def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None 
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
+    why = (_bad_optim_config(meta.get("optim_config"))
+           or _bad_train_state(meta.get("train"), 2 if model_config.cell == "lstm" else 1))
+    if why:
+        raise CheckpointError(f"{path}: {why}")
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
+    # check_weights builds a model of the recorded config: refuse one too big to build first.
+    check_fits(estimate_model_bytes(model_config, f"{path}: its model needs"),
+               "its model config is damaged, or it needs a machine with more memory")
     check_weights(weights, model_config, where=str(path))
     check_compatible(meta, path, config=config, vocab=vocab)
     return weights, meta
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _bad_optim_config(d: Any) -> str | None:
+    """Why the recorded ``optim_config`` (a dict of :class:`OptimConfig`'s fields, or null) is
+    unusable, or None when it is fine."""
+    if d is None:
+        return None
+    try:
+        if not isinstance(d, dict):
+            raise TypeError(f"expected a mapping, got {type(d).__name__}")
+        for k in ("lr", "eps", "weight_decay", "momentum"):
+            if k in d and not _is_number(d[k]):
+                raise TypeError(f"{k} must be a number, got {d[k]!r}")
+        if "clip" in d and d["clip"] is not None and not _is_number(d["clip"]):
+            raise TypeError(f"clip must be a number or null, got {d['clip']!r}")
+        if "betas" in d and not (isinstance(d["betas"], list) and len(d["betas"]) == 2
+                                 and all(_is_number(b) for b in d["betas"])):
+            raise TypeError(f"betas must be two numbers, got {d['betas']!r}")
+        OptimConfig.from_json(d)
+    except (TypeError, ValueError) as exc:
+        return f"bad optim_config: {_one_line(exc)[:200]}"
+    return None
+
+
+#: Entries of a run's training state (``meta["train"]``) and the JSON types each may have.
+_TRAIN_TYPES: dict[str, tuple[type, ...]] = {
+    "config": (dict,), "backend": (str,), "batches": (dict,), "dropout_rng": (dict,),
+    "data_rng": (dict,), "batcher": (dict,), "carried": (list,),
+    "best_val_loss": (int, float), "best_step": (int,), "processes": (int,),
+    "micro_batches": (int,),
+}
+
+
+def _bad_train_state(state: Any, num_states: int) -> str | None:
+    """Why the recorded training state (``meta["train"]``, null for a checkpoint that cannot
+    be resumed) is of the wrong shape, or None when its known entries have their types."""
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        return f"the training state must be a mapping or null, got {type(state).__name__}"
+    for k, types in _TRAIN_TYPES.items():
+        v = state.get(k)
+        if k in state and v is None and k in ("processes", "micro_batches"):
+            return f"the training state's {k} must be an integer, got null"
+        if v is not None and (not isinstance(v, types) or isinstance(v, bool)):
+            return f"the training state's {k} is of the wrong type ({_one_line(repr(v))[:80]})"
+    carried = state.get("carried")
+    if carried is not None and not (len(carried) == num_states
+                                    and all(isinstance(c, np.ndarray) for c in carried)):
+        return f"the training state's carried hidden state is not {num_states} array(s)"
+    config = state.get("config") or {}
+    for k in ("data", "backend", "task", "out"):
+        v = config.get(k)
+        if k in config and not isinstance(v, str):
+            return f"the saved training config's {k} must be a string, got {v!r}"
+    return None
 
 
 def check_compatible(meta: Mapping[str, Any], path: str | os.PathLike[str], *,
@@ -388,8 +484,11 @@ def backend_from_checkpoint(weights: Mapping[str, np.ndarray], meta: Mapping[str
     """A backend (by name) holding the checkpoint's model, ready for ``logits`` (sampling,
     evaluation). The optimizer state is not loaded."""
     config = model_config_of(meta)
-    optim = (OptimConfig.from_json(meta["optim_config"]) if meta.get("optim_config")
-             else OptimConfig())
+    try:
+        optim = (OptimConfig.from_json(meta["optim_config"]) if meta.get("optim_config")
+                 else OptimConfig())
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"bad optim_config in the checkpoint: {_one_line(exc)}") from exc
     model = get_backend(backend)(config, optim, device)
     model.load_state_dict(dict(weights))
     return model

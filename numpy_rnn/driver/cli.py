@@ -4,16 +4,20 @@ Each command is a thin layer over the library (:func:`numpy_rnn.train.train`,
 :func:`numpy_rnn.sampling.sample`, :func:`numpy_rnn.evaluate.evaluate_checkpoint`,
 :mod:`numpy_rnn.checkpoint`). A user error (a bad flag value, a missing or unreadable file, a
 checkpoint for another model) ends with ONE line ``error: ...`` on stderr and exit status 2, not
-a traceback; a diverged training run exits with 1, an interrupted one with 130.
+a traceback; a diverged training run exits with 1, one stopped by a signal with ``128 + signal``
+(130 for Ctrl-C, 143 for SIGTERM) after saving the checkpoint of its last step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
+import signal
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +25,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from .._install import install_hint
 from ..tasks import TASKS, get_task
 from ..tasks.classify import POOLINGS, plot_attention, predict_names
 from ..tasks.conditional import judge, sample_conditioned
@@ -41,7 +46,11 @@ from .checkpoint import (
     task_of,
     vocab_of,
 )
+from .distributed import FollowerExit, get_engine
 from .evaluate import evaluate_checkpoint
+from .memory import check_fits, estimate_sampling_bytes
+from .rundir import run_lock
+from .stops import Interrupted, exit_status, output_gone, silence_stdout, tolerate_closed_output
 from .train import (
     DTYPES,
     LR_DECAYS,
@@ -139,6 +148,12 @@ def _add_backend_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, **k
                         + ("" if kw else " (default: cpu)"))
 
 
+def _version() -> str:
+    """The version of the numpy_rnn that runs (the package's ``__version__``, which
+    setup.cfg's ``version`` matches)."""
+    return str(importlib.import_module("numpy_rnn").__version__)
+
+
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The argument parser of every command; ``prog`` is how the usage lines name the program
     (``python -m numpy_rnn``, or ``numpy-rnn`` for the installed console command)."""
@@ -153,6 +168,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                f"  {prog} evaluate --checkpoint runs/plants/best.npz --json\n"
                "Run any command with --help for its flags.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"numpy_rnn {_version()}",
+                        help="print the version of numpy_rnn and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # ---- train: every default is TrainConfig's; SUPPRESS tells explicit flags from defaults,
@@ -383,7 +400,10 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="the corpus the notebook was trained on; its sorted characters are the "
                         "vocabulary (default: plants)")
     c.add_argument("--out", default="checkpoint.npz",
-                   help="the checkpoint to write (default: checkpoint.npz)")
+                   help="the checkpoint to write (default: checkpoint.npz); never into the "
+                        "directory of a training run that is running")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it exists (without it, an existing file is refused)")
     c.set_defaults(func=_cmd_convert)
     return parser
 
@@ -412,6 +432,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if overrides.get("notebook") and overrides.get("resume"):
         raise ValueError("--notebook picks the settings of a new run; --resume takes the "
                          "saved run's: give one of them")
+    if overrides.get("resume") and overrides.get("overwrite"):
+        raise ValueError("--resume continues the run in OUT; --overwrite replaces it: give one "
+                         "of them")
     if overrides.get("resume") and "task" not in overrides:
         task = resume_config(out).task             # a resumed run keeps its task
     else:
@@ -427,8 +450,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resume_config(out, overrides)
     else:
         config = TrainConfig.for_task(**{"task": task, **overrides})
-    summary = train(config)
-    return 130 if summary.interrupted else 0
+    engine = get_engine()
+    # A closed standard output (train ... | head) or a hung-up terminal loses log lines, never
+    # the run: training goes on and writes its checkpoints.
+    with tolerate_closed_output():
+        try:
+            summary = train(config)
+        except (TrainingDiverged, FollowerExit):
+            engine.close()      # every process leaves together: a status, not an abort
+            raise
+    engine.close()
+    return exit_status(summary.stop_signal) if summary.stop_signal else 0
 
 
 def _load_for_inference(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -445,6 +477,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         except UnicodeDecodeError as exc:
             raise ValueError(f"prime file {args.prime_file} is not UTF-8 text (byte "
                              f"{exc.start}: {exc.reason})") from None
+        except OSError as exc:
+            what = ("does not exist" if isinstance(exc, FileNotFoundError) else
+                    "is a directory" if isinstance(exc, IsADirectoryError) else
+                    f"cannot be read ({exc.strerror or exc})")
+            raise ValueError(f"prime file {args.prime_file} {what}") from None
         if not prime:
             raise ValueError(f"prime file {args.prime_file} is empty")
     else:
@@ -461,6 +498,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError("a conditional model generates names: it stops at the end of each "
                          "name (--stop newline)")
     backend, meta = _load_for_inference(args)
+    check_fits(estimate_sampling_bytes(backend.config, args.num_samples, args.max_length,
+                                       len(prime)), "choose a smaller --num-samples or "
+                                                    "--max-length")
     stop = args.stop
     if stop == "auto":
         stop = "newline" if meta.get("data") == "plants" or task == "conditional" else "length"
@@ -526,11 +566,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_stdin() -> str:
+    """Standard input as UTF-8 text, whatever the locale's encoding; ``ValueError`` saying
+    where it is not UTF-8."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:              # replaced by a text stream (tests, embedding programs)
+        return sys.stdin.read()
+    data = buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, start = data.count(b"\n", 0, exc.start) + 1, data.rfind(b"\n", 0, exc.start) + 1
+        raise ValueError(f"standard input is not UTF-8 text (line {line}, byte "
+                         f"{exc.start - start + 1}: {exc.reason})") from None
+
+
 def _read_names(args: argparse.Namespace) -> list[str]:
     names = list(args.names)
     if not names or names == ["-"]:
-        names = [line.rstrip("\r\n") for line in sys.stdin]
-        names = [n for n in names if n.strip()]
+        names = [n.rstrip("\r") for n in _read_stdin().split("\n") if n.strip()]
     if not names:
         raise ValueError("no names to classify: give them as arguments or one per line on "
                          "standard input")
@@ -568,12 +622,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory: give --out the checkpoint file to write")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} already exists: pass --overwrite to replace it")
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     try:
         notebook = importlib.import_module("torch_ref.notebook")
     except ImportError as exc:
-        raise ImportError(f"convert needs torch and torch_ref ({exc}): pip install "
-                          "'numpy_rnn[torch]'") from exc
+        raise ImportError(f"convert needs torch and torch_ref ({exc}): "
+                          f"{install_hint('torch')}") from exc
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
     config, state = notebook.load_notebook_state(args.notebook_state)
     corpus = load_corpus(args.data)
     vocab = corpus.vocab
@@ -583,8 +646,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                               "pass the corpus the notebook was trained on with --data")
     check_weights(state, config, where=str(args.notebook_state))
     data = args.data if args.data == "plants" else str(Path(args.data).resolve())
-    path = save_checkpoint(args.out, state, make_meta(config, vocab, step=0, data=data,
-                                                      backend="notebook"))
+    # The lock of the directory written into: a training run there (whose checkpoint this
+    # would replace) holds it, and gets the directory to itself.
+    with run_lock(out.parent):
+        _refuse_existing(out, args.overwrite)
+        path = save_checkpoint(out, state, make_meta(config, vocab, step=0, data=data,
+                                                     backend="notebook"))
     print(f"wrote {path}: {config.cell} {config.num_layers} x {config.hidden_size}, "
           f"vocabulary of {len(vocab)}, {config.dtype}")
     return 0
@@ -599,8 +666,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 diverged, 2 user error,
-    130 interrupted)."""
+    """Run the command line; returns the exit status: 0 ok, 1 diverged, 2 user error,
+    ``128 + signal`` when a signal stopped a run (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), 141
+    when the reader of standard output left."""
     # The installed console command (setup.cfg) is the same CLI under its own name.
     invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = build_parser("numpy-rnn" if invoked == "numpy-rnn" else PROG)
@@ -612,14 +680,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:   # --help
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
     except TrainingDiverged as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        _error(_one_line(exc))
         return 1
-    except (ValueError, DataError, OSError, ImportError) as exc:
-        # CheckpointError is a ValueError; OSError covers missing and unreadable files.
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+    except OSError as exc:
+        if output_gone(exc):
+            # The reader of standard output left (sample ... | head -1): end quietly, with the
+            # status of a process that SIGPIPE ended, as a Unix tool does.
+            silence_stdout()
+            return exit_status(signal.SIGPIPE)
+        # OSError covers missing and unreadable files.
+        _error(_one_line(exc))
         return 2
+    except (ValueError, DataError, ImportError) as exc:   # CheckpointError is a ValueError
+        _error(_one_line(exc))
+        return 2
+    except MemoryError as exc:
+        _error("out of memory" + (f": {_one_line(exc)}" if str(exc) else "") + "; a smaller "
+               "model, batch or --num-samples needs less")
+        return 2
+    except Interrupted as exc:      # a second stop signal: forced at once
+        _error(f"stopped by {signal.Signals(exc.signum).name} at once (a second signal): the "
+               "last checkpoint written stays as it was")
+        return exit_status(exc.signum)
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        _error("interrupted")
+        return exit_status(signal.SIGINT)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as one line, ``warning: ...``, as errors are (no source line under it)."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"warning: {_one_line(Exception(message))}", file=sys.stderr)
+
+
+def _error(message: str) -> None:
+    """``error: message`` on standard error, if it is still there to read it."""
+    with contextlib.suppress(OSError, ValueError):
+        print(f"error: {message}", file=sys.stderr)

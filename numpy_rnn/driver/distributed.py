@@ -11,7 +11,8 @@ and the optimizer takes one step.
 With P processes, process r takes micro-batches ``r*K .. r*K + K - 1`` of ``M = P*K`` (the rows
 one process with ``--grad-accum M`` would give them), sums its own weighted gradients and the
 processes add theirs with one all-reduce of one flat float64 buffer per step (the gradients,
-the loss, and a stop flag, so every process ends at the same step when one is interrupted).
+the loss, and the stop signals, so every process ends at the same step when one receives
+SIGINT, SIGTERM or SIGHUP).
 Every process then takes the identical optimizer step. For P = 2 the sum of two terms is the
 same in any order, so 2 processes compute bit for bit what one process with ``--grad-accum 2``
 computes; for P > 2 the engine's reduction order is its own (equal to rounding).
@@ -39,12 +40,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .._install import install_hint
 from ..tasks.base import Batch, State, tokens_of
 from ..tasks.lm import ModelConfig
 from .backend import Backend, StepResult
+from .stops import STOP_SIGNALS
 
 __all__ = ["IGNORE_INDEX", "DistributedError", "Engine", "FollowerExit", "Local", "MPIEngine",
-           "PlainStep", "SplitPredictor", "SplitStep", "batch_axes", "broadcast_object",
+           "PlainStep", "SplitPredictor", "SplitStep", "agree_on_stop", "batch_axes",
+           "broadcast_object",
            "collectively", "gather_rows", "get_engine", "launcher", "loss_terms", "row_bounds",
            "slice_rows"]
 
@@ -97,6 +101,12 @@ class Engine(ABC):
     def barrier(self) -> None:
         """Return when every process has called it."""
 
+    def close(self) -> None:
+        """End the job's communication, when every process leaves in order (after the run
+        returned, or all failed alike): the launcher then takes each process's exit status as
+        it is rather than as a failure that ends the others. Nothing to do by default."""
+        return None
+
 
 class Local(Engine):
     """One process: the sum over all processes is the buffer itself."""
@@ -123,8 +133,8 @@ class MPIEngine(Engine):
         try:
             from mpi4py import MPI
         except ImportError as exc:
-            raise ImportError("launched by mpiexec, but mpi4py is not installed: pip install "
-                              "'numpy_rnn[mpi]'") from exc
+            raise ImportError("launched by mpiexec, but mpi4py is not installed: "
+                              f"{install_hint('mpi')}") from exc
         self._MPI = MPI
         self.comm = MPI.COMM_WORLD
         self.rank = self.comm.Get_rank()
@@ -138,6 +148,14 @@ class MPIEngine(Engine):
 
     def barrier(self) -> None:
         self.comm.Barrier()
+
+    def close(self) -> None:
+        """``MPI.Finalize``: ``python -m mpi4py`` turns a non-zero exit status of a process
+        that has not finalized into ``MPI_Abort``, which would kill the other processes (and
+        with them a checkpoint being written); finalized, a stop's status 130 or 143 is just
+        the job's status."""
+        if not self._MPI.Is_finalized():
+            self._MPI.Finalize()
 
 
 def launcher(environ: dict[str, str] | None = None) -> tuple[str | None, int]:
@@ -183,7 +201,7 @@ def get_engine() -> Engine:
                 module = importlib.import_module("torch_ref.backend")
             except ImportError as exc:
                 raise ImportError(f"launched by torchrun, but the torch backend needs "
-                                  f"{exc.name}: pip install 'numpy_rnn[torch]'") from exc
+                                  f"{exc.name}: {install_hint('torch')}") from exc
             engine = module.TorchDistributed()
         if engine.size > 1 and not any(v in os.environ for v in THREAD_VARIABLES):
             _one_blas_thread()
@@ -197,7 +215,7 @@ def _one_blas_thread() -> None:
         from threadpoolctl import threadpool_limits
     except ImportError:
         print("note: threadpoolctl is not installed, so each process keeps its BLAS threads; "
-              "set OPENBLAS_NUM_THREADS=1 (or pip install 'numpy_rnn[mpi]')", file=sys.stderr)
+              f"set OPENBLAS_NUM_THREADS=1 (or {install_hint('mpi')})", file=sys.stderr)
         return
     threadpool_limits(limits=1, user_api="blas")
 
@@ -253,6 +271,30 @@ def collectively(engine: Engine, fn: Callable[[], T]) -> T:
     if error is not None and not isinstance(error, (ValueError, OSError, ImportError)):
         traceback.print_exception(error)
     raise FollowerExit
+
+
+def agree_on_stop(engine: Engine, signum: int) -> int:
+    """The stop signal every process agrees on (collective): 0 when no process received one,
+    else the first of :data:`~numpy_rnn.driver.stops.STOP_SIGNALS` that any process received
+    (SIGINT before SIGTERM before SIGHUP), so that all end the same way."""
+    if engine.size == 1:
+        return signum
+    slots = _stop_slots(signum)
+    engine.allreduce(slots)
+    return _agreed(slots)
+
+
+def _stop_slots(signum: int, out: np.ndarray | None = None) -> np.ndarray:
+    """One slot per stop signal, 1 where ``signum`` is that signal: summed over the processes,
+    the count of processes that received each."""
+    slots = np.zeros(len(STOP_SIGNALS)) if out is None else out
+    slots[:] = [float(signum == s) for s in STOP_SIGNALS]
+    return slots
+
+
+def _agreed(slots: np.ndarray) -> int:
+    received = np.flatnonzero(slots > 0)
+    return int(STOP_SIGNALS[received[0]]) if received.size else 0
 
 
 def _describe(error: BaseException | None) -> str:
@@ -352,8 +394,9 @@ class PlainStep:
         self.allreduce_s = 0.0
 
     def __call__(self, batch: Batch, state: State | None, masks: Sequence[np.ndarray] | None,
-                 stop: Callable[[], bool]) -> tuple[StepResult, bool]:
-        """The step, and whether to stop after it (``stop()``, asked after the step)."""
+                 stop: Callable[[], int]) -> tuple[StepResult, int]:
+        """The step, and the signal to stop on after it (``stop()``, asked after the step;
+        0: go on)."""
         result = self.backend.train_step(batch.inputs, batch.targets, state, masks)
         return result, stop()
 
@@ -369,13 +412,13 @@ class SplitStep:
     ``grad_accum`` of them (see the module's docstring).
 
     ``__call__(batch, state, masks, stop)``: ``batch`` is the whole step's batch (every process
-    draws it), ``masks`` the whole batch's dropout masks, ``stop()`` whether this process was
-    asked to stop (Ctrl-C), ``state`` this process's rows of the
+    draws it), ``masks`` the whole batch's dropout masks, ``stop()`` the stop signal this
+    process received (0: none), ``state`` this process's rows of the
     carried state ``(L*D, B/P, H)`` each (:meth:`local_state` cuts them from the whole state,
     :meth:`full_state` joins every process's). Returns the step's result (the batch's mean
-    loss, the pre-clip gradient norm, this process's rows of the final state), and whether any
-    process asked to stop. ``allreduce_s`` adds up the time spent in the all-reduce (which
-    includes waiting for the slowest process).
+    loss, the pre-clip gradient norm, this process's rows of the final state), and the stop
+    signal the processes agree on (:func:`agree_on_stop`; 0: go on). ``allreduce_s`` adds up
+    the time spent in the all-reduce (which includes waiting for the slowest process).
     """
 
     def __init__(self, backend: Backend, engine: Engine, grad_accum: int) -> None:
@@ -385,8 +428,8 @@ class SplitStep:
         self.grad_accum = grad_accum
         self.micro_batches = engine.size * grad_accum
         self.size = backend.flat_gradients().size
-        # [the weighted gradients (n), the weighted loss, the stop flag], float64
-        self.buffer = np.zeros(self.size + 2)
+        # [the weighted gradients (n), the weighted loss, one slot per stop signal], float64
+        self.buffer = np.zeros(self.size + 1 + len(STOP_SIGNALS))
         self._axes: dict[tuple[int, int], list[int]] = {}
         self.allreduce_s = 0.0
 
@@ -414,7 +457,7 @@ class SplitStep:
                      for s in state)
 
     def __call__(self, batch: Batch, state: State | None, masks: Sequence[np.ndarray] | None,
-                 stop: Callable[[], bool]) -> tuple[StepResult, bool]:
+                 stop: Callable[[], int]) -> tuple[StepResult, int]:
         inputs, targets = batch.inputs, np.asarray(batch.targets)
         B, T = tokens_of(inputs).shape
         bounds, mine = self._mine(B)
@@ -454,14 +497,14 @@ class SplitStep:
                 finals.append(result.state)
         if first:
             buf[:n + 1] = 0.0
-        buf[n + 1] = 1.0 if stop() else 0.0    # asked as late as possible: before the sum
+        _stop_slots(stop(), out=buf[n + 1:])    # asked as late as possible: before the sum
         t0 = time.perf_counter()
         self.engine.allreduce(buf)
         self.allreduce_s += time.perf_counter() - t0
         norm = self.backend.apply_gradients(buf[:n])
         final = (tuple(np.concatenate(parts, axis=1) for parts in zip(*finals))
                  if finals else None)
-        return StepResult(float(buf[n]), norm, final), bool(buf[n + 1] > 0)
+        return StepResult(float(buf[n]), norm, final), _agreed(buf[n + 1:])
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from .checkpoint import (
     check_compatible,
     labels_of,
     load_checkpoint,
+    model_config_of,
     task_of,
 )
 
@@ -37,8 +38,11 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, backend: str = "numpy",
     task = get_task(task_of(meta))
     corpus = task.load(data if data is not None else meta["data"])
     check_compatible(meta, path, vocab=corpus.vocab)
-    if corpus.labels is not None and labels_of(meta) != corpus.labels:
+    # Only a model with a label axis reads labels: a language model evaluates on the text of
+    # a labelled corpus (plants) as well as on a plain one.
+    has_labels = getattr(model_config_of(meta), "num_labels", None) is not None
+    if has_labels and labels_of(meta) != corpus.labels:
         raise CheckpointError(f"checkpoint {path} was trained with other labels than the corpus "
-                              f"has ({len(labels_of(meta) or ())} vs {len(corpus.labels)})")
+                              f"has ({len(labels_of(meta) or ())} vs {len(corpus.labels or ())})")
     model = backend_from_checkpoint(weights, meta, backend, device)
     return task.evaluate(model, corpus)

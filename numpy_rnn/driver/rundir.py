@@ -5,7 +5,9 @@ overwrite each other's checkpoints and metrics. :func:`run_lock` holds an exclus
 ``flock`` on ``OUT/.lock`` for the whole run; the file names the holder (process id, host, start
 time) for the error message a second run gets. The kernel drops the lock when its process dies,
 however it dies, so a lock file left by a killed run is recognised as stale (the file is there,
-the lock is free) and taken over, with a line saying so.
+the lock is free) and taken over, with a line saying so. The lock's holder also removes the
+temporary files (``.NAME.PID.HEX.tmp``) that a killed writer left beside their targets: while
+it holds the lock, nobody else writes there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +30,8 @@ except ImportError:  # pragma: no cover - not POSIX (Windows): see _try_lock
 __all__ = ["LOCK_NAME", "RunLockedError", "run_lock"]
 
 LOCK_NAME = ".lock"
+#: The temporary files of numpy_rnn.driver.checkpoint.atomic_write: ``.NAME.PID.HEX.tmp``.
+_TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
 
 
 class RunLockedError(ValueError):
@@ -74,8 +79,14 @@ def run_lock(out: str | os.PathLike[str],
     Yields the lock file's path.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output directory {out} is an existing file, not a directory")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output directory {out}: {exc.strerror or exc}"
+                      ) from exc
     path = out / LOCK_NAME
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -98,6 +109,7 @@ def run_lock(out: str | os.PathLike[str],
         if stale:
             log(f"{out}: took over a stale lock ({_describe(stale)} is gone; it was killed or "
                 "crashed during its run)")
+        _remove_leftovers(out)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -111,3 +123,11 @@ def run_lock(out: str | os.PathLike[str],
         if created:
             with contextlib.suppress(OSError):
                 out.rmdir()        # only if still empty
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporary files a killed writer left in ``out`` (called holding its lock)."""
+    for entry in out.iterdir():
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file():
+            with contextlib.suppress(OSError):
+                entry.unlink()

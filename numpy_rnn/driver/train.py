@@ -34,15 +34,15 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._install import install_hint
 from ..tasks import TASKS, get_task
 from ..tasks.base import BatchSource, Predictor, State, Task, tokens_of
 from ..tasks.data import Corpus
@@ -68,11 +68,14 @@ from .distributed import (
     PlainStep,
     SplitPredictor,
     SplitStep,
+    agree_on_stop,
     broadcast_object,
     collectively,
     get_engine,
 )
+from .memory import check_training_fits
 from .rundir import run_lock
+from .stops import StopRequest, deferred_stop
 
 __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary",
            "TrainingDiverged", "draw_dropout_masks", "lr_at", "plot_losses", "resume_config",
@@ -94,7 +97,15 @@ _Start = tuple[dict[str, np.ndarray], dict[str, Any] | None]
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint was kept."""
+    """The training loss became NaN or infinite, or the validation loss rose over
+    :data:`DIVERGED_FACTOR` times the run's first training loss; the last good checkpoint was
+    kept."""
+
+
+#: A validation loss this many times the run's first training loss (about the loss of a
+#: uniform guess, for a new run) means the run diverged (a learning rate far too high, say),
+#: even while the numbers stay finite.
+DIVERGED_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -262,8 +273,13 @@ class TrainSummary:
     best_step: int | None = None          # (val_loss for the LM and the generator)
     wall_time_s: float = 0.0              # the whole call, evaluation and checkpoints included
     chars_per_s: float = 0.0              # characters trained on per second of training steps
-    interrupted: bool = False             # stopped by Ctrl-C (checkpoint saved)
+    stop_signal: int | None = None        # the signal that stopped it early (checkpoint saved)
     losses: list[float] = field(default_factory=list)   # training loss of each step taken
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether a signal (Ctrl-C, SIGTERM, SIGHUP) stopped the run before ``--steps``."""
+        return self.stop_signal is not None
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -321,14 +337,16 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     elif log is None:
         log = print
     try:
-        with contextlib.ExitStack() as stack:
+        # The stop signals are read between steps from the start: one that arrives while the
+        # run sets up stops it before its first step.
+        with contextlib.ExitStack() as stack, deferred_stop() as stop:
             def start() -> None:
                 _check_launch(config, engine)
                 if lead:
                     stack.enter_context(run_lock(config.out, log))
 
             collectively(engine, start)
-            return _train(config, log, t_start, engine)
+            return _train(config, log, t_start, engine, stop)
     except TrainingDiverged:
         if not lead:      # every process found the same non-finite value: rank 0 reports it
             raise FollowerExit from None
@@ -357,7 +375,7 @@ def _check_launch(config: TrainConfig, engine: Engine) -> None:
 
 
 def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
-           engine: Engine) -> TrainSummary:
+           engine: Engine, stop_request: StopRequest) -> TrainSummary:
     """The body of :func:`train`, run while (process 0) holding the output directory's lock."""
     out = Path(config.out)
     ckpt_path = out / CHECKPOINT_NAME
@@ -386,6 +404,7 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
         corpus = task.load(config.data)
         batches = task.batches(config, corpus)
         model_config = task.model_config(config, corpus)
+        check_training_fits(task, config, corpus, model_config)   # before anything is built
 
         # -- 2. the backend; process 0 decides where it starts: the seed or the checkpoint ----
         optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
@@ -435,12 +454,16 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
         nonlocal dropout_rng
         state = meta["train"]
         if meta.get("optimizer"):
-            backend.load_optimizer_state_dict(meta["optimizer"])
+            try:
+                backend.load_optimizer_state_dict(meta["optimizer"])
+            except (KeyError, TypeError, ValueError) as exc:
+                why = " ".join(str(exc.args[0] if exc.args else exc).split())
+                raise CheckpointError(f"{ckpt_path}: bad optimizer state ({why})") from exc
         try:
             # Saved before the tasks had batch sources of their own: the LM's two keys.
             batches.load_state_dict(state.get("batches") or {
                 "data_rng": state["data_rng"], "batcher": state.get("batcher")})
-        except (KeyError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{ckpt_path}: bad batching state ({exc})") from exc
         carried = None
         if state.get("carried") is not None:
@@ -529,10 +552,15 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
     last_saved = start_step if resumed else None
     bar = _progress_bar(config, start_step) if lead else None
     say = bar.write if bar is not None else log
+    # A signal during the set-up: every process learns of it (collective) and none steps.
+    stop = agree_on_stop(engine, stop_request.signum or 0)
+    first_loss: float | None = None
     try:
-        with metrics, _deferred_interrupt() as interrupt:
+        with metrics:
             # -- 3. the loop ------------------------------------------------------------------
             for step in range(start_step + 1, config.steps + 1):
+                if stop:
+                    break
                 lr = lr_at(step, config)
                 backend.set_lr(lr)
                 batch = next(batches)
@@ -544,14 +572,16 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
                                            model_config.dropout_mask_shapes(Tt, Bt))
                 reduced_before = stepper.allreduce_s
                 t0 = time.perf_counter()
-                # stop: a Ctrl-C on any process, agreed by all (one process: this one's)
-                result, stop = stepper(batch, init, masks, interrupt.is_set)
+                # stop: a stop signal on any process, agreed by all (one process: this one's)
+                result, stop = stepper(batch, init, masks, lambda: stop_request.signum or 0)
                 dt = time.perf_counter() - t0
                 if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
                     raise TrainingDiverged(_diverged_message(step, result.loss,
                                                              result.grad_norm, ckpt_path,
                                                              last_saved))
                 carried = result.state
+                if first_loss is None:
+                    first_loss = result.loss
                 n_chars = tokens_of(batch.inputs).size
                 train_chars += n_chars
                 train_time += dt
@@ -572,6 +602,11 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
                         raise TrainingDiverged(_diverged_message(step, val_loss, None,
                                                                  ckpt_path, last_saved,
                                                                  what="validation loss"))
+                    if val_loss > DIVERGED_FACTOR * first_loss:
+                        raise TrainingDiverged(_diverged_message(
+                            step, val_loss, None, ckpt_path, last_saved,
+                            what=f"validation loss (over {DIVERGED_FACTOR:g} times the first "
+                                 f"training loss, {first_loss:.4g})"))
                     record.update(val)
                     summary.val_loss, summary.val_bpc = val_loss, val.get("val_bpc")
                     summary.val_metrics = dict(val)
@@ -600,14 +635,17 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
                     for line in task.log_samples(backend, corpus, config, step):
                         say(line)
 
-                if stop:
-                    if last_saved != step:
-                        save(step)
-                        last_saved = step
-                    say(f"interrupted after step {step}: checkpoint saved to {ckpt_path}; "
-                        "continue with --resume")
-                    summary.interrupted = True
-                    break
+                if stop and last_saved != step:
+                    save(step)
+                    last_saved = step
+            if stop and summary.step < config.steps:
+                name = signal.Signals(stop).name
+                if summary.step > start_step:
+                    say(f"stopped by {name} after step {summary.step}: checkpoint saved to "
+                        f"{ckpt_path}; continue with --resume")
+                else:
+                    say(f"stopped by {name} before the first step: nothing new to save")
+                summary.stop_signal = stop
     finally:
         if bar is not None:
             bar.close()
@@ -616,9 +654,12 @@ def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
         if lead and summary.step > start_step:
             # -- 6. the loss curve of the whole run (resumed parts included) ------------------
             try:
-                plot_losses(out / METRICS_NAME, out / PLOT_NAME, log=log)
+                plot_losses(out / METRICS_NAME, out / PLOT_NAME, log=log, ylabel=task.loss_label)
             except Exception as exc:  # a plotting problem must not hide the run's own outcome
                 log(f"could not draw the loss curve: {exc}")
+    # Collective: no process leaves before process 0 has written the checkpoint and the plot
+    # (under mpiexec, a process that ends first could have the job torn down mid-write).
+    engine.barrier()
 
     summary.best_val_loss = (best_val * (-1 if task.higher_is_better else 1)
                              if math.isfinite(best_val) else None)
@@ -648,8 +689,8 @@ def _data_source(data: str) -> str:
 
 def _diverged_message(step: int, loss: float, grad_norm: float | None, ckpt_path: Path,
                       last_saved: int | None, what: str = "training loss") -> str:
-    value = loss if not math.isfinite(loss) else grad_norm
-    name = what if not math.isfinite(loss) else "gradient norm"
+    value = loss if not math.isfinite(loss) or grad_norm is None else grad_norm
+    name = what if not math.isfinite(loss) or grad_norm is None else "gradient norm"
     kept = (f"the last good checkpoint (step {last_saved}) is kept in {ckpt_path}"
             if last_saved is not None else "no checkpoint was written")
     return (f"step {step}: the {name} is {value}; training stopped and nothing was saved: "
@@ -813,53 +854,18 @@ def _progress_bar(config: TrainConfig, start_step: int) -> Any:
                 file=sys.stderr, dynamic_ncols=True)
 
 
-class _InterruptFlag:
-    def __init__(self) -> None:
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-
-    def is_set(self) -> bool:
-        return self._set
-
-
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[_InterruptFlag]:
-    """Turn the first Ctrl-C into a flag the loop checks between steps.
-
-    A KeyboardInterrupt in the middle of an optimizer update would leave some weights stepped
-    and others not; deferring it to the end of the step lets the run save a consistent
-    checkpoint. A second Ctrl-C interrupts at once.
-    """
-    flag = _InterruptFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        if flag.is_set():
-            raise KeyboardInterrupt
-        flag.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None
-                      else signal.default_int_handler)
-
-
 def plot_losses(metrics_path: Path, png_path: Path,
-                log: Callable[[str], None] = print) -> Path | None:
+                log: Callable[[str], None] = print,
+                ylabel: str = "cross-entropy (nats/char)") -> Path | None:
     """Draw the training loss per step (and its running mean) and the validation loss from
-    ``metrics.jsonl`` into a PNG. Returns the path, or None without matplotlib."""
+    ``metrics.jsonl`` into a PNG, the y axis labelled ``ylabel`` (the task's ``loss_label``).
+    Returns the path, or None without matplotlib."""
     try:
         import matplotlib
         matplotlib.use("Agg")   # files only: no display needed (servers, CI)
         import matplotlib.pyplot as plt
     except ImportError:
-        log("matplotlib is not installed: no loss curve (pip install 'numpy_rnn[train]')")
+        log(f"matplotlib is not installed: no loss curve ({install_hint('train')})")
         return None
     steps, losses, val_steps, val_losses = [], [], [], []
     for line in metrics_path.read_text(encoding="utf-8").splitlines():
@@ -884,7 +890,7 @@ def plot_losses(metrics_path: Path, png_path: Path,
     if val_steps:
         ax.plot(val_steps, val_losses, "o-", color="tab:orange", label="validation")
     ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

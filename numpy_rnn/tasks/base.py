@@ -125,6 +125,8 @@ class Task(ABC):
     #: The validation metric that chooses ``best.npz``, and whether higher is better.
     best_metric: ClassVar[str] = "val_loss"
     higher_is_better: ClassVar[bool] = False
+    #: What the training loss (and ``val_loss``) is, for the y axis of ``loss.png``.
+    loss_label: ClassVar[str] = "cross-entropy (nats/char)"
 
     @abstractmethod
     def config_class(self) -> type[ModelConfig]:

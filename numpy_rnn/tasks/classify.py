@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
 
 import numpy as np
 
+from .._install import install_hint
 from ..nn.attention import AttentionPooling
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import binary_cross_entropy_with_logits
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from ..driver.train import TrainConfig
 
 __all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyTask",
-           "NameInputs", "plot_attention", "predict_names"]
+           "NameInputs", "plot_attention", "predict_names", "text_colours"]
 
 POOLINGS = ("attention", "last")
 #: The labels whose own AP validation reports, where the corpus has them (the plant regions
@@ -247,12 +248,24 @@ def predict_names(model: Predictor, vocab: Vocabulary, names: Sequence[str]
     return probs, weights
 
 
+def text_colours(weights: np.ndarray, norm: Any, cmap: Any) -> np.ndarray:
+    """The colour of the letter drawn on each cell of ``weights``: "white" where the cell's colour
+    (``cmap(norm(weight))``, the scale the picture itself uses, shared by every row) is dark,
+    "black" where it is light; "black" for NaN (padding, where no letter is drawn). Returns an
+    array of strings shaped like ``weights``."""
+    rgba = np.asarray(cmap(norm(np.ma.masked_invalid(weights))), dtype=np.float64)
+    # Relative luminance of the sRGB colour (ITU-R BT.709 weights): below 0.5 is dark.
+    luminance = rgba[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
+    return np.where(np.isfinite(weights) & (luminance < 0.5), "white", "black")
+
+
 def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
                    probs: np.ndarray, labels: Sequence[str], out: str | Path | BinaryIO,
                    top: int = 3) -> None:
     """Draw the attention weights over the characters of each name, a row per name, as a PNG
     into ``out`` (a path or a binary file); each row is titled with the name's ``top`` most
-    likely labels. Needs matplotlib."""
+    likely labels. One colour scale for every row (0 to the largest weight drawn); names are
+    drawn as written (a ``$`` is a dollar sign, not mathematics). Needs matplotlib."""
     if any(w is None for w in weights):
         raise ValueError("this classifier pools the last states: it has no attention to draw "
                          "(train it with --pooling attention)")
@@ -260,27 +273,40 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
         import matplotlib
         matplotlib.use("Agg")   # files only: no display needed
         import matplotlib.pyplot as plt
+        from matplotlib.colors import Normalize
     except ImportError as exc:
-        raise ImportError("--plot needs matplotlib: pip install 'numpy_rnn[train]'") from exc
+        raise ImportError(f"--plot needs matplotlib: {install_hint('train')}") from exc
     width = max(len(n) for n in names)
     grid = np.full((len(names), width), np.nan)
     for i, w in enumerate(weights):
         assert w is not None
         grid[i, :len(w)] = w
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.32 * width + 2.5), 0.45 * len(names) + 1.2))
-    image = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=0.0)
+    cmap = matplotlib.colormaps["viridis"]
+    top_weight = float(np.nanmax(grid)) if np.isfinite(grid).any() else 1.0
+    norm = Normalize(vmin=0.0, vmax=top_weight if top_weight > 0 else 1.0)
+    colours = text_colours(grid, norm, cmap)
+    # Fixed cell sizes (inches); the labels and the title lie outside the figure's own area,
+    # and bbox_inches="tight" grows the saved picture to hold them, however long or short
+    # the names are.
+    ax_w, ax_h = 0.32 * width, max(1.0, 0.45 * len(names))
+    fig_w = ax_w + 0.45
+    fig = plt.figure(figsize=(fig_w, ax_h))
+    ax = fig.add_axes((0.0, 0.0, ax_w / fig_w, 1.0))
+    cax = fig.add_axes(((ax_w + 0.15) / fig_w, 0.0, 0.15 / fig_w, 1.0))
+    image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm)
     for i, name in enumerate(names):
         for j, ch in enumerate(name):
-            ax.text(j, i, ch, ha="center", va="center", fontsize=9,
-                    color="white" if grid[i, j] < 0.6 * np.nanmax(grid[i]) else "black")
+            ax.text(j, i, ch, ha="center", va="center", fontsize=9, color=colours[i, j],
+                    parse_math=False)
     tops = [", ".join(f"{labels[j]} {probs[i, j]:.2f}" for j in np.argsort(-probs[i])[:top])
             for i in range(len(names))]
-    ax.set_yticks(range(len(names)), [f"{n}  ({t})" for n, t in zip(names, tops)])
+    ax.set_yticks(range(len(names)), [f"{n}  ({t})" for n, t in zip(names, tops)],
+                  parse_math=False)
     ax.set_xticks([])
-    ax.set_title("attention over the characters of each name (most likely regions)")
-    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02, label="weight")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110, format="png")
+    ax.set_title("attention over the characters of each name (most likely regions)",
+                 parse_math=False)
+    fig.colorbar(image, cax=cax, label="weight")
+    fig.savefig(out, dpi=110, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
 
 
@@ -293,6 +319,8 @@ class ClassifyTask(Task):
     """Many-to-one: a name's labels (``train --task classify``)."""
 
     name = "classify"
+    # The training loss and val_loss are both the mean over (name, region) pairs.
+    loss_label = "binary cross-entropy (nats per name-region pair)"
     reads = frozenset({"pooling", "bidirectional", "attention_size", "embedding_dim"})
     resume_keys = ("batch_size",)
     # The BCE is lowest early, while the ranking of (name, region) pairs still improves for

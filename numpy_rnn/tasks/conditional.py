@@ -219,6 +219,7 @@ class ConditionalTask(Task):
     conditional``)."""
 
     name = "conditional"
+    loss_label = "cross-entropy (nats/char)"
     reads = frozenset({"label_dropout", "embedding_dim"})
     resume_keys = ("batch_size", "label_dropout")
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +42,10 @@ __all__ = [
     "PLANTS_SHA256",
     "PLANTS_URL",
     "Corpus",
+    "MAX_NAME_LENGTH",
+    "MAX_VOCAB",
     "DataError",
+    "DataWarning",
     "NameStreamBatcher",
     "StreamBatch",
     "StreamBatcher",
@@ -62,6 +66,7 @@ __all__ = [
 PLANTS_FILENAME = "plants.data"
 PLANTS_URL = "https://raw.githubusercontent.com/Argenni/GUiAO_lab/main/utils/plants.data"
 PLANTS_SHA256 = "db1f8b102e4e557de8fce2349772e2ca085bbb79e1c5c90a00e933b2e2e4d00f"
+PLANTS_SIZE = 1_690_798   # bytes of the file PLANTS_SHA256 is the hash of
 DATA_DIR_ENV = "NUMPY_RNN_DATA_DIR"
 
 # One name in ten goes to validation. Hashing the name (rather than shuffling with a seed) keeps
@@ -71,6 +76,20 @@ _CHUNK_BYTES = 1 << 16
 # Mixed into the seed of ``NameStreamBatcher``'s per-epoch generator, so its draws are not
 # those of any other generator seeded with the run's seed and a step or epoch number.
 _NAME_STREAM_TAG = 0x6E616D65
+
+
+class DataWarning(UserWarning):
+    """A local corpus file is not the one this project knows (``ensure_plants``)."""
+
+
+#: The longest name a corpus of one name per line may hold (plants.data's longest has 65
+#: characters). The name tasks pad each batch to its longest name, so one runaway line would
+#: make every batch it falls in that long: a name of a million characters once grew a
+#: classifier to 23.6 GB before the kernel killed it. Longer names are refused, naming the line.
+MAX_NAME_LENGTH = 1000
+#: The most distinct characters a corpus's vocabulary may have: the embedding and the output
+#: layer have a row per character. A corpus with more is refused, naming the line that passes it.
+MAX_VOCAB = 65536
 
 
 class DataError(RuntimeError):
@@ -334,11 +353,16 @@ def ensure_plants(
     The directory is resolved by ``plants_path``. ``url`` and ``sha256`` default to
     ``PLANTS_URL`` and ``PLANTS_SHA256`` (looked up at call time).
 
-    An existing file is trusted and never re-checked or overwritten: only downloaded bytes are
-    verified, so a user's own copy (or an edited one) is used as it is.
+    An existing file is never overwritten, but it is checked against ``sha256``: one that differs
+    (a truncated copy, an edited one, another corpus under this name) is still used, with a
+    :class:`DataWarning` that gives its size and hash, the expected ones, and what to do. The
+    hash is computed once per process for each (path, size, mtime).
     """
     path = plants_path(data_dir)
     if path.is_file():
+        problem = _local_plants_problem(path, sha256 if sha256 is not None else PLANTS_SHA256)
+        if problem is not None:
+            warnings.warn(problem, DataWarning, stacklevel=2)
         return path
     return download(
         url if url is not None else PLANTS_URL,
@@ -347,6 +371,38 @@ def ensure_plants(
         timeout=timeout,
         progress=progress,
     )
+
+
+# (resolved path, size, mtime in ns) -> sha256 of the file: a local plants.data is hashed
+# once per process, however many times it is loaded.
+_LOCAL_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> tuple[str, int]:
+    """The sha256 hex digest and size of ``path``, cached by (path, size, mtime)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    digest = _LOCAL_HASHES.get(key)
+    if digest is None:
+        hasher = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_CHUNK_BYTES), b""):
+                hasher.update(chunk)
+        digest = _LOCAL_HASHES[key] = hasher.hexdigest()
+    return digest, st.st_size
+
+
+def _local_plants_problem(path: Path, sha256: str) -> str | None:
+    """None when the local ``path`` has the hash ``sha256``; else one line saying how it differs
+    and what to do."""
+    digest, size = _file_sha256(path)
+    if digest == sha256.lower():
+        return None
+    expected = (f"{PLANTS_SIZE:,} bytes, sha256 {sha256.lower()}"
+                if sha256.lower() == PLANTS_SHA256 else f"sha256 {sha256.lower()}")
+    return (f"{path} is not the plants corpus this project knows (size {size:,} bytes, sha256 "
+            f"{digest}; expected {expected}): it is used as it is; delete it to download the "
+            f"known corpus again")
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,42 +465,72 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-def parse_plant_names(text: str) -> list[str]:
+def _check_name(name: str, lineno: int, source: Any) -> None:
+    """``ValueError`` naming ``source``'s line ``lineno`` when ``name`` is over
+    :data:`MAX_NAME_LENGTH` characters."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"{source or 'the corpus'} line {lineno}: a name of {len(name):,} "
+                         f"characters; names are at most {MAX_NAME_LENGTH:,} (MAX_NAME_LENGTH)")
+
+
+def parse_plant_names(text: str, source: Any = None) -> list[str]:
     """The names of a plants.data text: the first comma field of each non-blank line.
 
     Trailing whitespace (a "\\r" line end included) is removed; leading whitespace is KEPT. The
     file writes 49 hybrid genera (e.g. " achnella", "×Achnella" with the "×" lost) with a leading
-    space, and the documented corpus (778,179 characters, data/README.md) keeps it.
+    space, and the documented corpus (778,179 characters, data/README.md) keeps it. A name over
+    :data:`MAX_NAME_LENGTH` characters is a ``ValueError`` naming ``source`` (the file) and its
+    line.
     """
     names = []
-    for line in text.split("\n"):
+    for lineno, line in enumerate(text.split("\n"), 1):
         name = line.split(",", 1)[0].rstrip()
         if name.strip():
+            _check_name(name, lineno, source)
             names.append(name)
     return names
 
 
-def parse_labelled_lines(text: str) -> tuple[list[str], list[tuple[str, ...]]]:
+def parse_labelled_lines(text: str, source: Any = None
+                         ) -> tuple[list[str], list[tuple[str, ...]]]:
     """The names and labels of a ``text,label[,label...]`` file, in file order.
 
     The name is the first comma field with trailing whitespace removed (as
     :func:`parse_plant_names` reads it); the labels are the other fields, stripped, the empty
     ones dropped. A name that appears on several lines gets the union of their labels, at its
-    first line's place. Blank lines are skipped.
+    first line's place. Blank lines are skipped. A name over :data:`MAX_NAME_LENGTH` characters
+    is a ``ValueError`` naming ``source`` (the file) and the line.
     """
     order: list[str] = []
     sets: dict[str, list[str]] = {}
-    for line in text.split("\n"):
+    for lineno, line in enumerate(text.split("\n"), 1):
         fields = line.split(",")
         name = fields[0].rstrip()
         if not name.strip():
             continue
+        _check_name(name, lineno, source)
         codes = [c.strip() for c in fields[1:] if c.strip()]
         if name not in sets:
             order.append(name)
             sets[name] = []
         sets[name].extend(c for c in codes if c not in sets[name])
     return order, [tuple(sets[n]) for n in order]
+
+
+def _check_vocabulary(vocab: Vocabulary, path: Path, names: bool) -> None:
+    """``ValueError`` when ``vocab`` has over :data:`MAX_VOCAB` characters, naming the first line
+    of ``path`` that brings it over (``names``: only each line's name counts, as read)."""
+    if len(vocab) <= MAX_VOCAB:
+        return
+    seen, lineno = {"\n"}, 0
+    for i, line in enumerate(_read_text(path).split("\n"), 1):
+        seen.update(line.split(",", 1)[0].rstrip() if names else line)
+        if len(seen) > MAX_VOCAB:
+            lineno = i
+            break
+    raise ValueError(f"{path} line {lineno}: the vocabulary passes {MAX_VOCAB:,} distinct "
+                     f"characters (MAX_VOCAB) here, {len(vocab):,} in all: the embedding and the "
+                     "output layer have a row per character")
 
 
 def _names_corpus(path: Path, names: list[str], **labelled: Any) -> Corpus:
@@ -454,6 +540,8 @@ def _names_corpus(path: Path, names: list[str], **labelled: Any) -> Corpus:
     train_names = [n for n in names if not is_validation_name(n)]
     val_names = [n for n in names if is_validation_name(n)]
     text = "".join(n + "\n" for n in names)
+    vocab = Vocabulary.from_text(text)
+    _check_vocabulary(vocab, path, names=True)
     return Corpus(
         text=text,
         train_text="".join(n + "\n" for n in train_names),
@@ -461,7 +549,7 @@ def _names_corpus(path: Path, names: list[str], **labelled: Any) -> Corpus:
         names=names,
         train_names=train_names,
         val_names=val_names,
-        vocab=Vocabulary.from_text(text),
+        vocab=vocab,
         source=path,
         **labelled,
     )
@@ -505,7 +593,7 @@ def load_labelled_corpus(
         path = ensure_plants(data_dir, url=url, sha256=sha256, progress=progress)
     else:
         path = Path(source)
-    names, label_sets = parse_labelled_lines(_read_text(path))
+    names, label_sets = parse_labelled_lines(_read_text(path), path)
     if not names:
         raise ValueError(f"corpus file {path} holds no names")
     if not any(label_sets):
@@ -546,10 +634,10 @@ def load_corpus(
     if source == "plants":
         path = ensure_plants(data_dir, url=url, sha256=sha256, progress=progress)
         text = _read_text(path)
-        names = parse_plant_names(text)
+        names = parse_plant_names(text, path)
         if not names:
             raise ValueError(f"corpus file {path} holds no plant names")
-        label_names, label_sets = parse_labelled_lines(text)
+        label_names, label_sets = parse_labelled_lines(text, path)
         if label_names == names:     # every name once: the regions come along
             return _labelled(path, names, label_sets)
         return _names_corpus(path, names)
@@ -557,6 +645,8 @@ def load_corpus(
     path = Path(source)
     text = _read_text(path)
     cut = len(text) - (len(text) + _VAL_MODULUS - 1) // _VAL_MODULUS
+    vocab = Vocabulary.from_text(text)
+    _check_vocabulary(vocab, path, names=False)
     return Corpus(
         text=text,
         train_text=text[:cut],
@@ -564,7 +654,7 @@ def load_corpus(
         names=None,
         train_names=None,
         val_names=None,
-        vocab=Vocabulary.from_text(text),
+        vocab=vocab,
         source=path,
     )
 

@@ -319,6 +319,7 @@ class LanguageModelTask(Task):
     """Many-to-many: predict every next character of a text (``train --task lm``)."""
 
     name = "lm"
+    loss_label = "cross-entropy (nats/char)"
     reads = frozenset({"seq_len", "schedule", "stream_groups", "embedding_dim"})
     resume_keys = ("schedule", "batch_size", "seq_len", "stream_groups")
 

