@@ -47,7 +47,7 @@ from ..tasks import TASKS, get_task
 from ..tasks.base import BatchSource, Predictor, State, Task, tokens_of
 from ..tasks.data import Corpus
 from ..tasks.lm import CELLS, ModelConfig
-from .backend import Backend, OptimConfig, get_backend
+from .backend import Backend, OptimConfig, StepResult, get_backend
 from .checkpoint import (
     BEST_NAME,
     CHECKPOINT_NAME,
@@ -308,10 +308,10 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     """Train (or, with ``config.resume``, continue) a run; returns its :class:`TrainSummary`.
 
     Writes to ``config.out``: ``checkpoint.npz`` (the latest state, every ``eval_every`` steps
-    and at the end), ``best.npz`` (the lowest validation loss so far), ``metrics.jsonl`` (one JSON
-    object per step: ``step``, ``loss``, ``lr``, ``grad_norm``, ``chars_per_s``, plus ``val_loss``
-    and ``val_bpc`` where validation ran, and ``allreduce_s`` with several processes) and
-    ``loss.png``.
+    and at the end), ``best.npz`` (the best value of the task's metric so far),
+    ``metrics.jsonl`` (one JSON object per step: ``step``, ``loss``, ``lr``, ``grad_norm``,
+    ``chars_per_s``, plus the validation metrics where validation ran, and ``allreduce_s``
+    with several processes) and ``loss.png``.
 
     ``log`` receives the progress lines (default: print to stdout, nothing when ``quiet``).
     Raises ``ValueError``/``DataError`` for a bad corpus or option, ``CheckpointError`` for a bad
@@ -319,8 +319,12 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     NaN or infinite (nothing is saved then: the last good checkpoint stays).
 
     One run per output directory: the run holds ``OUT/.lock`` from start to end, and a second
-    run on the same directory is refused at once with :class:`numpy_rnn.rundir.RunLockedError`
-    naming the process that holds it (see :func:`numpy_rnn.rundir.run_lock`).
+    run on the same directory is refused at once with
+    :class:`numpy_rnn.driver.rundir.RunLockedError` naming the process that holds it.
+
+    A stop signal (SIGINT, SIGTERM, SIGHUP) ends the run after its current step, with the
+    checkpoint of that step (:mod:`numpy_rnn.driver.stops`); ``TrainSummary.stop_signal`` says
+    which.
 
     ``config.grad_accum`` K > 1 cuts each step's batch into K micro-batches and takes one step
     on their weighted gradients (:mod:`numpy_rnn.driver.distributed`). Launched by ``mpiexec``
@@ -329,32 +333,381 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
     work starts is raised on process 0 and the others leave quietly
     (:class:`~numpy_rnn.driver.distributed.FollowerExit`).
     """
-    t_start = time.perf_counter()
     engine = get_engine()
-    lead = engine.rank == 0
-    if not lead or (log is None and config.quiet):
-        log = _no_log
-    elif log is None:
-        log = print
+    files = RunFiles(config, log) if engine.rank == 0 else NoFiles()
     try:
         # The stop signals are read between steps from the start: one that arrives while the
         # run sets up stops it before its first step.
-        with contextlib.ExitStack() as stack, deferred_stop() as stop:
-            def start() -> None:
-                _check_launch(config, engine)
-                if lead:
-                    stack.enter_context(run_lock(config.out, log))
-
-            collectively(engine, start)
-            return _train(config, log, t_start, engine, stop)
+        with deferred_stop() as stop_request, files:
+            run = Run.set_up(config, engine, files)
+            return run.train(stop_request)
     except TrainingDiverged:
-        if not lead:      # every process found the same non-finite value: rank 0 reports it
+        if engine.rank != 0:  # every process found the same non-finite value: rank 0 reports it
             raise FollowerExit from None
         raise
 
 
-def _no_log(msg: str) -> None:
-    pass
+class Run:
+    """A training run in progress: the trainer's state and one short method per thing it does.
+
+    What a step depends on, and so what a checkpoint holds (:meth:`state_dict`): the backend's
+    weights and optimizer state, the batch source's state, the dropout generator, the carried
+    recurrent state (the language model's streams) and the best validation so far.
+
+    Under mpiexec or torchrun every process runs every method; the methods marked
+    *collective* talk to the other processes, so every process must call them, in the same
+    order. Process 0 alone writes, through :class:`RunFiles` (the others hold a
+    :class:`NoFiles`, which does nothing).
+    """
+
+    def __init__(self, config: TrainConfig, engine: Engine, files: RunFiles, task: Task,
+                 corpus: Corpus, batches: BatchSource, model_config: ModelConfig,
+                 optim: OptimConfig, backend: Backend) -> None:
+        self.config, self.engine, self.files = config, engine, files
+        self.task, self.corpus, self.batches = task, corpus, batches
+        self.model_config, self.optim, self.backend = model_config, optim, backend
+        self.stepper: PlainStep | SplitStep = (
+            SplitStep(backend, engine, config.grad_accum)
+            if engine.size * config.grad_accum > 1 else PlainStep(backend))
+        self.predictor: Predictor = SplitPredictor(backend, engine) if engine.size > 1 \
+            else backend
+        self.dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every mask
+        self.carried: State | None = None   # the streams' hidden state: this process's rows
+        self.best = Best(task.best_metric, task.higher_is_better)
+        self.step = self.start_step = 0
+        self.resumed = False
+        self.first_loss: float | None = None  # of this process's run: the divergence scale
+        self.last_saved: int | None = None
+        self.chars = 0                       # trained on by this process's steps
+        self.step_time = 0.0                 # seconds in those steps
+        self.timing: dict[str, float] = {}   # the last step's speed (and all-reduce time)
+        self.summary = TrainSummary(out=str(config.out), start_step=0, step=0)
+
+    # -- set up ---------------------------------------------------------------------------------
+
+    @classmethod
+    def set_up(cls, config: TrainConfig, engine: Engine, files: RunFiles) -> Run:
+        """*Collective.* Check the launch and take the lock (process 0); read the corpus and
+        build the backend (every process); process 0 decides where the run starts (the seed's
+        weights, or the checkpoint it resumes) and every process loads that."""
+        def start() -> None:
+            _check_launch(config, engine)
+            files.lock()
+
+        collectively(engine, start)
+        parts = collectively(engine, lambda: _prepare(config, files.checkpoint_path,
+                                                      engine.rank == 0, engine.size))
+        run = cls(config, engine, files, *parts[:-1])
+        _check_same_corpus(engine, config, run.corpus)
+        weights, meta = broadcast_object(engine, parts[-1])   # process 0's start
+        collectively(engine, lambda: run.load_state_dict(weights, meta))
+        files.begin(run.start_step if run.resumed else None)
+        files.log_setup(run.describe())
+        return run
+
+    def describe(self) -> list[str]:
+        """The log's first lines: the corpus, the model, the batches."""
+        c, corpus, vocab = self.config, self.corpus, self.corpus.vocab
+        n_params = sum(int(np.prod(w.shape)) for w in self.backend.state_dict().values())
+        split = ""
+        if self.stepper.micro_batches > 1:
+            micro = c.batch_size // self.stepper.micro_batches
+            each = (f"{c.grad_accum} micro-batch{'es' if c.grad_accum > 1 else ''} of "
+                    f"{micro}")
+            split = (f", each step {self.engine.size} processes x {each}"
+                     if self.engine.size > 1 else f", each step {each}")
+        return [
+            f"corpus {corpus.source}: {len(corpus.train_text):,} training and "
+            f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}"
+            + (f", {len(corpus.labels)} labels" if corpus.labels is not None else ""),
+            f"task {self.task.name}: {c.cell} {c.num_layers} x {c.hidden_size}, "
+            f"{n_params:,} parameters, {c.dtype}, {c.backend} backend on {c.device}",
+            f"training: {self.batches.describe()}{split}, steps {self.start_step + 1}-{c.steps}"
+            + (f" (resumed from {self.files.checkpoint_path})" if self.resumed else "")]
+
+    # -- what a checkpoint holds ----------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """*Collective* (gathers every process's rows of the carried state). The training
+        state a checkpoint's metadata holds under ``"train"``."""
+        carried = self.stepper.full_state(self.carried)
+        return {
+            "config": self.config.to_json(),
+            "backend": self.config.backend,
+            "batches": self.batches.state_dict(),
+            "dropout_rng": self.dropout_rng.bit_generator.state,
+            "carried": list(carried) if carried is not None else None,
+            **self.best.state_dict(),
+            "processes": self.engine.size,
+            "micro_batches": self.stepper.micro_batches,
+        }
+
+    def load_state_dict(self, weights: dict[str, np.ndarray],
+                        meta: dict[str, Any] | None) -> None:
+        """Start from ``weights``, and, resuming, from the checkpoint metadata ``meta`` (None for
+        a new run)."""
+        self.backend.load_state_dict(weights)
+        if meta is None:
+            return
+        path, state = self.files.checkpoint_path, meta["train"]
+        if meta.get("optimizer"):
+            try:
+                self.backend.load_optimizer_state_dict(meta["optimizer"])
+            except (KeyError, TypeError, ValueError) as exc:
+                why = " ".join(str(exc.args[0] if exc.args else exc).split())
+                raise CheckpointError(f"{path}: bad optimizer state ({why})") from exc
+        try:
+            # Saved before the tasks had batch sources of their own: the LM's two keys.
+            self.batches.load_state_dict(state.get("batches") or {
+                "data_rng": state["data_rng"], "batcher": state.get("batcher")})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: bad batching state ({exc})") from exc
+        if state.get("carried") is not None:
+            # The whole run's state (every stream); each process carries its own rows.
+            self.carried = self.stepper.local_state(tuple(
+                np.asarray(s, dtype=self.model_config.dtype) for s in state["carried"]))
+        self.best.load_state_dict(state)
+        self.step = self.start_step = self.last_saved = int(meta["step"])
+        self.summary.start_step = self.summary.step = self.step
+        self.resumed = True
+        if state.get("dropout_rng") is not None:
+            self.dropout_rng.bit_generator.state = state["dropout_rng"]
+        else:
+            # Saved before the driver drew the masks (each backend drew its own, from a state
+            # the other could not read). From here on the masks come from a generator seeded
+            # by (seed, step): deterministic, the same in both backends, but not the masks the
+            # old run would have drawn.
+            self.dropout_rng = np.random.default_rng([self.config.seed, self.step,
+                                                      _DROPOUT_TAG])
+            if self.model_config.dropout > 0 and self.model_config.num_layers > 1:
+                self.files.log(f"note: {path} predates dropout masks drawn by the driver; the "
+                               f"masks of steps {self.step + 1}- come from a new generator, so "
+                               "these losses differ from those the old run would have logged")
+
+    def save(self, step: int, best: bool = False) -> None:
+        """*Collective.* The checkpoint of ``step`` (and ``best.npz``): process 0 writes."""
+        train_state = self.state_dict()
+        self.files.save(lambda: (self.backend.state_dict(), make_meta(
+            self.model_config, self.corpus.vocab, step=step, data=_data_source(self.config.data),
+            backend=self.config.backend, optimizer=self.backend.optimizer_state_dict(),
+            optim_config=self.optim, train=train_state, labels=self.corpus.labels)), best=best)
+        self.last_saved = step
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self, stop_request: StopRequest) -> TrainSummary:
+        """Step to ``config.steps``; every ``eval_every`` steps validate and save; stop early,
+        saved, when any process receives a stop signal."""
+        def received() -> int:
+            return stop_request.signum or 0
+
+        stop = agree_on_stop(self.engine, received())            # collective
+        try:
+            for step in range(self.step + 1, self.config.steps + 1):
+                if stop:
+                    break
+                result, stop = self.take_step(step, received)      # collective: the all-reduce
+                record = self.record(step, result)
+                due = step % self.config.eval_every == 0 or step == self.config.steps
+                if due:
+                    record.update(self.validate(step))             # collective: split rows
+                self.files.write_metrics(record, result.loss, self.chars_per_s)
+                if due:
+                    self.files.say(self.progress_line(step, result.loss))
+                if due or stop:
+                    self.save(step, best=due and self.best.step == step)   # collective
+                if self.config.num_eval_samples and (step % self.config.sample_every == 0
+                                                     or step == self.config.steps):
+                    self.files.say_lines(lambda: self.task.log_samples(
+                        self.backend, self.corpus, self.config, self.step))
+        finally:
+            self.files.finish(self.step > self.start_step, self.task.loss_label)
+        self.engine.barrier()   # collective: nobody leaves before process 0 has written
+        return self.finish(stop)
+
+    def take_step(self, step: int, received: Callable[[], int]) -> tuple[StepResult, int]:
+        """*Collective.* One optimizer step on the next batch; returns its result and the stop
+        signal the processes agree on (0: go on). Raises :class:`TrainingDiverged` on a
+        non-finite loss or gradient."""
+        lr = lr_at(step, self.config)
+        self.backend.set_lr(lr)
+        batch = next(self.batches)
+        # The LM's streams carry the hidden state from one batch to the next; every other
+        # batch starts from zeros.
+        init = None if batch.reset else self.carried
+        B, T = tokens_of(batch.inputs).shape
+        masks = draw_dropout_masks(self.dropout_rng, self.model_config.dropout,
+                                   self.model_config.dropout_mask_shapes(T, B))
+        reduced_before = self.stepper.allreduce_s
+        t0 = time.perf_counter()
+        result, stop = self.stepper(batch, init, masks, received)
+        dt = time.perf_counter() - t0
+        self.step_time += dt
+        self.chars += B * T
+        self.timing = {"chars_per_s": B * T / max(dt, 1e-9)}
+        if self.engine.size > 1:
+            self.timing["allreduce_s"] = self.stepper.allreduce_s - reduced_before
+        if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
+            raise TrainingDiverged(_diverged_message(step, result.loss, result.grad_norm,
+                                                     self.files.checkpoint_path,
+                                                     self.last_saved))
+        self.carried = result.state
+        self.step = step
+        if self.first_loss is None:
+            self.first_loss = result.loss
+        return result, stop
+
+    def record(self, step: int, result: StepResult) -> dict[str, Any]:
+        """The step's line of ``metrics.jsonl`` (and the summary's loss)."""
+        self.summary.step = step
+        self.summary.losses.append(result.loss)
+        return {"step": step, "loss": result.loss, "lr": lr_at(step, self.config),
+                "grad_norm": result.grad_norm, **self.timing}
+
+    def validate(self, step: int) -> dict[str, float]:
+        """*Collective.* The task's validation metrics; updates the best. Raises
+        :class:`TrainingDiverged` for a non-finite validation loss, or one over
+        :data:`DIVERGED_FACTOR` times the run's first training loss."""
+        metrics = self.task.validate(self.predictor, self.corpus)
+        val_loss = metrics["val_loss"]
+        scale = self.first_loss if self.first_loss is not None else math.inf
+        if not math.isfinite(val_loss) or val_loss > DIVERGED_FACTOR * scale:
+            what = ("validation loss" if not math.isfinite(val_loss) else
+                    f"validation loss (over {DIVERGED_FACTOR:g} times the first training loss,"
+                    f" {scale:.4g})")
+            raise TrainingDiverged(_diverged_message(step, val_loss, None,
+                                                     self.files.checkpoint_path,
+                                                     self.last_saved, what=what))
+        self.summary.val_loss, self.summary.val_bpc = val_loss, metrics.get("val_bpc")
+        self.summary.val_metrics = dict(metrics)
+        self.best.offer(metrics, step)
+        return metrics
+
+    @property
+    def chars_per_s(self) -> float:
+        """Characters trained on per second of training steps, so far in this process."""
+        return self.chars / self.step_time if self.step_time > 0 else 0.0
+
+    def progress_line(self, step: int, loss: float) -> str:
+        return (f"step {step}/{self.config.steps}: train loss {loss:.4f}, "
+                f"{self.task.describe_validation(self.summary.val_metrics)}, "
+                f"{self.chars_per_s:,.0f} chars/s")
+
+    def finish(self, stop: int) -> TrainSummary:
+        """The summary, and its last log line."""
+        s = self.summary
+        s.wall_time_s = time.perf_counter() - self.files.t_start
+        s.chars_per_s = self.chars_per_s
+        s.best_val_loss, s.best_step = self.best.value, self.best.step
+        if stop and s.step < self.config.steps:
+            s.stop_signal = stop
+            name = signal.Signals(stop).name
+            self.files.say(f"stopped by {name} after step {s.step}: checkpoint saved to "
+                           f"{self.files.checkpoint_path}; continue with --resume"
+                           if s.step > self.start_step else
+                           f"stopped by {name} before the first step: nothing new to save")
+        elif s.val_loss is not None:
+            self.files.log(f"done: step {s.step}, {self.task.describe_validation(s.val_metrics)}"
+                           f", best {self.best.metric} {s.best_val_loss:.4f} at step "
+                           f"{s.best_step}, {s.chars_per_s:,.0f} chars/s, "
+                           f"{s.wall_time_s:.1f} s")
+        else:
+            self.files.log(f"stopped at step {s.step}")
+        return s
+
+
+class Best:
+    """The best value so far of the task's validation ``metric`` and its step; ``higher``
+    says which way is better (the classifier's average precision: up; losses: down)."""
+
+    def __init__(self, metric: str, higher: bool) -> None:
+        self.metric, self.higher = metric, higher
+        self.value: float | None = None
+        self.step: int | None = None
+
+    def offer(self, metrics: dict[str, float], step: int) -> bool:
+        """Take ``metrics[metric]`` of ``step`` if it beats the best; whether it did."""
+        value = metrics[self.metric]
+        if self.value is not None and not (value > self.value if self.higher
+                                           else value < self.value):
+            return False
+        self.value, self.step = value, step
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        # "best_val_loss": the name of the checkpoint's field, whatever the metric
+        return {"best_val_loss": self.value, "best_step": self.step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        value = state.get("best_val_loss")
+        self.value = float(value) if value is not None else None
+        self.step = state.get("best_step")
+
+
+def _prepare(config: TrainConfig, ckpt_path: Path, lead: bool, processes: int
+             ) -> tuple[Task, Corpus, BatchSource, ModelConfig, OptimConfig, Backend,
+                        _Start | None]:
+    """Every process: the task, its corpus, batches and model, and the backend. Process 0
+    also decides where the run starts: the seed's weights, or the checkpoint it resumes after
+    checking that it continues this run (the others get None, and process 0's start)."""
+    resumed = _previous_run(config, ckpt_path) if lead else None
+    # the task and its data: corpus -> vocabulary (and labels) -> batches -> model
+    task = get_task(config.task)
+    corpus = task.load(config.data)
+    batches = task.batches(config, corpus)
+    model_config = task.model_config(config, corpus)
+    check_training_fits(task, config, corpus, model_config)   # before anything is built
+    optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
+                        weight_decay=config.weight_decay)
+    backend = get_backend(config.backend)(model_config, optim, config.device)
+    start: _Start | None = None
+    if lead and resumed is None:
+        start = task.build(model_config, seed=config.seed).state_dict(), None
+    elif lead:
+        assert resumed is not None
+        weights, meta = resumed
+        state = _check_resume(meta, config, model_config, corpus, ckpt_path)
+        _check_micro_batches(state, config, processes, ckpt_path)
+        if meta["step"] >= config.steps:
+            raise ValueError(f"the checkpoint in {config.out} is already at step "
+                             f"{meta['step']}: pass --steps > {meta['step']} to train further")
+        start = weights, meta
+    return task, corpus, batches, model_config, optim, backend, start
+
+
+def _previous_run(config: TrainConfig, ckpt_path: Path
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """A previous run in OUT: the checkpoint to continue (``resume``), or a refusal to
+    overwrite it by accident."""
+    if config.resume:
+        if not ckpt_path.is_file():
+            raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
+        resumed = load_checkpoint(ckpt_path)
+        if not resumed[1].get("train"):
+            raise CheckpointError(f"cannot resume from {ckpt_path}: it holds no training "
+                                  "state (converted or foreign checkpoint); train a new run "
+                                  "instead")
+        return resumed
+    if ckpt_path.exists() and not config.overwrite:
+        raise ValueError(f"{config.out} already holds a run ({ckpt_path}): pass --resume to "
+                         "continue it or --overwrite to start over")
+    return None
+
+
+def _check_same_corpus(engine: Engine, config: TrainConfig, corpus: Corpus) -> None:
+    """*Collective.* Every process must have read process 0's corpus."""
+    if engine.size == 1:
+        return
+    mine = _fingerprint(corpus)
+    theirs = broadcast_object(engine, mine)
+
+    def same() -> None:
+        if mine != theirs:
+            raise DistributedError(f"process {engine.rank} read another corpus "
+                                   f"({config.data!r}) than process 0: give every process the "
+                                   "same data")
+
+    collectively(engine, same)
 
 
 def _check_launch(config: TrainConfig, engine: Engine) -> None:
@@ -374,301 +727,132 @@ def _check_launch(config: TrainConfig, engine: Engine) -> None:
             f"batch size divisible by {parts}")
 
 
-def _train(config: TrainConfig, log: Callable[[str], None], t_start: float,
-           engine: Engine, stop_request: StopRequest) -> TrainSummary:
-    """The body of :func:`train`, run while (process 0) holding the output directory's lock."""
-    out = Path(config.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    lead = engine.rank == 0
-    processes = engine.size
+# --------------------------------------------------------------------------------------------
+# What process 0 writes: the output directory and the log
+# --------------------------------------------------------------------------------------------
 
-    def prepare() -> tuple[Task, Corpus, BatchSource, ModelConfig, OptimConfig, Backend,
-                           _Start | None]:
-        # -- 0. a previous run in OUT: continue it, or refuse to overwrite it by accident ------
-        resumed: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
-        if lead:
-            if config.resume:
-                if not ckpt_path.is_file():
-                    raise CheckpointError(f"cannot resume: no checkpoint at {ckpt_path}")
-                resumed = load_checkpoint(ckpt_path)
-                if not resumed[1].get("train"):
-                    raise CheckpointError(f"cannot resume from {ckpt_path}: it holds no training "
-                                          "state (converted or foreign checkpoint); train a new "
-                                          "run instead")
-            elif ckpt_path.exists() and not config.overwrite:
-                raise ValueError(f"{out} already holds a run ({ckpt_path}): pass --resume to "
-                                 "continue it or --overwrite to start over")
 
-        # -- 1. the task and its data: corpus -> vocabulary (and labels) -> batches ----------
-        task = get_task(config.task)
-        corpus = task.load(config.data)
-        batches = task.batches(config, corpus)
-        model_config = task.model_config(config, corpus)
-        check_training_fits(task, config, corpus, model_config)   # before anything is built
+class RunFiles:
+    """Process 0's side of a run: the output directory's lock, ``metrics.jsonl``, the
+    checkpoints, ``loss.png``, the log lines and the progress bar. A context manager: the
+    lock and the metrics file are released on exit, however the run ends."""
 
-        # -- 2. the backend; process 0 decides where it starts: the seed or the checkpoint ----
-        optim = OptimConfig(name=config.optimizer, lr=config.lr, clip=config.clip,
-                            weight_decay=config.weight_decay)
-        backend = get_backend(config.backend)(model_config, optim, config.device)
-        start: _Start | None = None
-        if lead and resumed is None:
-            start = task.build(model_config, seed=config.seed).state_dict(), None
-        elif lead:
-            assert resumed is not None
-            weights, meta = resumed
-            state = _check_resume(meta, config, model_config, corpus, ckpt_path)
-            _check_micro_batches(state, config, processes, ckpt_path)
-            if meta["step"] >= config.steps:
-                raise ValueError(f"the checkpoint in {out} is already at step {meta['step']}: "
-                                 f"pass --steps > {meta['step']} to train further")
-            start = weights, meta
-        return task, corpus, batches, model_config, optim, backend, start
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] | None = None) -> None:
+        self.t_start = time.perf_counter()
+        self.config = config
+        self.out = Path(config.out)
+        self.checkpoint_path = self.out / CHECKPOINT_NAME
+        self.log: Callable[[str], None] = (_no_log if log is None and config.quiet
+                                           else log or print)
+        self._stack = contextlib.ExitStack()
+        self._metrics: _MetricsLog | None = None
+        self._bar: Any = None
 
-    task, corpus, batches, model_config, optim, backend, start = collectively(engine, prepare)
-    if processes > 1:
-        mine = _fingerprint(corpus)
-        theirs = broadcast_object(engine, mine)
+    def __enter__(self) -> RunFiles:
+        return self
 
-        def same_corpus() -> None:
-            if mine != theirs:
-                raise DistributedError(f"process {engine.rank} read another corpus "
-                                       f"({config.data!r}) than process 0: give every process "
-                                       "the same data")
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.close()
 
-        collectively(engine, same_corpus)
-    # Every process starts from process 0's weights and optimizer state.
-    start = broadcast_object(engine, start)
-    assert start is not None
+    def lock(self) -> None:
+        """Hold the output directory's lock until the run ends."""
+        self._stack.enter_context(run_lock(self.out, self.log))
 
-    stepper: PlainStep | SplitStep = (SplitStep(backend, engine, config.grad_accum)
-                                      if processes * config.grad_accum > 1
-                                      else PlainStep(backend))
-    predictor: Predictor = SplitPredictor(backend, engine) if processes > 1 else backend
-    dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every dropout mask
+    def begin(self, resumed_at: int | None) -> None:
+        """Open the metrics log (kept up to ``resumed_at`` when resuming) and the progress
+        bar. A new run (with --overwrite) first removes the old one's files rather than leaving
+        its checkpoints beside the new metrics."""
+        if resumed_at is None:
+            for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.out / name).unlink()
+        self._metrics = self._stack.enter_context(
+            _MetricsLog(self.out / METRICS_NAME, keep_through=resumed_at))
+        self._bar = _progress_bar(self.config, resumed_at or 0)
+        if self._bar is not None:
+            self._stack.callback(self._bar.close)
 
-    def apply() -> tuple[State | None, float, int | None, int]:
-        weights, meta = start
-        backend.load_state_dict(weights)
-        if meta is None:
-            return None, math.inf, None, 0
-        nonlocal dropout_rng
-        state = meta["train"]
-        if meta.get("optimizer"):
+    def log_setup(self, lines: list[str]) -> None:
+        for line in lines:
+            self.log(line)
+
+    def say(self, line: str) -> None:
+        """A log line, above the progress bar when there is one."""
+        (self._bar.write if self._bar is not None else self.log)(line)
+
+    def say_lines(self, lines: Callable[[], list[str]]) -> None:
+        """The lines ``lines()`` makes (computed on process 0 only)."""
+        for line in lines():
+            self.say(line)
+
+    def write_metrics(self, record: dict[str, Any], loss: float, chars_per_s: float) -> None:
+        assert self._metrics is not None
+        self._metrics.write(record)
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.3f}", chars_s=f"{chars_per_s:,.0f}",
+                                  refresh=False)
+            self._bar.update(1)
+
+    def save(self, checkpoint: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+             best: bool) -> None:
+        """Write ``checkpoint()`` (weights, metadata) to checkpoint.npz, and best.npz."""
+        weights, meta = checkpoint()
+        save_checkpoint(self.checkpoint_path, weights, meta)
+        if best:
+            save_checkpoint(self.out / BEST_NAME, weights, meta)
+
+    def finish(self, stepped: bool, ylabel: str) -> None:
+        """Close the progress bar; draw the loss curve of the whole run (resumed parts
+        included) when this run took a step."""
+        if self._bar is not None:
+            self._bar.close()
+        if stepped:
             try:
-                backend.load_optimizer_state_dict(meta["optimizer"])
-            except (KeyError, TypeError, ValueError) as exc:
-                why = " ".join(str(exc.args[0] if exc.args else exc).split())
-                raise CheckpointError(f"{ckpt_path}: bad optimizer state ({why})") from exc
-        try:
-            # Saved before the tasks had batch sources of their own: the LM's two keys.
-            batches.load_state_dict(state.get("batches") or {
-                "data_rng": state["data_rng"], "batcher": state.get("batcher")})
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{ckpt_path}: bad batching state ({exc})") from exc
-        carried = None
-        if state.get("carried") is not None:
-            # The whole run's state (every stream); each process carries its own rows.
-            carried = stepper.local_state(tuple(np.asarray(s, dtype=model_config.dtype)
-                                                for s in state["carried"]))
-        best_val = math.inf
-        if state.get("best_val_loss") is not None:
-            # Saved as the task's metric; kept here as "lower is better".
-            best_val = float(state["best_val_loss"]) * (-1 if task.higher_is_better else 1)
-        start_step = int(meta["step"])
-        if state.get("dropout_rng") is not None:
-            dropout_rng.bit_generator.state = state["dropout_rng"]
-        else:
-            # Saved before the driver drew the masks (each backend drew its own, from a state
-            # the other could not read). From here on the masks come from a generator seeded
-            # by (seed, step): deterministic, the same in both backends, but not the masks the
-            # old run would have drawn.
-            dropout_rng = np.random.default_rng([config.seed, start_step, _DROPOUT_TAG])
-            if model_config.dropout > 0 and model_config.num_layers > 1:
-                log(f"note: {ckpt_path} predates dropout masks drawn by the driver; the masks "
-                    f"of steps {start_step + 1}- come from a new generator, so these losses "
-                    "differ from those the old run would have logged")
-        return carried, best_val, state.get("best_step"), start_step
-
-    # carried: the stream schedule's hidden state, this process's rows of it
-    carried, best_val, best_step, start_step = collectively(engine, apply)
-    resumed = start[1] is not None
-
-    n_params = sum(int(np.prod(w.shape)) for w in backend.state_dict().values())
-    vocab = corpus.vocab
-    log(f"corpus {corpus.source}: {len(corpus.train_text):,} training and "
-        f"{len(corpus.val_text):,} validation characters, vocabulary of {len(vocab)}"
-        + (f", {len(corpus.labels)} labels" if corpus.labels is not None else ""))
-    log(f"task {task.name}: {config.cell} {config.num_layers} x {config.hidden_size}, "
-        f"{n_params:,} parameters, {config.dtype}, {config.backend} backend on {config.device}")
-    split = ""
-    if stepper.micro_batches > 1:
-        micro = config.batch_size // stepper.micro_batches
-        each = (f"{config.grad_accum} micro-batch{'es' if config.grad_accum > 1 else ''} of "
-                f"{micro}")
-        split = (f", each step {processes} processes x {each}" if processes > 1
-                 else f", each step {each}")
-    log(f"training: {batches.describe()}{split}, steps {start_step + 1}-{config.steps}"
-        + (f" (resumed from {ckpt_path})" if resumed else ""))
-
-    def checkpoint_meta(step: int, carried_all: State | None) -> dict[str, Any]:
-        train_state = {
-            "config": config.to_json(),
-            "backend": config.backend,
-            "batches": batches.state_dict(),
-            "dropout_rng": dropout_rng.bit_generator.state,
-            "carried": list(carried_all) if carried_all is not None else None,
-            "best_val_loss": (best_val * (-1 if task.higher_is_better else 1)
-                              if math.isfinite(best_val) else None),
-            "best_step": best_step,
-            "processes": processes,
-            "micro_batches": stepper.micro_batches,
-        }
-        return make_meta(model_config, vocab, step=step, data=_data_source(config.data),
-                         backend=config.backend, optimizer=backend.optimizer_state_dict(),
-                         optim_config=optim, train=train_state, labels=corpus.labels)
-
-    def save(step: int, best: bool = False) -> None:
-        """The checkpoint of ``step`` (and best.npz): every process joins in gathering the
-        carried state; process 0 writes."""
-        carried_all = stepper.full_state(carried)
-        if lead:
-            meta = checkpoint_meta(step, carried_all)
-            weights = backend.state_dict()
-            save_checkpoint(ckpt_path, weights, meta)
-            if best:
-                save_checkpoint(out / BEST_NAME, weights, meta)
-
-    if lead and not resumed:
-        # A new run (with --overwrite) replaces the old one's files rather than leaving its
-        # checkpoints beside the new metrics.
-        for name in (CHECKPOINT_NAME, BEST_NAME, PLOT_NAME):
-            with contextlib.suppress(FileNotFoundError):
-                (out / name).unlink()
-    summary = TrainSummary(out=str(out), start_step=start_step, step=start_step)
-    metrics: _MetricsLog | contextlib.nullcontext[None] = (
-        _MetricsLog(out / METRICS_NAME, keep_through=start_step if resumed else None)
-        if lead else contextlib.nullcontext())
-    train_chars, train_time = 0, 0.0
-    last_saved = start_step if resumed else None
-    bar = _progress_bar(config, start_step) if lead else None
-    say = bar.write if bar is not None else log
-    # A signal during the set-up: every process learns of it (collective) and none steps.
-    stop = agree_on_stop(engine, stop_request.signum or 0)
-    first_loss: float | None = None
-    try:
-        with metrics:
-            # -- 3. the loop ------------------------------------------------------------------
-            for step in range(start_step + 1, config.steps + 1):
-                if stop:
-                    break
-                lr = lr_at(step, config)
-                backend.set_lr(lr)
-                batch = next(batches)
-                # The LM's streams carry the hidden state from one batch to the next; every
-                # other batch starts from zeros.
-                init = None if batch.reset else carried
-                Bt, Tt = tokens_of(batch.inputs).shape
-                masks = draw_dropout_masks(dropout_rng, model_config.dropout,
-                                           model_config.dropout_mask_shapes(Tt, Bt))
-                reduced_before = stepper.allreduce_s
-                t0 = time.perf_counter()
-                # stop: a stop signal on any process, agreed by all (one process: this one's)
-                result, stop = stepper(batch, init, masks, lambda: stop_request.signum or 0)
-                dt = time.perf_counter() - t0
-                if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
-                    raise TrainingDiverged(_diverged_message(step, result.loss,
-                                                             result.grad_norm, ckpt_path,
-                                                             last_saved))
-                carried = result.state
-                if first_loss is None:
-                    first_loss = result.loss
-                n_chars = tokens_of(batch.inputs).size
-                train_chars += n_chars
-                train_time += dt
-                summary.step = step
-                summary.losses.append(result.loss)
-                record: dict[str, Any] = {"step": step, "loss": result.loss, "lr": lr,
-                                          "grad_norm": result.grad_norm,
-                                          "chars_per_s": n_chars / max(dt, 1e-9)}
-                if processes > 1:
-                    record["allreduce_s"] = stepper.allreduce_s - reduced_before
-
-                # -- 4. every eval_every steps: validation and a checkpoint -------------------
-                evaluate_now = step % config.eval_every == 0 or step == config.steps
-                if evaluate_now:
-                    val = task.validate(predictor, corpus)
-                    val_loss = val["val_loss"]
-                    if not math.isfinite(val_loss):
-                        raise TrainingDiverged(_diverged_message(step, val_loss, None,
-                                                                 ckpt_path, last_saved,
-                                                                 what="validation loss"))
-                    if val_loss > DIVERGED_FACTOR * first_loss:
-                        raise TrainingDiverged(_diverged_message(
-                            step, val_loss, None, ckpt_path, last_saved,
-                            what=f"validation loss (over {DIVERGED_FACTOR:g} times the first "
-                                 f"training loss, {first_loss:.4g})"))
-                    record.update(val)
-                    summary.val_loss, summary.val_bpc = val_loss, val.get("val_bpc")
-                    summary.val_metrics = dict(val)
-                    # best.npz: the best of the task's own metric (the classifier's micro-AP)
-                    score = val[task.best_metric] * (-1 if task.higher_is_better else 1)
-                    improved = score < best_val
-                    if improved:
-                        best_val, best_step = score, step
-                if isinstance(metrics, _MetricsLog):
-                    metrics.write(record)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{result.loss:.3f}",
-                                    chars_s=f"{train_chars / max(train_time, 1e-9):,.0f}",
-                                    refresh=False)
-                    bar.update(1)
-                if evaluate_now:
-                    say(f"step {step}/{config.steps}: train loss {result.loss:.4f}, "
-                        f"{task.describe_validation(val)}, "
-                        f"{train_chars / max(train_time, 1e-9):,.0f} chars/s")
-                    save(step, best=improved)
-                    last_saved = step
-
-                # -- 5. every sample_every steps: a few names, labelled makemore-style --------
-                if lead and config.num_eval_samples and (step % config.sample_every == 0
-                                                         or step == config.steps):
-                    for line in task.log_samples(backend, corpus, config, step):
-                        say(line)
-
-                if stop and last_saved != step:
-                    save(step)
-                    last_saved = step
-            if stop and summary.step < config.steps:
-                name = signal.Signals(stop).name
-                if summary.step > start_step:
-                    say(f"stopped by {name} after step {summary.step}: checkpoint saved to "
-                        f"{ckpt_path}; continue with --resume")
-                else:
-                    say(f"stopped by {name} before the first step: nothing new to save")
-                summary.stop_signal = stop
-    finally:
-        if bar is not None:
-            bar.close()
-        summary.wall_time_s = time.perf_counter() - t_start
-        summary.chars_per_s = train_chars / train_time if train_time > 0 else 0.0
-        if lead and summary.step > start_step:
-            # -- 6. the loss curve of the whole run (resumed parts included) ------------------
-            try:
-                plot_losses(out / METRICS_NAME, out / PLOT_NAME, log=log, ylabel=task.loss_label)
+                plot_losses(self.out / METRICS_NAME, self.out / PLOT_NAME, log=self.log,
+                            ylabel=ylabel)
             except Exception as exc:  # a plotting problem must not hide the run's own outcome
-                log(f"could not draw the loss curve: {exc}")
-    # Collective: no process leaves before process 0 has written the checkpoint and the plot
-    # (under mpiexec, a process that ends first could have the job torn down mid-write).
-    engine.barrier()
+                self.log(f"could not draw the loss curve: {exc}")
 
-    summary.best_val_loss = (best_val * (-1 if task.higher_is_better else 1)
-                             if math.isfinite(best_val) else None)
-    summary.best_step = best_step
-    log(f"done: step {summary.step}, {task.describe_validation(summary.val_metrics)}, best "
-        f"{task.best_metric} {summary.best_val_loss:.4f} at step {summary.best_step}, "
-        f"{summary.chars_per_s:,.0f} chars/s, {summary.wall_time_s:.1f} s"
-        if summary.val_loss is not None else f"stopped at step {summary.step}")
-    return summary
+
+class NoFiles(RunFiles):
+    """The other processes' side: nothing to write, nothing to say."""
+
+    def __init__(self) -> None:
+        self.t_start = time.perf_counter()
+        self.checkpoint_path = Path(".")     # named in messages only process 0 prints
+        self.log = _no_log
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def lock(self) -> None:
+        pass
+
+    def begin(self, resumed_at: int | None) -> None:
+        pass
+
+    def log_setup(self, lines: list[str]) -> None:
+        pass
+
+    def say(self, line: str) -> None:
+        pass
+
+    def say_lines(self, lines: Callable[[], list[str]]) -> None:
+        pass
+
+    def write_metrics(self, record: dict[str, Any], loss: float, chars_per_s: float) -> None:
+        pass
+
+    def save(self, checkpoint: Callable[[], tuple[dict[str, np.ndarray], dict[str, Any]]],
+             best: bool) -> None:
+        pass
+
+    def finish(self, stepped: bool, ylabel: str) -> None:
+        pass
+
+
+def _no_log(msg: str) -> None:
+    pass
 
 
 def draw_dropout_masks(rng: np.random.Generator, p: float,
