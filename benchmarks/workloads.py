@@ -239,7 +239,7 @@ register(Workload(
 # --------------------------------------------------------------------------------------------
 
 def _charrnn_config(cfg: Config):
-    from numpy_rnn.tasks.lm import ModelConfig
+    from numpy_rnn.tasks.model import ModelConfig
     # The stack's input size is the embedding width (the seed: vocabulary 30, embedding 30).
     return ModelConfig(vocab_size=cfg.vocab, hidden_size=cfg.hidden_size,
                        num_layers=cfg.num_layers, cell=cfg.cell, embedding_dim=cfg.input_size,

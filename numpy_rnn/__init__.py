@@ -15,7 +15,12 @@ Everything a model is composed from is exported here.
 """
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import sys
+import types
+from collections.abc import Sequence
 
 from .nn import (
     GRU,
@@ -65,18 +70,61 @@ __all__ = [
 ]
 
 # The modules' homes before the library, the tasks and the driver had folders of their own:
-# `numpy_rnn.recurrent`, `from numpy_rnn import train`, ... still import, as the same module
-# objects as their new paths.
+# `import numpy_rnn.recurrent`, `from numpy_rnn.train import train`, `numpy_rnn.cli`, ... still
+# work, as the same module objects as their new paths. `import numpy_rnn` loads the library
+# only: an old path is imported when it is first asked for (by `__getattr__` below for an
+# attribute, by `_MovedFinder` for an import statement). `numpy_rnn.gradcheck` stays the
+# function (import the module by name: `import numpy_rnn.gradcheck` binds it nowhere).
 _MOVED = {
     "module": "nn.module", "steps": "nn.steps", "recurrent": "nn.recurrent",
     "cells": "nn.cells", "attention": "nn.attention", "dense": "nn.dense",
     "losses": "nn.losses", "optim": "nn.optim", "gradcheck": "nn.gradcheck",
-    "data": "tasks.data", "model": "tasks.lm", "sampling": "tasks.sampling",
+    "data": "tasks.corpus", "model": "tasks.lm", "sampling": "tasks.sampling",
     "backend": "driver.backend", "checkpoint": "driver.checkpoint", "train": "driver.train",
     "evaluate": "driver.evaluate", "cli": "driver.cli", "rundir": "driver.rundir",
 }
-for _old, _new in _MOVED.items():
-    sys.modules[f"{__name__}.{_old}"] = importlib.import_module(f"{__name__}.{_new}")
-    # `numpy_rnn.gradcheck` stays the function, as before (the module: import it by name).
-    globals().setdefault(_old, sys.modules[f"{__name__}.{_old}"])
-del _old, _new
+
+
+def __getattr__(name: str) -> types.ModuleType:
+    """``numpy_rnn.train`` and the other old paths (:data:`_MOVED`): the module at its new
+    path, imported on first use (PEP 562)."""
+    if name in _MOVED:
+        return importlib.import_module(f"{__name__}.{_MOVED[name]}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Finds ``numpy_rnn.<old>`` for ``import`` statements and loads it as the module at its
+    new path (the same object, not a copy); its code runs once, under its new name."""
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: types.ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        package, _, old = fullname.rpartition(".")
+        if package != __name__ or old not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        old = spec.name.rpartition(".")[2]
+        return importlib.import_module(f"{__name__}.{_MOVED[old]}")
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        """Nothing to run: the module ran when :meth:`create_module` imported it."""
+
+
+if not any(isinstance(finder, _MovedFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedFinder())
+
+
+class _Package(types.ModuleType):
+    """This package's module type: after ``import numpy_rnn.gradcheck`` the import system binds
+    the module to the package's attribute ``gradcheck``; the function keeps the name."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if (name in _MOVED and isinstance(value, types.ModuleType)
+                and not isinstance(self.__dict__.get(name, value), types.ModuleType)):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

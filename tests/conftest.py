@@ -152,3 +152,59 @@ def labelled(tmp_path, monkeypatch):
     monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
     return tmp_path / "data"
+
+
+@pytest.fixture
+def plants(tmp_path, monkeypatch):
+    """A directory with a small plants.data (``helpers.write_plants``), which
+    ``NUMPY_RNN_DATA_DIR`` points at."""
+    from helpers import write_plants
+
+    data_dir = tmp_path / "data"
+    write_plants(data_dir)
+    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
+    return data_dir
+
+
+@pytest.fixture
+def cli_plants(tmp_path, monkeypatch):
+    """The command-line tests' plants.data (``helpers.write_cli_plants``), which
+    ``NUMPY_RNN_DATA_DIR`` points at; training draws no loss plots (~1 s per run)."""
+    from helpers import write_cli_plants
+
+    from numpy_rnn.driver import train as train_mod
+
+    write_cli_plants(tmp_path / "data")
+    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def run(capsys):
+    """``run(*argv) -> (status, stdout, stderr)`` through the command line's ``main``."""
+    from numpy_rnn.driver.cli import main
+
+    def _run(*argv: object) -> tuple[int, str, str]:
+        status = main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+    return _run
+
+
+@pytest.fixture
+def cli(run):
+    """``run``, under the name the task tests use."""
+    return run
+
+
+@pytest.fixture(scope="module")
+def real_corpus():
+    """The real plants corpus (``helpers.REAL_PLANTS``); the test is skipped without it."""
+    from helpers import REAL_PLANTS
+
+    from numpy_rnn.tasks.corpus import load_corpus
+
+    if not REAL_PLANTS.is_file():
+        pytest.skip(f"{REAL_PLANTS} not present")
+    return load_corpus("plants", data_dir=REAL_PLANTS.parent, progress=False)

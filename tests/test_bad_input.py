@@ -15,35 +15,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import TINY, assert_user_error, write_plants
+from helpers import TINY, assert_user_error
 
 import numpy_rnn
 from numpy_rnn._install import install_hint
 from numpy_rnn.driver import backend as backend_mod
-from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.checkpoint import load_checkpoint, save_checkpoint
-from numpy_rnn.driver.cli import main
 from numpy_rnn.driver.rundir import run_lock
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def plants(tmp_path, monkeypatch):
-    write_plants(tmp_path / "data")
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def run(capsys):
-    """``run(*argv) -> (status, stdout, stderr)`` through ``main``."""
-    def _run(*argv: object) -> tuple[int, str, str]:
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return _run
+def plants(cli_plants):
+    return cli_plants
 
 
 @pytest.fixture
@@ -68,7 +53,7 @@ def notebook_pt(plants, tmp_path):
     """A state dict as the notebook saves it: Embedding(V, V) -> LSTM(V, 512, 3) -> Linear."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("torch_ref.notebook")
-    from numpy_rnn.tasks.data import load_corpus
+    from numpy_rnn.tasks.corpus import load_corpus
     V = len(load_corpus("plants").vocab)
     torch.manual_seed(0)
     parts = {"encoder": torch.nn.Embedding(V, V), "lstm": torch.nn.LSTM(V, 512, 3),

@@ -20,8 +20,9 @@ from numpy_rnn.driver.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from numpy_rnn.tasks.data import Vocabulary
-from numpy_rnn.tasks.lm import CharRNN, ModelConfig
+from numpy_rnn.tasks.corpus import Vocabulary
+from numpy_rnn.tasks.lm import CharRNN
+from numpy_rnn.tasks.model import ModelConfig
 
 VOCAB = Vocabulary.from_text("\n abcdefgh")
 CONFIG = ModelConfig(vocab_size=len(VOCAB), hidden_size=8, num_layers=2, cell="lstm",

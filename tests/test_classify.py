@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_losses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from numpy_rnn.driver.checkpoint import backend_from_checkpoint, load_checkpoint
-from numpy_rnn.driver.cli import main
 from numpy_rnn.driver.train import TrainConfig, draw_dropout_masks, resume_config, train
 from numpy_rnn.nn.gradcheck import check_function
 from numpy_rnn.nn.recurrent import scale_dropout_mask
 from numpy_rnn.tasks.classify import Classifier, ClassifierConfig, predict_names
-from numpy_rnn.tasks.data import load_labelled_corpus, parse_labelled_lines
+from numpy_rnn.tasks.corpus import load_labelled_corpus, parse_labelled_lines
 from numpy_rnn.tasks.metrics import (
     average_precision,
     macro_average_precision,
@@ -39,10 +39,6 @@ def tiny(out: Path, **kw) -> TrainConfig:
                 sample_every=25, num_eval_samples=1, dtype="float64", attention_size=6,
                 out=str(out), quiet=True)
     return TrainConfig.for_task("classify", **{**base, **kw})
-
-
-def read_losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,13 +274,7 @@ def test_a_file_without_labels_is_refused_with_one_line(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(capsys):
-    def run(*argv):
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
+
 
 
 @pytest.fixture

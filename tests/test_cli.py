@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import TINY, assert_user_error
 
 from numpy_rnn.driver import backend as backend_mod
 from numpy_rnn.driver import cli as cli_mod
@@ -21,39 +22,11 @@ from numpy_rnn.driver.checkpoint import load_checkpoint
 from numpy_rnn.driver.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["abelia", "abelia grandiflora", "rosa canina", "rosa rugosa", "pinus nigra", "pinus",
-         "acer campestre", "acer", "quercus robur", "salix alba", "betula pendula", "fagus",
-         "tilia cordata", "ulmus minor", "sorbus aucuparia", "prunus avium", "malus", "pyrus"]
-TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-len", "16", "--batch-size", "4",
-        "--eval-every", "5", "--sample-every", "5", "--dtype", "float64", "--quiet"]
-
-
-def write_plants(directory: Path) -> None:
-    """A small plants.data: the names above with made-up suffixes, so there are a few hundred."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lines = [f"{n}{' ' + s if s else ''},fl,nc" for s in ["", "var. alba", "ssp. minor", "x",
-                                                          "nana", "lutea", "major", "rubra",
-                                                          "ssp. nova", "var. bella", "hybrida"]
-             for n in NAMES]
-    (directory / "plants.data").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 @pytest.fixture
-def plants(tmp_path, monkeypatch):
-    write_plants(tmp_path / "data")
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)  # ~1 s per run
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def run(capsys):
-    """``run(*argv) -> (status, stdout, stderr)`` through ``main``."""
-    def _run(*argv: str) -> tuple[int, str, str]:
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return _run
+def plants(cli_plants):
+    return cli_plants
 
 
 @pytest.fixture
@@ -62,15 +35,6 @@ def trained(plants, tmp_path, run):
     status, _, err = run("train", *TINY, "--steps", "10", "--out", out)
     assert status == 0, err
     return out
-
-
-def assert_user_error(status: int, err: str, *fragments: str) -> None:
-    assert status == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    for f in fragments:
-        assert f.lower() in err.lower(), err
 
 
 def _torch_or_skip():
@@ -251,7 +215,7 @@ def test_both_backends_sample_the_same_names_from_a_cli_checkpoint(trained, run)
 
 def test_convert_the_notebooks_weights(plants, tmp_path, run):
     torch = _torch_or_skip()
-    from numpy_rnn.tasks.data import load_corpus
+    from numpy_rnn.tasks.corpus import load_corpus
     V = len(load_corpus("plants").vocab)
     torch.manual_seed(0)
     # The notebook's model: Embedding(V, V) -> LSTM(V, 512, 3) -> Linear(512, V), in float64.

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_losses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from labelled import REGIONS
 
 from numpy_rnn.driver.checkpoint import backend_from_checkpoint, load_checkpoint
-from numpy_rnn.driver.cli import main
 from numpy_rnn.driver.train import TrainConfig, draw_dropout_masks, resume_config, train
 from numpy_rnn.nn.gradcheck import check_function
 from numpy_rnn.nn.recurrent import scale_dropout_mask
@@ -24,7 +24,7 @@ from numpy_rnn.tasks.conditional import (
     conditions_for,
     sample_conditioned,
 )
-from numpy_rnn.tasks.data import load_labelled_corpus
+from numpy_rnn.tasks.corpus import load_labelled_corpus
 
 torch = pytest.importorskip("torch")
 
@@ -40,10 +40,6 @@ def tiny(out: Path, **kw) -> TrainConfig:
     base = dict(hidden_size=8, num_layers=1, batch_size=16, steps=50, eval_every=25,
                 sample_every=25, num_eval_samples=1, dtype="float64", out=str(out), quiet=True)
     return TrainConfig.for_task("conditional", **{**base, **kw})
-
-
-def read_losses(out: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,13 +193,7 @@ def test_sampling_for_a_region_is_the_same_in_both_backends(labelled, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(capsys):
-    def run(*argv):
-        status = main([str(a) for a in argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-    return run
+
 
 
 def test_sample_condition_evaluate_and_the_judge(labelled, tmp_path, cli):

@@ -31,27 +31,25 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
-from test_train import write_plants
 
 from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
 from numpy_rnn.driver.checkpoint import CheckpointError, load_checkpoint
 from numpy_rnn.driver.cli import main as cli_main
 from numpy_rnn.driver.distributed import (
-    IGNORE_INDEX,
     Local,
     SplitStep,
-    batch_axes,
     get_engine,
-    loss_terms,
     row_bounds,
     slice_rows,
 )
 from numpy_rnn.driver.train import TrainConfig, resume_config, train
+from numpy_rnn.nn.losses import IGNORE_INDEX
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.base import Batch
-from numpy_rnn.tasks.data import load_labelled_corpus
-from numpy_rnn.tasks.lm import ModelConfig
+from numpy_rnn.tasks.corpus import load_labelled_corpus
+from numpy_rnn.tasks.lm import LanguageModelTask
+from numpy_rnn.tasks.model import ModelConfig
 
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
@@ -63,14 +61,6 @@ TINY: dict[str, Any] = dict(hidden_size=16, num_layers=2, dropout=0.2, seq_len=1
                             dtype="float64", clip=0.1)
 NAMES: dict[str, Any] = dict(hidden_size=8, num_layers=2, dropout=0.2, batch_size=12, steps=20,
                              eval_every=10, sample_every=10, dtype="float64", clip=0.1)
-
-
-@pytest.fixture
-def plants(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    write_plants(data_dir)
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
-    return data_dir
 
 
 @pytest.fixture(autouse=True)
@@ -172,29 +162,36 @@ def test_row_bounds_cut_like_array_split():
 
 
 def test_loss_terms_count_what_each_loss_averages_over():
-    assert loss_terms(np.zeros((4, 16), dtype=np.int64)) == 64                   # lm: B*T
-    assert loss_terms(np.zeros((4, 7), dtype=np.float32)) == 28                  # classify
+    lm, classify, conditional = (get_task(t) for t in ("lm", "classify", "conditional"))
+    assert lm.loss_terms(np.zeros((4, 16), dtype=np.int64)) == 64                # lm: B*T
+    assert classify.loss_terms(np.zeros((4, 7), dtype=np.float32)) == 28         # classify
     padded = np.array([[3, 1, IGNORE_INDEX], [2, IGNORE_INDEX, IGNORE_INDEX]])
-    assert loss_terms(padded) == 3                                               # conditional
+    assert conditional.loss_terms(padded) == 3                                   # conditional
 
 
-def test_mask_batch_axes_are_found_even_when_T_equals_B():
+def test_mask_batch_axes_come_from_the_task_even_when_T_equals_B():
     lm = ModelConfig(vocab_size=5, hidden_size=3, num_layers=3, dropout=0.5)
-    assert batch_axes(lm, 7, 7) == [1, 1]
+    batch = Batch(np.zeros((7, 7), dtype=np.int64), np.zeros((7, 7), dtype=np.int64))
+    assert get_task("lm").dropout_masks(lm, batch) == [((7, 7, 3), 1), ((7, 7, 3), 1)]
 
-    class PooledDropout(ModelConfig):     # a (B, ...) mask as well: batch axis 0
-        def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
-            return [*super().dropout_mask_shapes(T, B), (B, T)]
+    class PooledDropout(LanguageModelTask):  # a task with a (B, ...) mask as well: axis 0
+        def dropout_masks(self, config, batch):
+            B, T = batch.inputs.shape
+            return [*super().dropout_masks(config, batch), ((B, T), 0)]
 
-    pooled = PooledDropout(vocab_size=5, hidden_size=3, num_layers=2, dropout=0.5)
-    assert batch_axes(pooled, 4, 4) == [1, 0]
-
-    class Weird(ModelConfig):
-        def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
-            return [(T, 3, B)]
-
-    with pytest.raises(ValueError, match="batch axis"):
-        batch_axes(Weird(vocab_size=5, hidden_size=3, num_layers=2, dropout=0.5), 4, 4)
+    pooled = ModelConfig(vocab_size=5, hidden_size=3, num_layers=2, dropout=0.5)
+    four = Batch(np.zeros((4, 4), dtype=np.int64), np.zeros((4, 4), dtype=np.int64))
+    assert [axis for _, axis in PooledDropout().dropout_masks(pooled, four)] == [1, 0]
+    # ... and a split step cuts each mask on its own axis: rows 2:4 of the (B, T) one.
+    backend = NumpyBackend(pooled, OptimConfig())
+    step = SplitStep(backend, Local(), grad_accum=2, task=PooledDropout())
+    seen = []
+    original = backend.compute_gradients
+    backend.compute_gradients = lambda i, t, s, m: (seen.append(m), original(i, t, s, m[:1]))[1]
+    masks = [np.ones((4, 4, 3), bool), np.arange(16).reshape(4, 4) % 2 == 0]
+    step(four, None, masks, lambda: 0)
+    assert [m[1].shape for m in seen] == [(2, 4), (2, 4)]
+    np.testing.assert_array_equal(seen[1][1], masks[1][2:])
 
 
 def test_slice_rows_cuts_every_field_of_a_names_batch(labelled):
@@ -225,7 +222,7 @@ def test_weighting_by_loss_terms_is_what_makes_accumulation_exact(labelled):
         t = batch.targets[lo:hi]
         r = backend.compute_gradients(slice_rows(batch.inputs, lo, hi), t, None)
         parts.append((r.loss, backend.flat_gradients()))
-        counts.append(loss_terms(t))
+        counts.append(task.loss_terms(t))
     assert counts[0] / 5 != counts[1] / 7        # the names differ in length: unequal shares
     n = sum(counts)
     weighted = sum(c / n * g for c, (_, g) in zip(counts, parts))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,7 @@ def test_each_part_depends_only_on_the_parts_below_it(part, forbidden):
 
 @pytest.mark.parametrize("old, new", [
     ("numpy_rnn.recurrent", "numpy_rnn.nn.recurrent"), ("numpy_rnn.steps", "numpy_rnn.nn.steps"),
-    ("numpy_rnn.model", "numpy_rnn.tasks.lm"), ("numpy_rnn.data", "numpy_rnn.tasks.data"),
+    ("numpy_rnn.model", "numpy_rnn.tasks.lm"), ("numpy_rnn.data", "numpy_rnn.tasks.corpus"),
     ("numpy_rnn.train", "numpy_rnn.driver.train"),
     ("numpy_rnn.backend", "numpy_rnn.driver.backend"),
     ("numpy_rnn.checkpoint", "numpy_rnn.driver.checkpoint"),
@@ -63,3 +64,21 @@ def test_the_public_names_stay_where_they_were():
     from numpy_rnn.train import TrainConfig, train  # noqa: F401 - the old spelling works
     assert nr.LSTM is importlib.import_module("numpy_rnn.nn.recurrent").LSTM
     assert callable(nr.gradcheck)                        # the function, not its module
+
+
+def test_the_driver_names_no_task():
+    """A task is one module in numpy_rnn/tasks: the driver spells out no task's name (comments
+    and docstrings included); it reads what it needs from the Task interface."""
+    pattern = re.compile(r"[\"'](lm|classify|conditional|seq2seq)[\"']")
+    hits = [f"{path.name}:{number}: {line.strip()}"
+            for path in sorted((PACKAGE / "driver").glob("*.py"))
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+            if pattern.search(line)]
+    assert not hits, "\n".join(hits)
+
+
+def test_register_task_refuses_a_duplicate_name():
+    from numpy_rnn.tasks import DEFAULT_TASK, TASKS, TaskRegistryError, register_task
+
+    with pytest.raises(TaskRegistryError, match="registered already"):
+        register_task(type(TASKS[DEFAULT_TASK]))

@@ -16,9 +16,10 @@ import pytest
 import numpy_rnn as nr
 from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
-from numpy_rnn.tasks import data, get_task
-from numpy_rnn.tasks.data import Vocabulary
-from numpy_rnn.tasks.lm import CharRNN, ModelConfig
+from numpy_rnn.tasks import corpus, get_task
+from numpy_rnn.tasks.corpus import Vocabulary
+from numpy_rnn.tasks.lm import CharRNN
+from numpy_rnn.tasks.model import ModelConfig
 from numpy_rnn.tasks.sampling import filter_logits, sample
 
 VOCAB = Vocabulary.from_text("\n abcdefghijklmnop")
@@ -221,38 +222,38 @@ def test_text_colours_follow_the_shared_colour_scale_not_each_rows_maximum():
 
 
 def test_a_truncated_local_plants_data_is_named_with_its_size_and_hash(tmp_path, monkeypatch):
-    real = data.plants_path(os.environ.get("NUMPY_RNN_DATA_DIR"))
+    real = corpus.plants_path(os.environ.get("NUMPY_RNN_DATA_DIR"))
     if not real.is_file():
         pytest.skip("the real plants.data is not here")
     body = real.read_bytes()[:1234]
     (tmp_path / "plants.data").write_bytes(body)
-    with pytest.warns(data.DataWarning) as record:
-        assert data.ensure_plants(tmp_path, progress=False) == tmp_path / "plants.data"
+    with pytest.warns(corpus.DataWarning) as record:
+        assert corpus.ensure_plants(tmp_path, progress=False) == tmp_path / "plants.data"
     message = str(record[0].message)
     assert f"size 1,234 bytes, sha256 {hashlib.sha256(body).hexdigest()}" in message
-    assert f"expected {data.PLANTS_SIZE:,} bytes, sha256 {data.PLANTS_SHA256}" in message
+    assert f"expected {corpus.PLANTS_SIZE:,} bytes, sha256 {corpus.PLANTS_SHA256}" in message
     assert str(tmp_path / "plants.data") in message and "delete it" in message
     assert (tmp_path / "plants.data").read_bytes() == body        # never overwritten
     # The real corpus passes, and is hashed once per (path, size, mtime).
     calls = []
-    sha = data.hashlib.sha256
-    monkeypatch.setattr(data.hashlib, "sha256", lambda *a: calls.append(1) or sha(*a))
+    sha = corpus.hashlib.sha256
+    monkeypatch.setattr(corpus.hashlib, "sha256", lambda *a: calls.append(1) or sha(*a))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        data._LOCAL_HASHES.clear()
+        corpus._LOCAL_HASHES.clear()
         for _ in range(3):
-            assert data.ensure_plants(real.parent, progress=False) == real
+            assert corpus.ensure_plants(real.parent, progress=False) == real
     assert len(calls) == 1
 
 
 def test_an_edited_local_plants_data_is_hashed_again(tmp_path):
     path = tmp_path / "plants.data"
     path.write_bytes(b"abelia,fl\n")
-    with pytest.warns(data.DataWarning, match="size 10 bytes"):
-        data.ensure_plants(tmp_path, progress=False)
+    with pytest.warns(corpus.DataWarning, match="size 10 bytes"):
+        corpus.ensure_plants(tmp_path, progress=False)
     path.write_bytes(b"abelia,fl,nc\n")
-    with pytest.warns(data.DataWarning, match="size 13 bytes"):
-        data.ensure_plants(tmp_path, progress=False)
+    with pytest.warns(corpus.DataWarning, match="size 13 bytes"):
+        corpus.ensure_plants(tmp_path, progress=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tests for the memory guard (numpy_rnn.driver.memory, the corpus limits of tasks.data): runs
+"""Tests for the memory guard (numpy_rnn.driver.memory, the corpus limits of tasks.corpus): runs
 that cannot fit are refused before anything is allocated, in one line naming what they need and
 what the machine has; the estimates stay honest against what the layers hold and what a training
 step allocates."""
@@ -31,8 +31,8 @@ from numpy_rnn.nn import GRU, LSTM, RNN, held_for_backward
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.classify import ClassifierConfig
 from numpy_rnn.tasks.conditional import ConditionalConfig
-from numpy_rnn.tasks.data import MAX_NAME_LENGTH, MAX_VOCAB, load_corpus, load_labelled_corpus
-from numpy_rnn.tasks.lm import ModelConfig
+from numpy_rnn.tasks.corpus import MAX_NAME_LENGTH, MAX_VOCAB, load_corpus, load_labelled_corpus
+from numpy_rnn.tasks.model import ModelConfig
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-len", "16", "--batch-size", "4",
         "--eval-every", "5", "--sample-every", "5", "--dtype", "float64", "--quiet"]

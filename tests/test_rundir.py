@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_train import write_plants
+from helpers import write_plants
 
 from numpy_rnn.driver.rundir import LOCK_NAME, RunLockedError, run_lock
 

@@ -15,8 +15,9 @@ from numpy_rnn.driver.checkpoint import (
     make_meta,
     save_checkpoint,
 )
-from numpy_rnn.tasks.data import Corpus, Vocabulary
-from numpy_rnn.tasks.lm import CharRNN, ModelConfig
+from numpy_rnn.tasks.corpus import Corpus, Vocabulary
+from numpy_rnn.tasks.lm import CharRNN
+from numpy_rnn.tasks.model import ModelConfig
 from numpy_rnn.tasks.sampling import draw, filter_logits, label, labels, sample
 
 VOCAB = Vocabulary.from_text("\n abcdefghijklmnop")

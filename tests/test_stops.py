@@ -30,7 +30,6 @@ from test_distributed import (
     losses,
     metrics,
 )
-from test_train import write_plants
 
 from numpy_rnn.driver import stops
 from numpy_rnn.driver.checkpoint import load_checkpoint
@@ -39,14 +38,6 @@ from numpy_rnn.driver.train import resume_config, train
 
 LONG = 100_000            # --steps of a run that only a signal ends
 SEED = random.randrange(2**32)
-
-
-@pytest.fixture
-def plants(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    write_plants(data_dir)
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
-    return data_dir
 
 
 @pytest.fixture

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 
 from numpy_rnn.driver.backend import NumpyBackend, OptimConfig  # noqa: E402
 from numpy_rnn.driver.train import draw_dropout_masks  # noqa: E402
-from numpy_rnn.tasks.data import StreamBatcher, random_windows  # noqa: E402
 from numpy_rnn.tasks.lm import CharRNN as NumpyCharRNN  # noqa: E402
-from numpy_rnn.tasks.lm import ModelConfig  # noqa: E402
+from numpy_rnn.tasks.lm_batches import StreamBatcher, random_windows  # noqa: E402
+from numpy_rnn.tasks.model import ModelConfig  # noqa: E402
 from torch_ref.backend import TorchBackend  # noqa: E402
 from torch_ref.model import CharRNN as TorchCharRNN  # noqa: E402
 from torch_ref.notebook import load_notebook_state  # noqa: E402

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import read_metrics
 
 from numpy_rnn.driver import backend as backend_mod
 from numpy_rnn.driver import train as train_mod
@@ -27,33 +28,9 @@ from numpy_rnn.driver.train import (
     train,
 )
 from numpy_rnn.nn.losses import cross_entropy
-from numpy_rnn.tasks.data import NameStreamBatcher, StreamBatcher, load_corpus, validation_segments
+from numpy_rnn.tasks.corpus import load_corpus
 from numpy_rnn.tasks.lm import CharRNN
-
-SYLLABLES = ["ab", "el", "ia", "ros", "a", "ca", "mo", "lu", "pi", "nus", "ta", "ri", "um", "ve"]
-
-
-def write_plants(directory: Path, n: int = 300, seed: int = 0) -> Path:
-    """A small plants.data: unique made-up names, then comma-separated state codes."""
-    rng = np.random.default_rng(seed)
-    names: list[str] = []
-    while len(names) < n:
-        genus = "".join(rng.choice(SYLLABLES, size=int(rng.integers(2, 4))))
-        name = genus if rng.random() < 0.5 else genus + " " + "".join(rng.choice(SYLLABLES, 2))
-        if name not in names:
-            names.append(name)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "plants.data"
-    path.write_text("".join(f"{n},fl,nc\n" for n in names), encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def plants(tmp_path, monkeypatch):
-    data_dir = tmp_path / "data"
-    write_plants(data_dir)
-    monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data_dir))
-    return data_dir
+from numpy_rnn.tasks.lm_batches import NameStreamBatcher, StreamBatcher, validation_segments
 
 
 @pytest.fixture(autouse=True)
@@ -70,10 +47,6 @@ def tiny(out: Path, **kw) -> TrainConfig:
                 out=str(out), quiet=True)
     base.update(kw)
     return TrainConfig(**base)
-
-
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
-"""The torch backend: the same CharRNN and training step as ``numpy_rnn.backend.NumpyBackend``,
-computed by torch.nn and torch.optim.
+"""The torch backend: every task's model and the training step of
+``numpy_rnn.driver.backend.NumpyBackend``, computed by torch.nn and torch.optim.
 
 Everything crosses the boundary as NumPy arrays, exactly as with the NumPy backend: weights under
 torch's state-dict names, recurrent states ``(L, B, H)`` in the model dtype, optimizer state in
-:meth:`numpy_rnn.optim.Optimizer.state_dict` format keyed by parameter NAME. So a checkpoint
+:meth:`numpy_rnn.nn.optim.Optimizer.state_dict` format keyed by parameter NAME. So a checkpoint
 written by either backend loads into the other, and in float64 the two train along the same
 trajectory to rounding error (tests/test_torch_backend.py).
 
 The optimizers are torch's defaults (``foreach``/``fused`` left at None: the per-parameter loop on
 CPU, the foreach kernels on CUDA; never the fused ones), with the hyperparameters of
-:class:`numpy_rnn.backend.OptimConfig`.
+:class:`numpy_rnn.driver.backend.OptimConfig`.
 """
 
 from __future__ import annotations
@@ -27,15 +27,14 @@ from numpy_rnn.driver.backend import (
     Backend,
     GradResult,
     OptimConfig,
-    StepResult,
     check_dropout_masks,
     make_optimizer,
 )
 from numpy_rnn.driver.distributed import THREAD_VARIABLES, Engine
 from numpy_rnn.nn.recurrent import scale_dropout_mask
 from numpy_rnn.tasks import get_task
-from numpy_rnn.tasks.base import State, tokens_of
-from numpy_rnn.tasks.lm import ModelConfig
+from numpy_rnn.tasks.base import State
+from numpy_rnn.tasks.model import ModelConfig
 
 from .convert import load_numpy_state, to_numpy_state
 from .model import build_model
@@ -222,14 +221,9 @@ class TorchBackend(Backend):
 
     # -- the computations -------------------------------------------------------------------------
 
-    def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
-                   dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)
-        return StepResult(loss, self._clip_and_step(), final)
-
     def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
-        check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
+        check_dropout_masks(self.config, inputs, targets, dropout_masks)
         masks = None
         if dropout_masks:
             # The driver's keep masks, scaled by the same function as the NumPy backend's, so

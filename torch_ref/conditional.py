@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from numpy_rnn.nn.losses import IGNORE_INDEX
 from numpy_rnn.tasks.base import State
 from numpy_rnn.tasks.conditional import ConditionalConfig
 
-from .model import IGNORE_INDEX, CharRNN, TorchState, torch_dtype
+from .model import CharRNN, TorchState, torch_dtype
 
 
 class ConditionalCharRNN(CharRNN):

@@ -8,7 +8,7 @@ has numpy_rnn's parameter names, so one state dict serves both.
 
 :class:`CharRNN`: Embedding ``(V, E)`` -> ``nn.LSTM``/``nn.GRU``/``nn.RNN`` stack of
 ``num_layers`` x ``H`` -> ``nn.Linear(H, V)``, built from the same
-:class:`numpy_rnn.tasks.lm.ModelConfig`. The attribute names (``encoder``, ``rnn``,
+:class:`numpy_rnn.tasks.model.ModelConfig`. The attribute names (``encoder``, ``rnn``,
 ``decoder``) make the state-dict keys identical to numpy_rnn's: ``encoder.weight``,
 ``rnn.weight_ih_l0`` ..., ``decoder.weight``, ``decoder.bias``.
 """
@@ -25,17 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from numpy_rnn.nn.losses import IGNORE_INDEX
+from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.base import State
-from numpy_rnn.tasks.lm import ModelConfig
+from numpy_rnn.tasks.model import ModelConfig
 
 TorchState = tuple[torch.Tensor, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-IGNORE_INDEX = -100  # cross-entropy targets equal to this are skipped (both backends)
-#: The torch model of each task, "module:class" (imported when first asked for).
-MODELS = {"lm": "torch_ref.model:CharRNN", "classify": "torch_ref.classify:Classifier",
-          "conditional": "torch_ref.conditional:ConditionalCharRNN"}
 
 
 def torch_dtype(config: ModelConfig) -> torch.dtype:
@@ -44,8 +42,14 @@ def torch_dtype(config: ModelConfig) -> torch.dtype:
 
 
 def build_model(config: ModelConfig, device: str | torch.device = "cpu") -> TorchTaskModel:
-    """The torch model of ``config``'s task (torch's default weights: load numpy_rnn's)."""
-    module, name = MODELS[config.task].split(":")
+    """The torch model of ``config``'s task (torch's default weights: load numpy_rnn's): the
+    class its task names (``Task.torch_model``, "module:class", imported when first asked
+    for)."""
+    where = get_task(config.task).torch_model
+    if where is None:
+        raise ValueError(f"the {config.task} task has no torch model: train it with the numpy "
+                         "backend")
+    module, name = where.split(":")
     cls: type[TorchTaskModel] = getattr(importlib.import_module(module), name)
     return cls(config, device)
 

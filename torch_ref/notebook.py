@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from numpy_rnn.driver.checkpoint import check_weights
-from numpy_rnn.tasks.lm import CharRNN, ModelConfig
+from numpy_rnn.tasks.lm import CharRNN
+from numpy_rnn.tasks.model import ModelConfig
 
 NOTEBOOK_NUM_LAYERS = 3
 NOTEBOOK_HIDDEN_SIZE = 512

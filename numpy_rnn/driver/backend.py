@@ -3,7 +3,8 @@
 The driver (data, batching, schedule, logging, checkpoints, sampling) is backend-agnostic, and
 so is a backend of the task: it holds the task's model (built from the model config) and does
 only "loss, gradients and optimizer step for this batch and state" (``train_step``) and the
-evaluation calls a task needs (``logits``, ``initial_state``, ``classify``: the
+evaluation calls of its task's model (``infer(name, *args)``: the method ``name`` of the model,
+which each task's NumPy and torch models have under the same names, in evaluation mode; the
 :class:`numpy_rnn.tasks.base.Predictor` protocol). Everything crosses the boundary as NumPy
 arrays: weights (under torch's state-dict names), recurrent states, optimizer state (in
 :class:`numpy_rnn.nn.optim.Optimizer`'s ``state_dict`` format). That is what makes one
@@ -25,8 +26,8 @@ import numpy as np
 from .._install import install_hint
 from ..nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
 from ..tasks import get_task
-from ..tasks.base import State, TaskModel, tokens_of
-from ..tasks.lm import ModelConfig
+from ..tasks.base import Batch, State, TaskModel
+from ..tasks.model import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -100,20 +101,21 @@ class Backend(ABC):
     def set_lr(self, lr: float) -> None:
         """Change the learning rate before the next step (lr schedules)."""
 
-    @abstractmethod
     def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        """One optimizer step on a batch, starting the recurrent stack from ``state`` (None:
-        zeros) in training mode: forward, the task's mean loss, backward, clip to
-        ``optim.clip``, update. For the language model ``inputs`` and ``targets`` are int64
-        ``(B, T)`` (the next character of each input); for the other tasks ``inputs`` is their
-        NamedTuple of arrays (:class:`numpy_rnn.tasks.base.Batch`).
+        """One optimizer step on a batch (:meth:`compute_gradients`, then clip and step),
+        starting the recurrent stack from ``state`` (None: zeros) in training mode: forward,
+        the task's mean loss, backward, clip to ``optim.clip``, update. ``inputs`` and
+        ``targets`` are a batch's (:class:`numpy_rnn.tasks.base.Batch`): token arrays, or the
+        task's NamedTuple of arrays.
 
-        ``dropout_masks``: the keep masks between the recurrent layers, bool
-        ``config.dropout_mask_shapes(T, B)``, drawn by the driver; each backend scales them
+        ``dropout_masks``: the keep masks the task asks for (``Task.dropout_masks``), bool,
+        drawn by the driver; each backend scales them
         with :func:`numpy_rnn.recurrent.scale_dropout_mask` and applies exactly those, so both
         compute the same step. Required when the config has dropout to apply; a backend
         draws no random numbers of its own."""
+        loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)
+        return StepResult(loss, self._clip_and_step(), final)
 
     @abstractmethod
     def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
@@ -136,6 +138,11 @@ class Backend(ABC):
         ``optim.clip`` and take one optimizer step. Returns the global gradient norm before
         clipping."""
 
+    @abstractmethod
+    def _clip_and_step(self) -> float:
+        """Clip the gradients the model holds to ``optim.clip`` and take one optimizer step;
+        returns the global gradient norm before clipping."""
+
     def _method(self, name: str) -> Any:
         """The model's method ``name``, ready to evaluate; a TypeError naming the task where its
         model has none (a classifier has no ``logits``). A backend whose model has a training
@@ -145,32 +152,29 @@ class Backend(ABC):
             raise TypeError(f"a {self.config.task} model has no {name}()")
         return method
 
-    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        """Evaluation mode, no gradients: ``inputs (B, T)`` -> ``logits (B, T, V)`` (float64)
-        and the final states (the language model and the conditional generator)."""
-        result: tuple[np.ndarray, State] = self._method("logits")(inputs, state)
-        return result
+    def infer(self, name: str, *args: Any) -> Any:
+        """Evaluation mode, no gradients: the model's method ``name`` on ``args`` (NumPy arrays
+        and recurrent states in, NumPy out; floating results in float64). Which methods a
+        model has, and where their batch rows are, its task says (``Task.inference``)."""
+        return self._method(name)(*args)
 
-    def initial_state(self, conditions: np.ndarray) -> State:
-        """The conditional generator's initial state for ``conditions (B, R)`` (eval mode)."""
-        result: State = self._method("initial_state")(conditions)
-        return result
-
-    def classify(self, tokens: np.ndarray,
-                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The classifier's logits ``(B, R)`` (float64) and attention weights ``(B, T)`` (None
-        without attention) for padded ``tokens (B, T)`` of ``lengths (B,)`` (eval mode)."""
-        result: tuple[np.ndarray, np.ndarray | None] = self._method("classify")(tokens, lengths)
-        return result
+    def __getattr__(self, name: str) -> Any:
+        # backend.logits(...) for backend.infer("logits", ...): the inference methods of the
+        # task's model (Task.inference) read as the backend's own.
+        if name.startswith("_") or "config" not in self.__dict__ or \
+                name not in get_task(self.config.task).inference:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return lambda *args: self.infer(name, *args)
 
 
-def check_dropout_masks(config: ModelConfig, shape: tuple[int, ...],
+def check_dropout_masks(config: ModelConfig, inputs: Any, targets: np.ndarray,
                         masks: Sequence[np.ndarray] | None) -> None:
-    """Raise ``ValueError`` unless ``masks`` are what a training step on ``inputs`` of
-    ``shape`` ``(B, T)`` needs: exactly ``config.dropout_mask_shapes(T, B)`` (None when that
-    is empty). The driver draws them; a backend never falls back on random draws of its own."""
-    B, T = shape
-    want = config.dropout_mask_shapes(T, B)
+    """Raise ``ValueError`` unless ``masks`` are what a training step on ``inputs`` and
+    ``targets`` needs: exactly the shapes its task asks for (``Task.dropout_masks``; None when
+    there are none). The driver draws them; a backend never falls back on random draws of its
+    own."""
+    batch = Batch(inputs, np.asarray(targets))
+    want = [shape for shape, _ in get_task(config.task).dropout_masks(config, batch)]
     got = [] if masks is None else [np.shape(m) for m in masks]
     if got != want:
         raise ValueError(f"train_step needs the driver's dropout masks: {len(want)} of shape "
@@ -216,14 +220,9 @@ class NumpyBackend(Backend):
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
 
-    def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
-                   dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
-        loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)
-        return StepResult(loss, self._clip_and_step(), final)
-
     def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
-        check_dropout_masks(self.config, np.shape(tokens_of(inputs)), dropout_masks)
+        check_dropout_masks(self.config, inputs, targets, dropout_masks)
         model = self.model
         model.train()
         model.zero_grad()

@@ -5,15 +5,15 @@ A checkpoint is an ``.npz`` archive (no pickle anywhere, so loading one never ru
 * ``param/<name>``           every weight, under torch's state-dict names (``rnn.weight_ih_l0``);
 * ``optim/<param>/<slot>``   the optimizer's arrays (Adam's ``exp_avg``, ``exp_avg_sq``);
 * ``train/...``              other arrays of a training run (the hidden state carried between
-                             stream batches, torch's RNG state);
+                             stream batches);
 * ``meta``                   UTF-8 JSON as a uint8 array: format version, model config,
                              vocabulary, step, optimizer hyperparameters and step counts, the
                              driver's RNG state and batcher position. Inside the JSON an array is
                              written as ``{"__ndarray__": "<key in the archive>"}``.
 
 Everything crosses the backend boundary as NumPy arrays in numpy_rnn's formats
-(:mod:`numpy_rnn.backend`), which is what makes the file independent of the backend that wrote it:
-train in torch, sample in NumPy, and back.
+(:mod:`numpy_rnn.driver.backend`), which is what makes the file independent of the backend that
+wrote it: train in torch, sample in NumPy, and back.
 
 Writes are atomic: the archive goes to a temporary file in the same directory, is fsynced and
 then renamed over the target, so a process killed mid-write leaves the previous checkpoint intact.
@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from ..tasks import get_task
-from ..tasks.data import Vocabulary, fsync_dir
-from ..tasks.lm import ModelConfig
+from ..tasks import LEGACY_TASK, get_task
+from ..tasks.corpus import Vocabulary, fsync_dir
+from ..tasks.model import ModelConfig
 from .backend import Backend, OptimConfig, get_backend
 from .memory import check_fits, estimate_model_bytes
 
@@ -109,9 +109,9 @@ def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
 
 
 def task_of(meta: Mapping[str, Any]) -> str:
-    """The task a checkpoint's model is for ("lm" when not recorded: saved before the others
-    existed)."""
-    task = meta.get("task") or "lm"
+    """The task a checkpoint's model is for (:data:`LEGACY_TASK` when not recorded: saved
+    before the others existed)."""
+    task = meta.get("task") or LEGACY_TASK
     if not isinstance(task, str):
         raise CheckpointError(f"the recorded task must be a name, got {task!r}")
     return task

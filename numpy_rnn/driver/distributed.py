@@ -2,7 +2,7 @@
 
 A step's batch of B rows (sequences, names) is cut into M micro-batches of consecutive rows
 (:func:`row_bounds`). Each micro-batch's gradient is that of the task's mean loss on its rows;
-weighted by its share of the batch's loss terms (:func:`loss_terms`: characters for the
+weighted by its share of the batch's loss terms (the task's ``loss_terms``: characters for the
 language model, (name, label) pairs for the classifier, valid characters for the conditional
 generator) and summed, they give the gradient of the mean over the whole batch, whatever the
 micro-batches' sizes: accumulation computes the plain step, to rounding. The sum is clipped
@@ -35,25 +35,22 @@ import sys
 import time
 import traceback
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .._install import install_hint
-from ..tasks.base import Batch, State, tokens_of
-from ..tasks.lm import ModelConfig
+from ..tasks import get_task
+from ..tasks.base import Batch, Rows, State, Task
+from ..tasks.model import ModelConfig
 from .backend import Backend, StepResult
 from .stops import STOP_SIGNALS
 
-__all__ = ["IGNORE_INDEX", "DistributedError", "Engine", "FollowerExit", "Local", "MPIEngine",
-           "PlainStep", "SplitPredictor", "SplitStep", "agree_on_stop", "batch_axes",
-           "broadcast_object",
-           "collectively", "gather_rows", "get_engine", "launcher", "loss_terms", "row_bounds",
-           "slice_rows"]
+__all__ = ["DistributedError", "Engine", "FollowerExit", "Local", "MPIEngine", "PlainStep",
+           "SplitPredictor", "SplitStep", "agree_on_stop", "broadcast_object", "collectively",
+           "gather_rows", "get_engine", "launcher", "row_bounds", "slice_rows"]
 
-#: The target value a cross-entropy ignores (padding), as torch's ``ignore_index``.
-IGNORE_INDEX = -100
 #: Environment variables that set a thread count: when one is set, the user has chosen.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -338,39 +335,12 @@ def row_bounds(rows: int, parts: int) -> list[int]:
     return bounds
 
 
-def loss_terms(targets: np.ndarray) -> int:
-    """How many terms the task's mean loss on ``targets`` averages over: every entry of
-    float targets (the classifier's ``(B, R)`` labels: B*R), every integer target but the
-    padding :data:`IGNORE_INDEX` (the language model's ``(B, T)``: B*T; the generator's: its
-    valid characters)."""
-    t = np.asarray(targets)
-    if t.dtype.kind in "iu":
-        return int(np.count_nonzero(t != IGNORE_INDEX))
-    return int(t.size)
-
-
 def slice_rows(inputs: Any, lo: int, hi: int) -> Any:
     """Rows ``lo:hi`` of a batch's inputs: the ``(B, T)`` token array, or every field of the
     task's NamedTuple of arrays (tokens, lengths, conditions: each has the B rows first)."""
     if isinstance(inputs, np.ndarray):
         return inputs[lo:hi]
     return type(inputs)(*(np.asarray(field)[lo:hi] for field in inputs))
-
-
-def batch_axes(config: ModelConfig, T: int, B: int) -> list[int]:
-    """The batch axis of each dropout mask of ``config.dropout_mask_shapes(T, B)``: 1 for the
-    time-major ``(T, B, ...)`` masks, 0 for ``(B, ...)`` ones. Found as the one axis that
-    changes with the batch size, so T == B is no ambiguity."""
-    here = config.dropout_mask_shapes(T, B)
-    other = config.dropout_mask_shapes(T, B + 1)
-    axes = []
-    for a, b in zip(here, other):
-        changed = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
-        if len(a) != len(b) or len(changed) != 1 or changed[0] > 1 or a[changed[0]] != B:
-            raise ValueError(f"cannot split the dropout mask of shape {a} by rows: its batch "
-                             "axis must be axis 0 or 1")
-        axes.append(changed[0])
-    return axes
 
 
 def _rows(array: np.ndarray, axis: int, lo: int, hi: int) -> np.ndarray:
@@ -421,8 +391,11 @@ class SplitStep:
     the time spent in the all-reduce (which includes waiting for the slowest process).
     """
 
-    def __init__(self, backend: Backend, engine: Engine, grad_accum: int) -> None:
+    def __init__(self, backend: Backend, engine: Engine, grad_accum: int,
+                 task: Task | None = None) -> None:
         self.backend = backend
+        # the task of the backend's model: the loss terms and dropout masks of its batches
+        self.task = task if task is not None else get_task(backend.config.task)
         self.engine = engine
         self.processes = engine.size
         self.grad_accum = grad_accum
@@ -430,7 +403,6 @@ class SplitStep:
         self.size = backend.flat_gradients().size
         # [the weighted gradients (n), the weighted loss, one slot per stop signal], float64
         self.buffer = np.zeros(self.size + 1 + len(STOP_SIGNALS))
-        self._axes: dict[tuple[int, int], list[int]] = {}
         self.allreduce_s = 0.0
 
     def _mine(self, rows: int) -> tuple[list[int], range]:
@@ -459,17 +431,13 @@ class SplitStep:
     def __call__(self, batch: Batch, state: State | None, masks: Sequence[np.ndarray] | None,
                  stop: Callable[[], int]) -> tuple[StepResult, int]:
         inputs, targets = batch.inputs, np.asarray(batch.targets)
-        B, T = tokens_of(inputs).shape
-        bounds, mine = self._mine(B)
-        counts = [loss_terms(targets[bounds[m]:bounds[m + 1]])
+        bounds, mine = self._mine(len(targets))
+        # each micro-batch's gradient weighs as its share of the loss terms (the task says)
+        counts = [self.task.loss_terms(targets[bounds[m]:bounds[m + 1]])
                   for m in range(self.micro_batches)]
         total = sum(counts)
-        axes = []
-        if masks:
-            key = (T, B)
-            if key not in self._axes:
-                self._axes[key] = batch_axes(self.backend.config, T, B)
-            axes = self._axes[key]
+        axes = ([axis for _, axis in self.task.dropout_masks(self.backend.config, batch)]
+                if masks else [])
         buf, n = self.buffer, self.size
         first = True
         finals: list[State] = []
@@ -516,55 +484,61 @@ class SplitPredictor:
     """A backend whose evaluation calls are split by rows over the processes: each process
     computes its share of the rows (the first ``B % P`` processes one more) and every process
     gets every row back (:func:`gather_rows`), so a task's validation runs unchanged on every
-    process, each doing 1/P of the work, and reaches the same numbers on each. A call with
-    fewer rows than processes runs whole on every process."""
+    process, each doing 1/P of the work, and reaches the same numbers on each. Where a method's
+    rows are, ``rows`` says (the task's :attr:`~numpy_rnn.tasks.base.Task.inference`); a call
+    with fewer rows than processes, or of a method not listed there, runs whole on every
+    process."""
 
-    def __init__(self, backend: Backend, engine: Engine) -> None:
+    def __init__(self, backend: Backend, engine: Engine, rows: Mapping[str, Rows]) -> None:
         self.backend = backend
         self.engine = engine
+        self.rows = rows
 
     @property
     def config(self) -> ModelConfig:
         return self.backend.config
 
-    def _share(self, rows: int) -> tuple[int, int, list[int]] | None:
-        if rows < self.engine.size:
-            return None
-        bounds = row_bounds(rows, self.engine.size)
-        r = self.engine.rank
-        return bounds[r], bounds[r + 1], [bounds[i + 1] - bounds[i]
-                                          for i in range(self.engine.size)]
+    def infer(self, name: str, *args: Any) -> Any:
+        """The backend's ``infer(name, *args)``, each process computing its share of the
+        rows."""
+        rows = self.rows.get(name)
+        batch = None if rows is None else _batch_size(args, rows.args)
+        if rows is None or batch is None or batch < self.engine.size:
+            return self.backend.infer(name, *args)
+        bounds = row_bounds(batch, self.engine.size)
+        lo, hi = bounds[self.engine.rank], bounds[self.engine.rank + 1]
+        counts = [int(c) for c in np.diff(bounds)]
+        mine = [_cut(a, axis, lo, hi) for a, axis in zip(args, rows.args)]
+        result = self.backend.infer(name, *mine)
+        if isinstance(rows.returns, int):
+            return self._join(result, rows.returns, counts)
+        return tuple(self._join(r, axis, counts) for r, axis in zip(result, rows.returns))
 
-    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        """``inputs (B, T)``, state ``(L*D, B, H)`` each -> ``logits (B, T, V)``, final state."""
-        share = self._share(len(inputs))
-        if share is None:
-            return self.backend.logits(inputs, state)
-        lo, hi, counts = share
-        sub = None if state is None else tuple(np.ascontiguousarray(s[:, lo:hi]) for s in state)
-        logits, final = self.backend.logits(np.ascontiguousarray(inputs[lo:hi]), sub)
-        return (gather_rows(self.engine, np.asarray(logits), counts, axis=0),
-                tuple(gather_rows(self.engine, s, counts, axis=1) for s in final))
+    def _join(self, part: Any, axis: int | None, counts: list[int]) -> Any:
+        """Every process's rows of one result, in order (collective)."""
+        if part is None or axis is None:
+            return part
+        if isinstance(part, tuple):          # a recurrent state, or a NamedTuple of arrays
+            joined = [self._join(p, axis, counts) for p in part]
+            return type(part)(*joined) if hasattr(part, "_fields") else tuple(joined)
+        return gather_rows(self.engine, np.asarray(part), counts, axis=axis)
 
-    def initial_state(self, conditions: np.ndarray) -> State:
-        """``conditions (B, R)`` -> the initial state, ``(L, B, H)`` each."""
-        share = self._share(len(conditions))
-        if share is None:
-            return self.backend.initial_state(conditions)
-        lo, hi, counts = share
-        state = self.backend.initial_state(np.ascontiguousarray(conditions[lo:hi]))
-        return tuple(gather_rows(self.engine, s, counts, axis=1) for s in state)
 
-    def classify(self, tokens: np.ndarray,
-                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``tokens (B, T)``, ``lengths (B,)`` -> ``logits (B, R)``, weights ``(B, T)`` or
-        None."""
-        share = self._share(len(tokens))
-        if share is None:
-            return self.backend.classify(tokens, lengths)
-        lo, hi, counts = share
-        logits, weights = self.backend.classify(np.ascontiguousarray(tokens[lo:hi]),
-                                                np.ascontiguousarray(lengths[lo:hi]))
-        return (gather_rows(self.engine, np.asarray(logits), counts, axis=0),
-                None if weights is None
-                else gather_rows(self.engine, np.asarray(weights), counts, axis=0))
+def _batch_size(args: Sequence[Any], axes: Sequence[int | None]) -> int | None:
+    """The number of rows of a call, from its first argument that has them."""
+    for arg, axis in zip(args, axes):
+        if arg is None or axis is None:
+            continue
+        first = arg[0] if isinstance(arg, tuple) else arg
+        return int(np.shape(first)[axis])
+    return None
+
+
+def _cut(arg: Any, axis: int | None, lo: int, hi: int) -> Any:
+    """Rows ``lo:hi`` (on ``axis``) of an argument: an array, a state or a NamedTuple."""
+    if arg is None or axis is None:
+        return arg
+    if isinstance(arg, tuple):
+        parts = [_cut(a, axis, lo, hi) for a in arg]
+        return type(arg)(*parts) if hasattr(arg, "_fields") else tuple(parts)
+    return _rows(np.asarray(arg), axis, lo, hi)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..nn.recurrent import held_for_backward
-from ..tasks.lm import ModelConfig
+from ..tasks.model import ModelConfig
 
 __all__ = [
     "MEMORY_LIMIT_ENV",
@@ -108,14 +108,14 @@ def parameter_count(config: ModelConfig) -> int:
         f_in = E if layer == 0 else D * H
         n += D * (G * H * f_in + G * H * H + 2 * G * H)         # W_ih, W_hh, b_ih, b_hh
     R = int(getattr(config, "num_labels", 0))
-    if config.task == "classify":
+    if config.head == "labels":
         width, A = D * H, int(getattr(config, "attention_size", 0))
         if getattr(config, "pooling", "attention") == "attention":
             n += A * width + A + A                              # proj.weight, proj.bias, score
         n += width * R + R                                      # the decoder to R labels
     else:
         n += H * V + V                                          # the decoder to characters
-        if config.task == "conditional":
+        if config.conditioned:
             n += R * L * H + L * H                              # the condition's Linear
     return n
 
@@ -141,7 +141,7 @@ def _held(config: ModelConfig, B: int, T: int, *, training: bool, masked: bool) 
     rnn = sum(held_for_backward(config.cell, T, B, config.input_size, H, config.num_layers,
                                 config.dtype, bidirectional=D == 2, dropout=dropout,
                                 masked=masked).values())
-    if config.task == "classify":
+    if config.head == "labels":
         # Attention keeps a batch-major copy of the outputs, Z and tanh(Z) (B, T, A); with
         # dropout, the input's mask and the dropped input (T, B, E).
         A = int(getattr(config, "attention_size", 0))
@@ -162,7 +162,7 @@ def _transient(config: ModelConfig, B: int, T: int, *, training: bool) -> int:
     if not training:
         return forward
     widest_in = max(config.input_size, D * H)
-    if config.task == "classify":
+    if config.head == "labels":
         head = n * T * B * (int(getattr(config, "attention_size", 0)) + D * H)
     else:
         head = n * T * B * 3 * config.vocab_size
@@ -311,14 +311,11 @@ def check_fits(estimate: MemoryEstimate, advice: str, available: int | None = No
 def check_training_fits(task: Any, settings: Any, corpus: Any, config: ModelConfig) -> None:
     """Refuse a training run (``settings``, a ``TrainConfig``) whose model and batch cannot fit.
 
-    The language model reads ``(batch_size, seq_len)`` windows; the name tasks pad a batch to
-    its longest name, so the corpus's longest training name (and the newline before it) bounds
-    their ``T``.
+    The largest batch is the task's (:meth:`Task.batch_shape`): ``(batch_size, seq_len)``
+    windows, or names padded to the corpus's longest training name (and the newline before it).
     """
-    names = getattr(corpus, "train_names", None)
-    by_name = task.name != "lm" and bool(names)
-    T = max(map(len, names)) + 1 if by_name and names else settings.seq_len
-    estimate = estimate_training_bytes(config, settings.batch_size, T, masked=by_name)
+    B, T, by_name = task.batch_shape(settings, corpus)
+    estimate = estimate_training_bytes(config, B, T, masked=by_name)
     sizes = "--hidden-size, --num-layers, --embedding-dim"
     check_fits(estimate, f"choose a smaller {sizes} or --batch-size (the batch's names are "
                          f"padded to the longest, {T - 1:,} characters)" if by_name else

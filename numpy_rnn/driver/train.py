@@ -43,10 +43,12 @@ from typing import Any
 import numpy as np
 
 from .._install import install_hint
-from ..tasks import TASKS, get_task
+from ..tasks import DEFAULT_TASK, TASKS, find_task, get_task
 from ..tasks.base import BatchSource, Predictor, State, Task, tokens_of
-from ..tasks.data import Corpus
-from ..tasks.lm import CELLS, ModelConfig
+from ..tasks.classify import POOLINGS
+from ..tasks.corpus import Corpus
+from ..tasks.lm import NOTEBOOK, SCHEDULES
+from ..tasks.model import CELLS, ModelConfig
 from .backend import Backend, OptimConfig, StepResult, get_backend
 from .checkpoint import (
     BEST_NAME,
@@ -83,10 +85,8 @@ __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
-SCHEDULES = ("random", "stream")
 LR_DECAYS = ("none", "cosine", "linear")
 DTYPES = ("float32", "float64")
-POOLINGS = ("attention", "last")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 # Mixed into the seed of the dropout generator, so its draws are not those of any other
 # generator seeded with the run's seed (the batches) or with (seed, step) (the samples).
@@ -131,7 +131,7 @@ class TrainConfig:
     only some tasks read say so; the others ignore them.
     """
 
-    task: str = "lm"
+    task: str = DEFAULT_TASK
     # the model
     cell: str = "lstm"
     hidden_size: int = 256
@@ -184,7 +184,7 @@ class TrainConfig:
             raise ValueError(f"batch_size {self.batch_size} does not split into grad_accum "
                              f"{self.grad_accum} micro-batches of equal size: give a batch "
                              f"size divisible by {self.grad_accum}")
-        if self.task not in TASKS:
+        if find_task(self.task) is None:
             raise ValueError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be attention or last, got {self.pooling!r}")
@@ -233,9 +233,9 @@ class TrainConfig:
                              "checkpoint that overwrite would discard")
 
     @classmethod
-    def for_task(cls, task: str = "lm", **fields: Any) -> TrainConfig:
+    def for_task(cls, task: str = DEFAULT_TASK, **fields: Any) -> TrainConfig:
         """The config of a ``task`` run: its measured recipe (``Task.train_defaults``), then
-        ``fields`` on top. ``TrainConfig.for_task("classify", steps=100)``."""
+        ``fields`` on top. ``TrainConfig.for_task(name, steps=100)``."""
         return cls(**{"task": task, **get_task(task).train_defaults, **fields})
 
     def model_config(self, vocab_size: int) -> ModelConfig:
@@ -249,14 +249,6 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: The original notebook's run, as ``TrainConfig`` fields: Embedding -> 3 x 512 LSTM -> Linear in
-#: float64, one random window of 150 characters per step, Adam at 0.002 with no decay and no
-#: clipping, 700 steps. ``TrainConfig(**NOTEBOOK)``, or ``train --notebook``.
-NOTEBOOK: dict[str, Any] = dict(cell="lstm", hidden_size=512, num_layers=3, embedding_dim=None,
-                                dropout=0.0, dtype="float64", seq_len=150, batch_size=1,
-                                schedule="random",
-                                steps=700, lr=2e-3, lr_decay="none", clip=None,
-                                eval_every=100, sample_every=100)
 
 
 @dataclass
@@ -269,12 +261,19 @@ class TrainSummary:
     val_loss: float | None = None         # the last validation loss (LM: nats/char)
     val_bpc: float | None = None          # the LM's in bits/char
     val_metrics: dict[str, float] = field(default_factory=dict)  # the last validation, all
-    best_val_loss: float | None = None    # the best value of the task's best_metric
-    best_step: int | None = None          # (val_loss for the LM and the generator)
+    best_metric: str = "val_loss"         # the task's metric that chooses best.npz
+    best_value: float | None = None       # its best value (the classifier's: micro-AP)
+    best_step: int | None = None          # the step of the best value
     wall_time_s: float = 0.0              # the whole call, evaluation and checkpoints included
     chars_per_s: float = 0.0              # characters trained on per second of training steps
     stop_signal: int | None = None        # the signal that stopped it early (checkpoint saved)
     losses: list[float] = field(default_factory=list)   # training loss of each step taken
+
+    @property
+    def best_val_loss(self) -> float | None:
+        """The old name of :attr:`best_value` (a loss for the language model and the generator,
+        the micro average precision for the classifier)."""
+        return self.best_value
 
     @property
     def interrupted(self) -> bool:
@@ -367,10 +366,10 @@ class Run:
         self.task, self.corpus, self.batches = task, corpus, batches
         self.model_config, self.optim, self.backend = model_config, optim, backend
         self.stepper: PlainStep | SplitStep = (
-            SplitStep(backend, engine, config.grad_accum)
+            SplitStep(backend, engine, config.grad_accum, task)
             if engine.size * config.grad_accum > 1 else PlainStep(backend))
-        self.predictor: Predictor = SplitPredictor(backend, engine) if engine.size > 1 \
-            else backend
+        self.predictor: Predictor = (SplitPredictor(backend, engine, task.inference)
+                                     if engine.size > 1 else backend)
         self.dropout_rng = np.random.default_rng([config.seed, _DROPOUT_TAG])  # every mask
         self.carried: State | None = None   # the streams' hidden state: this process's rows
         self.best = Best(task.best_metric, task.higher_is_better)
@@ -535,16 +534,16 @@ class Run:
         # The LM's streams carry the hidden state from one batch to the next; every other
         # batch starts from zeros.
         init = None if batch.reset else self.carried
-        B, T = tokens_of(batch.inputs).shape
-        masks = draw_dropout_masks(self.dropout_rng, self.model_config.dropout,
-                                   self.model_config.dropout_mask_shapes(T, B))
+        shapes = [shape for shape, _ in self.task.dropout_masks(self.model_config, batch)]
+        masks = draw_dropout_masks(self.dropout_rng, self.model_config.dropout, shapes)
         reduced_before = self.stepper.allreduce_s
         t0 = time.perf_counter()
         result, stop = self.stepper(batch, init, masks, received)
         dt = time.perf_counter() - t0
         self.step_time += dt
-        self.chars += B * T
-        self.timing = {"chars_per_s": B * T / max(dt, 1e-9)}
+        tokens = tokens_of(batch.inputs).size
+        self.chars += tokens
+        self.timing = {"chars_per_s": tokens / max(dt, 1e-9)}
         if self.engine.size > 1:
             self.timing["allreduce_s"] = self.stepper.allreduce_s - reduced_before
         if not (math.isfinite(result.loss) and math.isfinite(result.grad_norm)):
@@ -598,7 +597,8 @@ class Run:
         s = self.summary
         s.wall_time_s = time.perf_counter() - self.files.t_start
         s.chars_per_s = self.chars_per_s
-        s.best_val_loss, s.best_step = self.best.value, self.best.step
+        s.best_metric, s.best_value, s.best_step = self.best.metric, self.best.value, \
+            self.best.step
         if stop and s.step < self.config.steps:
             s.stop_signal = stop
             name = signal.Signals(stop).name
@@ -608,7 +608,7 @@ class Run:
                            f"stopped by {name} before the first step: nothing new to save")
         elif s.val_loss is not None:
             self.files.log(f"done: step {s.step}, {self.task.describe_validation(s.val_metrics)}"
-                           f", best {self.best.metric} {s.best_val_loss:.4f} at step "
+                           f", best {self.best.metric} {s.best_value:.4f} at step "
                            f"{s.best_step}, {s.chars_per_s:,.0f} chars/s, "
                            f"{s.wall_time_s:.1f} s")
         else:
@@ -635,7 +635,8 @@ class Best:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        # "best_val_loss": the name of the checkpoint's field, whatever the metric
+        # "best_val_loss": the checkpoint's name for the field (kept, so that checkpoints
+        # stay readable both ways), whatever the metric
         return {"best_val_loss": self.value, "best_step": self.step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -905,9 +906,9 @@ def _check_resume(meta: dict[str, Any], config: TrainConfig, model_config: Model
                               + ", ".join(diffs))
     if "batches" not in state and "data_rng" not in state:
         raise CheckpointError(f"{path}: training state lacks the batching state")
-    if config.task == "lm" and config.schedule == "stream" and not (
-            state.get("batches") or {}).get("batcher", state.get("batcher")):
-        raise CheckpointError(f"{path}: training state lacks the stream position")
+    problem = get_task(config.task).training_state_problem(state, config)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return state
 
 

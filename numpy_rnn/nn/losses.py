@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["binary_cross_entropy_with_logits", "cross_entropy", "log_softmax", "softmax"]
+__all__ = ["IGNORE_INDEX", "binary_cross_entropy_with_logits", "cross_entropy", "log_softmax",
+           "softmax"]
+
+#: The target of ``cross_entropy`` that adds no loss and no gradient (a padded step), as
+#: torch's ``ignore_index`` default; both backends and every task use this one.
+IGNORE_INDEX = -100
 
 
 def _float_array(name: str, x: Any) -> np.ndarray:
@@ -50,7 +55,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def cross_entropy(logits: np.ndarray, targets: np.ndarray,
-                  ignore_index: int = -100) -> tuple[float, np.ndarray]:
+                  ignore_index: int = IGNORE_INDEX) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of ``logits`` (N, V) against class ``targets`` (N,), and its gradient.
 
     With ``valid = {i : targets[i] != ignore_index}`` and ``N_valid = |valid|``::

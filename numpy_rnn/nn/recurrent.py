@@ -55,7 +55,7 @@ class DirectionRun:
     states: tuple[np.ndarray, ...]
     cache: Any
     reverse: bool
-    mask: np.ndarray | None       # (T, B, 1) bool, True where t < length
+    valid: np.ndarray | None      # (T, B, 1) bool, True where t < length (not a dropout mask)
 
     def prev(self, j: int) -> np.ndarray:
         """The state each step read, ``(T, B, size_j)``, indexed by time."""
@@ -70,11 +70,11 @@ class DirectionRun:
         return tuple(s[0] if self.reverse else s[-1] for s in self.states)
 
 
-def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarray | None,
+def run_forward(step: Step, p: dict, x: np.ndarray, init: State, valid: np.ndarray | None,
                 reverse: bool) -> DirectionRun:
     """Run ``step`` over the time steps of ``x (T, B, F)`` from the states ``init`` ((B, size)).
 
-    Where ``mask[t, b]`` is False (the sequence has ended, or in the reverse direction has not
+    Where ``valid[t, b]`` is False (the sequence has ended, or in the reverse direction has not
     started yet) the state is carried unchanged, which is how torch runs packed sequences.
     """
     T, B, _ = x.shape
@@ -101,7 +101,7 @@ def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarra
     for s, s0 in zip(states, init):
         s[first] = s0
     run = DirectionRun(x=x, states=states, cache=step.new_cache(T, B, dtype), reverse=reverse,
-                       mask=mask)
+                       valid=valid)
     cache, forward = run.cache, step.forward
     # The states each step reads and writes, as tuples of (B, size) views, built once per call.
     prevs = list(zip(*(run.prev(j) for j in range(len(states)))))
@@ -109,8 +109,8 @@ def run_forward(step: Step, p: dict, x: np.ndarray, init: State, mask: np.ndarra
     with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
         for t in (range(T - 1, -1, -1) if reverse else range(T)):
             forward(p, gx[t], prevs[t], news[t], cache, t)
-            if mask is not None:                  # ended sequences keep their state
-                keep = ~mask[t]
+            if valid is not None:                 # ended sequences keep their state
+                keep = ~valid[t]
                 for sn, sp in zip(news[t], prevs[t]):
                     np.copyto(sn, sp, where=keep)
     return run
@@ -124,7 +124,7 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
     ``dfinal`` the gradients w.r.t. its final states. Adds the parameter gradients into ``g``
     (short names) and returns ``(dx (T, B, F), dinit)``.
     """
-    x, mask = run.x, run.mask
+    x, valid = run.x, run.valid
     T, B, F = x.shape
     GH = p["weight_ih"].shape[0]
     dgx = np.empty((T, B, GH), x.dtype)
@@ -141,13 +141,13 @@ def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarr
         # back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
         dh = dstate[0] + dout[t] if dout is not None else dstate[0]
         dnew = (dh,) + dstate[1:]
-        if mask is None:
+        if valid is None:
             dstate = backward(p, dnew, prevs[t], news[t], cache, t, dgx[t], dgh[t])
         else:
             # Every gradient of a step is linear in dnew, so zeroing the rows of ended sequences
             # makes their contribution to dgx, dgh and the weights exactly 0; their state
             # gradient passes through the step unchanged, as their state did.
-            m = mask[t]
+            m = valid[t]
             dpass = backward(p, tuple(d * m for d in dnew), prevs[t], news[t], cache, t,
                              dgx[t], dgh[t])
             dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
@@ -218,7 +218,7 @@ def held_for_backward(cell: str, seq_len: int, batch: int, input_size: int, hidd
     * ``work``: the LSTM cache's ``(B, H)`` scratch.
     * ``layer_inputs``: the inputs of layers 1..L-1, ``(T, B, D*Ho)`` each, when they are not a
       view of the layer below's states (directions concatenated, steps masked, or dropout).
-    * ``dropout_masks``: ``L-1`` scaled masks ``(T, B, D*Ho)``; ``mask``: the bool ``(T, B, 1)``.
+    * ``dropout_masks``: ``L-1`` scaled masks ``(T, B, D*Ho)``; ``valid``: the bool ``(T, B, 1)``.
 
     ``held_for_backward(...)`` sums to what ``layer._ctx`` holds after forward
     (``benchmarks/memory.py`` measures it); the forward-time peak adds one input projection
@@ -240,7 +240,7 @@ def held_for_backward(cell: str, seq_len: int, batch: int, input_size: int, hidd
         work=n * L * D * B * _WORK_WIDTH[cell] * H,
         layer_inputs=n * copied_inputs * T * B * D * Ho,
         dropout_masks=n * (upper if dropout else 0) * T * B * D * Ho,
-        mask=T * B if masked else 0,
+        valid=T * B if masked else 0,
     )
 
 
@@ -398,10 +398,10 @@ class Recurrent(Module):
             else:
                 s = self._check_state(name + "0", s, shape)
                 init.append(s[:, None, :] if unbatched else s)
-        mask = None
+        valid = None
         if lengths is not None:
             lens = check_lengths(lengths, T, B)
-            mask = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
+            valid = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
         masks = self._dropout_masks(T, B, dropout_masks)  # may raise: nothing changed yet
 
         xt = np.ascontiguousarray(xt)
@@ -412,16 +412,17 @@ class Recurrent(Module):
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 run = run_forward(self.step, self._step_params(k), layer_in,
-                                  tuple(s[k] for s in init), mask, reverse=bool(d))
+                                  tuple(s[k] for s in init), valid, reverse=bool(d))
                 dirs.append(run)
                 for j, s in enumerate(run.final()):
                     per_layer[j].append(s)
-            out = self._layer_output(dirs, mask)
+            out = self._layer_output(dirs, valid)
             runs.append(dirs)
             if layer < self.num_layers - 1 and masks is not None:
                 out = out * masks[layer]         # inverted dropout; h_n was taken before it
             layer_in = out
-        self._ctx = dict(runs=runs, masks=masks, mask=mask, unbatched=unbatched, T=T, B=B)
+        self._ctx = dict(runs=runs, dropout_masks=masks, valid=valid, unbatched=unbatched, T=T,
+                         B=B)
         out = layer_in
         finals = tuple(np.stack(f) for f in per_layer)
         if unbatched:
@@ -430,13 +431,13 @@ class Recurrent(Module):
             out = out.transpose(1, 0, 2)
         return out, finals
 
-    def _layer_output(self, dirs: list[DirectionRun], mask: np.ndarray | None) -> np.ndarray:
+    def _layer_output(self, dirs: list[DirectionRun], valid: np.ndarray | None) -> np.ndarray:
         """Concatenate the directions' emitted ``h`` into ``(T, B, D*Ho)``; 0 at padded steps."""
-        if len(dirs) == 1 and mask is None:
+        if len(dirs) == 1 and valid is None:
             return dirs[0].new(0)                # a view of the state buffer, no copy
         out = np.concatenate([r.new(0) for r in dirs], axis=-1)
-        if mask is not None:
-            out *= mask
+        if valid is not None:
+            out *= valid
         return out
 
     def _dropout_masks(self, T: int, B: int, given: Sequence[np.ndarray] | None
@@ -517,8 +518,8 @@ class Recurrent(Module):
             dy = dout[:, None, :]
         else:
             dy = dout.transpose(1, 0, 2) if self.batch_first else dout
-        if dy is not None and ctx["mask"] is not None:
-            dy = dy * ctx["mask"]                # padded outputs are constants: no gradient
+        if dy is not None and ctx["valid"] is not None:
+            dy = dy * ctx["valid"]               # padded outputs are constants: no gradient
         dinit = [np.empty((L * D, B, s), self.dtype) for s in sizes]
         dx: np.ndarray | None = None
         for layer in range(L - 1, -1, -1):
@@ -531,8 +532,8 @@ class Recurrent(Module):
                 dx = dx_d if dx is None else dx + dx_d   # both directions read the same input
                 for j, s in enumerate(d0):
                     dinit[j][k] = s
-            if layer > 0 and ctx["masks"] is not None:
-                dx *= ctx["masks"][layer - 1]    # the same mask as forward
+            if layer > 0 and ctx["dropout_masks"] is not None:
+                dx *= ctx["dropout_masks"][layer - 1]    # the same mask as forward
             dy = dx
         assert dx is not None                    # the bottom layer's input gradient
         if unbatched:

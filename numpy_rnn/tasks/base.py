@@ -29,13 +29,17 @@ import numpy as np
 from ..nn.module import Module
 
 if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run time
+    from argparse import ArgumentParser, Namespace
+
     from ..driver.train import TrainConfig
-    from .data import Corpus
-    from .lm import ModelConfig
+    from .commands import Command, Option, Services
+    from .corpus import Corpus
+    from .model import ModelConfig
 
 State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
-__all__ = ["Batch", "BatchSource", "Predictor", "State", "Task", "TaskModel", "tokens_of"]
+__all__ = ["Batch", "BatchSource", "Predictor", "Rows", "State", "Task", "TaskModel",
+           "tokens_of"]
 
 
 class Batch(NamedTuple):
@@ -76,21 +80,30 @@ class BatchSource(Protocol):
 
 class Predictor(Protocol):
     """What evaluation, sampling and prediction need from a trained model, whichever backend
-    computes it. Each task uses the methods its model has; the others raise ``TypeError``."""
+    computes it (and however many processes share the work): one call, ``infer``, that runs a
+    method of the task's model, the NumPy or the torch one, which have it under the same name
+    (the methods a task's model offers are its :attr:`Task.inference`)."""
 
-    def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:
-        """Evaluation mode: tokens ``(B, T)`` -> logits ``(B, T, V)`` (float64), final state."""
+    @property
+    def config(self) -> ModelConfig:
+        """The model's config."""
         ...
 
-    def initial_state(self, conditions: np.ndarray) -> State:
-        """The recurrent state a conditional model starts from, for conditions ``(B, R)``."""
+    def infer(self, name: str, *args: Any) -> Any:
+        """Evaluation mode, no gradients: the model's method ``name`` on NumPy ``args``;
+        ``TypeError`` when the model has no such method."""
         ...
 
-    def classify(self, tokens: np.ndarray,
-                 lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Evaluation mode: padded tokens ``(B, T)`` and their lengths -> logits ``(B, R)``
-        (float64) and the attention weights ``(B, T)`` (None without attention)."""
-        ...
+
+class Rows(NamedTuple):
+    """Where an inference method's arguments and results hold their batch rows, so that a
+    call can be split by rows over processes: an axis per argument and per result (0 for an
+    array ``(B, ...)`` or a NamedTuple of them, 1 for a recurrent state, ``(L*D, B, H)`` each;
+    None: not split, the same on every process). ``returns`` is a tuple for a method that
+    returns a tuple of results, or one axis for a method that returns one value (a state)."""
+
+    args: tuple[int | None, ...]
+    returns: tuple[int | None, ...] | int
 
 
 class TaskModel(Module):
@@ -122,11 +135,75 @@ class Task(ABC):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: ``TrainConfig`` fields a resumed run must share with the checkpoint (the batching).
     resume_keys: ClassVar[tuple[str, ...]] = ("batch_size",)
+    #: The evaluation methods of this task's models (NumPy and torch, same names and
+    #: arguments), with where their batch rows are; called through ``Predictor.infer``.
+    inference: ClassVar[dict[str, Rows]] = {}
+    #: The torch twin of this task's model, "module:class" (``torch_ref``'s, or another
+    #: package's), for the torch backend; None: the task trains with the NumPy backend only.
+    torch_model: ClassVar[str | None] = None
     #: The validation metric that chooses ``best.npz``, and whether higher is better.
     best_metric: ClassVar[str] = "val_loss"
     higher_is_better: ClassVar[bool] = False
     #: What the training loss (and ``val_loss``) is, for the y axis of ``loss.png``.
     loss_label: ClassVar[str] = "cross-entropy (nats/char)"
+
+    # -- the command line (numpy_rnn.tasks.commands): flags, defaults, commands --------------
+    #: The article the name is read with in messages ("an lm", "a classify").
+    article: ClassVar[str] = "a"
+    #: What the task learns, in a line, for ``train --task``'s help.
+    summary: ClassVar[str] = ""
+    #: The ``train`` flags of this task's own (fields of :attr:`reads`), shown in ``train
+    #: --task NAME --help`` with this task's defaults; another task's are refused.
+    train_options: ClassVar[tuple[Option, ...]] = ()
+    #: Help texts of common ``train`` flags that read otherwise for this task, by
+    #: ``TrainConfig`` field; ``{default}`` stands for this task's default.
+    flag_help: ClassVar[dict[str, str]] = {}
+    #: What ``evaluate`` measures for this task, and the keys of its ``--json``, for its help.
+    evaluation_help: ClassVar[str] = ""
+    evaluation_json: ClassVar[str] = ""
+    #: The inference commands this task serves (``evaluate`` serves every task).
+    commands: ClassVar[tuple[Command, ...]] = ()
+
+    def add_command_arguments(self, name: str, parser: ArgumentParser) -> None:
+        """Add this task's own flags to command ``name``'s parser (one of :attr:`commands`, or
+        ``evaluate``). A flag of another task's given (not None) is refused for this task's
+        checkpoints."""
+        return None
+
+    def check_command_arguments(self, name: str, args: Namespace, services: Services) -> None:
+        """Refuse (``ValueError``) arguments of command ``name`` that do not fit this task's
+        checkpoint, before anything is computed."""
+        return None
+
+    def run_command(self, name: str, args: Namespace, services: Services) -> int:
+        """Run command ``name`` (one of :attr:`commands`) on this task's checkpoint; returns
+        the exit status."""
+        raise ValueError(f"{self.name} does not serve the command {name}")
+
+    def refusal(self, command: str, path: str, served_by: str) -> str | None:
+        """The one-line error for this task's checkpoint ``path`` given to a ``command`` this
+        task does not serve, ``served_by`` the tasks that do ("an lm or a conditional"); None:
+        the driver's."""
+        return None
+
+    def extend_evaluation(self, args: Namespace, metrics: dict[str, Any],
+                          services: Services) -> list[str]:
+        """What ``evaluate`` adds with this task's flags: entries of ``metrics`` (its JSON),
+        and the lines printed after :meth:`describe_evaluation`."""
+        return []
+
+    # -- training hooks that the driver calls ----------------------------------------------
+
+    def training_state_problem(self, state: dict[str, Any], settings: TrainConfig) -> str | None:
+        """What in a checkpoint's training state keeps it from continuing this task's
+        batches under ``settings`` exactly (say, ``"training state lacks the stream
+        position"``), or None when nothing does."""
+        return None
+
+    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
+        """The largest batch a training step reads, for the memory guard: rows, time steps,
+        and whether the rows are padded sequences run with their lengths."""
+        return settings.batch_size, settings.seq_len, False
 
     @abstractmethod
     def config_class(self) -> type[ModelConfig]:
@@ -152,6 +229,21 @@ class Task(ABC):
     def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
         """The validation metrics: ``val_loss`` always, and :attr:`best_metric` (which chooses
         the best checkpoint)."""
+
+    def loss_terms(self, targets: np.ndarray) -> int:
+        """How many terms the task's mean loss over ``targets`` (some rows of a batch's)
+        averages: the weight of those rows' gradient when a step's batch is cut into
+        micro-batches (gradient accumulation, data parallel). Default: every entry."""
+        return int(np.size(targets))
+
+    def dropout_masks(self, config: ModelConfig, batch: Batch
+                      ) -> list[tuple[tuple[int, ...], int]]:
+        """The keep masks a training step on ``batch`` needs, each as ``(shape, axis)``, the
+        axis that holds the batch's rows (so a micro-batch gets its rows of each mask).
+        Default: the model config's masks for the batch's tokens ``(B, T)``, time-major
+        ``(T, B, ...)``: rows on axis 1."""
+        B, T = tokens_of(batch.inputs).shape
+        return [(shape, 1) for shape in config.dropout_mask_shapes(T, B)]
 
     def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
                     step: int) -> list[str]:

@@ -22,6 +22,9 @@ Parameter names, as torch gives the same model (``torch_ref.classify.Classifier`
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +37,16 @@ from ..nn.attention import AttentionPooling
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import binary_cross_entropy_with_logits
 from ..nn.recurrent import Recurrent, scale_dropout_mask
-from .base import Batch, Predictor, State, Task, TaskModel
-from .data import Corpus, Vocabulary, load_labelled_corpus
-from .lm import ModelConfig, expose, make_rnn
+from .base import Batch, Predictor, Rows, State, Task, TaskModel
+from .commands import PREDICT, Option, Services, positive_int, read_names
+from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .metrics import label_average_precisions, micro_average_precision
-from .names import NameBatches, pad
+from .model import ModelConfig, expose, make_rnn
+from .names import NameBatches, pad, padded_batch_shape
 
 if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
     from ..driver.train import TrainConfig
 
 __all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyTask",
@@ -51,6 +57,7 @@ POOLINGS = ("attention", "last")
 #: the README discusses); a corpus without them reports its five most frequent labels.
 REPORTED_LABELS = ("hi", "ak", "pr", "ca", "fl")
 EVAL_BATCH = 512
+MAX_PLOT_ROWS = 60   # predict --plot: one row per name, readable up to about this many
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class ClassifierConfig(ModelConfig):
     directions and the pooling."""
 
     task: ClassVar[str] = "classify"
+    head: ClassVar[str] = "labels"
 
     num_labels: int = 1
     bidirectional: bool = True
@@ -239,7 +247,7 @@ def predict_names(model: Predictor, vocab: Vocabulary, names: Sequence[str]
     for start in range(0, len(order), EVAL_BATCH):
         idx = order[start:start + EVAL_BATCH]
         tokens, lengths = pad([encoded[i] for i in idx])
-        logits, w = model.classify(tokens, lengths)
+        logits, w = model.infer("classify", tokens, lengths)
         if probs.shape[1] == 0:
             probs = np.zeros((len(names), logits.shape[1]))
         probs[idx] = _sigmoid(logits)
@@ -315,14 +323,80 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# The command line: the classifier's train flags and predict
+# --------------------------------------------------------------------------------------------
+
+CLASSIFY_OPTIONS = (
+    Option("--pooling", kwargs=dict(choices=POOLINGS),
+           help="attention (learned weights over the characters, drawn by predict --plot) or "
+                "last (the final states of both directions) (default: {default})"),
+    Option("--bidirectional", kwargs=dict(action=argparse.BooleanOptionalAction),
+           help="read each name in both directions (default: {default})"),
+    Option("--attention-size", kwargs=dict(type=positive_int),
+           help="hidden width of the attention's scoring layer (default: {default})"),
+)
+
+
+def predict(args: Namespace, services: Services) -> int:
+    """``predict``: each name with its most likely labels (or all, as JSON), and with
+    ``--plot`` the attention over its characters."""
+    names = read_names(args.names)
+    if args.plot is not None and len(names) > MAX_PLOT_ROWS:
+        raise ValueError(f"--plot draws a row per name: give at most {MAX_PLOT_ROWS} names, "
+                         f"got {len(names)}")
+    model, meta = services.load(args.checkpoint, args)
+    codes = services.labels_of(meta) or ()
+    probs, weights = predict_names(model, services.vocab_of(meta), names)  # checks every name
+    if args.plot is not None:
+        if any(w is None for w in weights):
+            raise ValueError("this classifier pools the last states: it has no attention to "
+                             "draw (train it with --pooling attention)")
+        services.atomic_write(Path(args.plot), "wb",
+                              lambda f: plot_attention(names, weights, probs, codes, f,
+                                                       top=args.top))
+    for name, row in zip(names, probs):
+        if args.json:
+            print(json.dumps({"name": name, "probabilities":
+                              {c: float(p) for c, p in zip(codes, row)}}))
+        else:
+            top = np.argsort(-row, kind="stable")[:args.top]
+            print(name + "\t" + "  ".join(f"{codes[j]} {row[j]:.3f}" for j in top))
+    if args.plot is not None:
+        print(f"attention of {len(names)} names drawn in {args.plot}", file=sys.stderr)
+    return 0
+
+
 class ClassifyTask(Task):
     """Many-to-one: a name's labels (``train --task classify``)."""
 
     name = "classify"
+    torch_model = "torch_ref.classify:Classifier"
     # The training loss and val_loss are both the mean over (name, region) pairs.
     loss_label = "binary cross-entropy (nats per name-region pair)"
+    # classify(tokens (B, T), lengths (B,)) -> (logits (B, R), attention (B, T) or None)
+    inference: ClassVar[dict[str, Rows]] = {"classify": Rows((0, 0), (0, 0))}
     reads = frozenset({"pooling", "bidirectional", "attention_size", "embedding_dim"})
     resume_keys = ("batch_size",)
+    summary = "a name -> the labels after it (many-to-one)"
+    evaluation_help = ("mean binary cross-entropy, micro and macro average precision and a few "
+                       "regions' AP")
+    evaluation_json = '{"val_loss", "micro_ap", "macro_ap", "ap_hi", ...}'
+    train_options = CLASSIFY_OPTIONS
+    flag_help: ClassVar[dict[str, str]] = {
+        "batch_size": "names per step, each padded to the longest of its batch "
+                      "(default: {default})",
+        "dropout": "dropout on the embedded characters the stack reads and between its "
+                   "layers, in [0, 1) (default: {default})",
+        "eval_every": "measure the validation metrics (the best checkpoint keeps the best "
+                      "micro-AP) and save a checkpoint every N steps (and at the last) "
+                      "(default: {default})",
+        "sample_every": "print a few validation names with their predicted labels every N "
+                        "steps (and at the last) (default: {default})",
+        "data": "'plants' for the plant-name corpus with the regions where each grows, or the "
+                "path of a UTF-8 file of 'name,label[,label...]' lines (default: {default})",
+    }
+    commands = (PREDICT,)
     # The BCE is lowest early, while the ranking of (name, region) pairs still improves for
     # thousands of steps (measured, README): best.npz keeps the best micro-AP, the target.
     best_metric = "micro_ap"
@@ -336,6 +410,32 @@ class ClassifyTask(Task):
 
     def config_class(self) -> type[ModelConfig]:
         return ClassifierConfig
+
+    def add_command_arguments(self, name: str, parser: ArgumentParser) -> None:
+        if name != PREDICT.name:
+            return
+        parser.add_argument("--top", type=positive_int, default=5,
+                            help="how many of the most likely labels to print per name "
+                                 "(default: 5)")
+        parser.add_argument("--json", action="store_true",
+                            help='one JSON object per line instead: {"name": ..., '
+                                 '"probabilities": {code: p, ...}} with every label')
+        parser.add_argument("--plot", default=None, metavar="FILE.png",
+                            help="also draw the attention weights over the characters of the "
+                                 "names, a row per name, into this PNG (attention pooling "
+                                 f"only, at most {MAX_PLOT_ROWS} names)")
+
+    def run_command(self, name: str, args: Namespace, services: Services) -> int:
+        return predict(args, services)
+
+    def refusal(self, command: str, path: str, served_by: str) -> str | None:
+        if command != "sample":
+            return None
+        return (f"{path} is a classifier: it reads names and writes labels, it cannot sample; "
+                f"use predict (or sample from {served_by} checkpoint)")
+
+    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
+        return padded_batch_shape(settings.batch_size, corpus.train_names, settings.seq_len)
 
     def load(self, data: str) -> Corpus:
         return load_labelled_corpus(data)

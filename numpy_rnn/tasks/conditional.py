@@ -29,22 +29,33 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import numpy as np
 
 from ..nn.dense import Linear
-from ..nn.losses import cross_entropy, log_softmax
+from ..nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ..nn.recurrent import Recurrent
-from .base import Batch, Predictor, State, Task
-from .data import Corpus, load_labelled_corpus
-from .lm import CharRNN, ModelConfig, expose
-from .names import NameBatches, pad
+from .base import Batch, Predictor, Rows, State, Task
+from .commands import (
+    SAMPLE,
+    Option,
+    Services,
+    dropout_rate,
+    nonnegative_int,
+    positive_int,
+    run_sample,
+)
+from .corpus import Corpus, load_labelled_corpus
+from .lm import CharRNN
+from .model import ModelConfig, expose
+from .names import NameBatches, pad, padded_batch_shape
 from .sampling import labels as name_labels
 from .sampling import sample
 
 if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
     from ..driver.train import TrainConfig
 
 __all__ = ["JUDGED_LABELS", "ConditionalCharRNN", "ConditionalConfig", "ConditionalInputs",
            "ConditionalTask", "conditions_for", "judge", "sample_conditioned"]
 
-IGNORE_INDEX = -100      # padded targets: no loss, no gradient (as torch's cross-entropy)
 EVAL_BATCH = 512
 #: The regions the README's classifier-judge table is about.
 JUDGED_LABELS = ("hi", "ak", "pr", "fl", "ca")
@@ -58,6 +69,7 @@ class ConditionalConfig(ModelConfig):
     labels the condition vector has."""
 
     task: ClassVar[str] = "conditional"
+    conditioned: ClassVar[bool] = True
 
     num_labels: int = 1
 
@@ -164,7 +176,7 @@ def sample_conditioned(model: Predictor, corpus_vocab: Any, labels: Sequence[str
                        dtype: Any, **options: Any) -> list[str]:
     """``num_samples`` names generated for the regions ``codes`` (none: no region given), with
     the language model's sampling options (temperature, top-k, top-p, prime, max_length)."""
-    state = model.initial_state(conditions_for(codes, labels, dtype))
+    state = model.infer("initial_state", conditions_for(codes, labels, dtype))
     return sample(model, corpus_vocab, num_samples, rng, state=state, stop_at_newline=True,
                   **options)
 
@@ -219,17 +231,97 @@ class ConditionalTask(Task):
     conditional``)."""
 
     name = "conditional"
+    torch_model = "torch_ref.conditional:ConditionalCharRNN"
     loss_label = "cross-entropy (nats/char)"
+    # initial_state(conditions (B, R)) -> state; logits as the language model's
+    inference: ClassVar[dict[str, Rows]] = {"initial_state": Rows((0,), 1),
+                                            "logits": Rows((0, 1), (0, 1))}
     reads = frozenset({"label_dropout", "embedding_dim"})
     resume_keys = ("batch_size", "label_dropout")
+    summary = "labels -> a name (one-to-many)"
+    evaluation_help = "nats per character with the true regions and with none"
+    evaluation_json = '{"val_loss", "val_loss_no_labels", ...}'
+    train_options = (
+        Option("--label-dropout", group="data and batching", kwargs=dict(type=dropout_rate),
+               help="the share of training names shown with no labels each epoch, so the "
+                    "model also generates with none given, in [0, 1) (default: {default})"),
+    )
+    flag_help: ClassVar[dict[str, str]] = {
+        "batch_size": "names per step, each padded to the longest of its batch "
+                      "(default: {default})",
+    }
+    commands = (SAMPLE,)
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
     train_defaults: ClassVar[dict[str, Any]] = dict(
         hidden_size=256, num_layers=2, dropout=0.1, dtype="float32", batch_size=64,
         steps=10000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=10000,
         eval_every=1000, sample_every=2000, num_eval_samples=4)
 
+
+    def loss_terms(self, targets: np.ndarray) -> int:
+        """The valid characters: the mean cross-entropy skips the padding."""
+        return int(np.count_nonzero(np.asarray(targets) != IGNORE_INDEX))
     def config_class(self) -> type[ModelConfig]:
         return ConditionalConfig
+
+    def add_command_arguments(self, name: str, parser: ArgumentParser) -> None:
+        if name == SAMPLE.name:
+            parser.add_argument("--condition", default=None, metavar="CODES",
+                                help="conditional models: the regions to generate names for, "
+                                     "as the corpus spells them, comma-separated (hi, or "
+                                     "ca,or,wa); without it the model generates with no region "
+                                     "given")
+        elif name == "evaluate":
+            parser.add_argument("--judge", default=None, metavar="CLASSIFIER.npz",
+                                help="conditional models: let this classify checkpoint judge "
+                                     "the names generated for hi, ak, pr, fl and ca against "
+                                     "names generated with no region (its mean probability of "
+                                     "the region)")
+            parser.add_argument("--judge-samples", type=positive_int, default=200,
+                                help="names generated per region for --judge (default: 200)")
+            parser.add_argument("--seed", type=nonnegative_int, default=1337,
+                                help="seed of the names generated for --judge (default: 1337)")
+
+    def check_command_arguments(self, name: str, args: Namespace, services: Services) -> None:
+        from .classify import ClassifyTask  # the other task, as a judge
+
+        if name == "evaluate" and args.judge is not None and services.task_of(
+                services.read_meta(args.judge)) != ClassifyTask.name:
+            raise ValueError(f"--judge needs a {ClassifyTask.name} checkpoint; {args.judge} is "
+                             "not one")
+
+    def run_command(self, name: str, args: Namespace, services: Services) -> int:
+        codes = [c.strip() for c in (args.condition or "").split(",") if c.strip()]
+
+        def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
+                     stop_at_newline: bool, **options: Any) -> list[str]:
+            return sample_conditioned(model, services.vocab_of(meta),
+                                      services.labels_of(meta) or (), codes, args.num_samples,
+                                      rng, model.config.dtype, **options)
+
+        return run_sample(self, args, services, generate=generate, names_only=True)
+
+    def extend_evaluation(self, args: Namespace, metrics: dict[str, Any],
+                          services: Services) -> list[str]:
+        if args.judge is None:
+            return []
+        generator, meta = services.load(args.checkpoint, args)
+        classifier, c_meta = services.load(args.judge, args)
+        if services.vocab_of(c_meta) != services.vocab_of(meta):
+            raise services.checkpoint_error(f"{args.judge} reads another vocabulary than "
+                                            f"{args.checkpoint} writes: train both on one "
+                                            "corpus")
+        rows = judge(generator, classifier, services.vocab_of(meta),
+                     services.labels_of(meta) or (), services.labels_of(c_meta) or (),
+                     generator.config.dtype, num_samples=args.judge_samples, seed=args.seed)
+        metrics["judge"] = rows
+        return [f"classifier's mean probability of the region, {args.judge_samples} names each:",
+                f"{'region':<8}{'--condition R':>15}{'no region':>12}"] + [
+            f"{row['region']:<8}{row['conditioned']:>15.3f}{row['unconditioned']:>12.3f}"
+            for row in rows]
+
+    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
+        return padded_batch_shape(settings.batch_size, corpus.train_names, settings.seq_len)
 
     def load(self, data: str) -> Corpus:
         corpus = load_labelled_corpus(data)
@@ -284,7 +376,8 @@ class ConditionalTask(Task):
             y, _ = pad([targets[i] for i in idx], fill=IGNORE_INDEX)
             # One direction: the padding at the end never reaches a valid step, so the batch
             # runs whole and the padded steps are left out of the sum.
-            logits, _ = model.logits(tokens, model.initial_state(conditions[idx]))
+            logits, _ = model.infer("logits", tokens,
+                                    model.infer("initial_state", conditions[idx]))
             logp = log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
             valid = y != IGNORE_INDEX
             picked = np.take_along_axis(logp, np.where(valid, y, 0)[..., None], axis=-1)[..., 0]

@@ -1,130 +1,44 @@
 """Many-to-many: the character language model, the original notebook's task.
 
 Read a text one character at a time and predict the next one at every step; sampled one
-character at a time, it writes new text (new plant names). Everything the task is lives here:
+character at a time, it writes new text (new plant names). Everything the task is lives here
+(its model's config, :class:`~numpy_rnn.tasks.model.ModelConfig`, is every task's base, in
+:mod:`numpy_rnn.tasks.model`):
 
-* :class:`ModelConfig`, the model's shapes, and the base of the other tasks' configs;
 * :class:`CharRNN`: Embedding -> recurrent stack -> Linear over the characters, in NumPy, with
   the parameter names torch gives the same model (``torch_ref.CharRNN``): ``encoder.weight``,
   ``rnn.<torch layer keys>``, ``decoder.weight``, ``decoder.bias``, so one state dict serves both;
-* :class:`LMBatches`: random windows, or the text as contiguous streams for truncated BPTT;
+* :class:`LMBatches`: random windows, or the text as contiguous streams for truncated BPTT
+  (the batchers themselves are :mod:`numpy_rnn.tasks.lm_batches`);
 * :func:`validation_loss`: the validation measure, one way everywhere;
 * :class:`LanguageModelTask`: the task as the driver sees it.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
+from .._install import install_hint
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import cross_entropy, log_softmax
-from ..nn.module import Module, resolve_dtype
-from ..nn.recurrent import GRU, LSTM, RNN, Recurrent
-from .base import Batch, Predictor, State, Task, TaskModel
-from .data import (
-    Corpus,
-    NameStreamBatcher,
-    StreamBatcher,
-    Vocabulary,
-    load_corpus,
-    random_windows,
-    validation_segments,
-)
+from ..nn.recurrent import Recurrent
+from .base import Batch, Predictor, Rows, State, Task, TaskModel
+from .commands import SAMPLE, Command, Option, Services, positive_int, run_sample
+from .corpus import Corpus, Vocabulary, load_corpus
+from .lm_batches import NameStreamBatcher, StreamBatcher, random_windows, validation_segments
+from .model import ModelConfig, expose, make_rnn
 from .sampling import labels, sample
 
 if TYPE_CHECKING:
+    from argparse import ArgumentParser, Namespace
+
     from ..driver.train import TrainConfig
-
-CELLS = ("lstm", "gru", "rnn")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that fixes a CharRNN's shapes and arithmetic (saved in checkpoints).
-
-    The other tasks' configs extend it with their own fields; ``task`` names the task whose
-    model it describes.
-    """
-
-    task: ClassVar[str] = "lm"
-
-    vocab_size: int
-    hidden_size: int = 512
-    num_layers: int = 3
-    cell: str = "lstm"
-    embedding_dim: int | None = None   # None: the vocabulary size, as in the original notebook
-    dropout: float = 0.0
-    dtype: str = "float64"
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if self.embedding_dim is not None and (isinstance(self.embedding_dim, bool) or not
-                                               isinstance(self.embedding_dim, (int, np.integer))
-                                               or self.embedding_dim < 1):
-            raise ValueError(f"embedding_dim must be a positive integer or None, "
-                             f"got {self.embedding_dim!r}")
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        object.__setattr__(self, "dtype", np.dtype(resolve_dtype(self.dtype)).name)
-
-    @property
-    def input_size(self) -> int:
-        """The embedding width fed to the recurrent stack."""
-        return self.embedding_dim or self.vocab_size
-
-    @property
-    def num_directions(self) -> int:
-        """1, or 2 for a bidirectional stack."""
-        return 1
-
-    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
-        """The keep masks one training step over ``B`` sequences of ``T`` steps needs:
-        ``num_layers - 1`` masks of ``(T, B, D*H)``, or none when there is no dropout to apply
-        (``dropout = 0`` or a single layer)."""
-        if self.dropout == 0 or self.num_layers == 1:
-            return []
-        return [(T, B, self.num_directions * self.hidden_size)] * (self.num_layers - 1)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> ModelConfig:
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
-def make_rnn(config: ModelConfig, seed: Any) -> Recurrent:
-    """The recurrent stack of every task's model: ``config.cell`` x ``num_layers`` of
-    ``hidden_size``, over inputs of ``config.input_size``, one or two directions."""
-    cls = {"lstm": LSTM, "gru": GRU, "rnn": RNN}[config.cell]
-    # Dropout acts between layers only: with one layer it changes nothing (and would warn).
-    dropout = config.dropout if config.num_layers > 1 else 0.0
-    return cls(config.input_size, config.hidden_size, num_layers=config.num_layers,
-               dropout=dropout, bidirectional=config.num_directions == 2, dtype=config.dtype,
-               seed=seed)
-
-
-def expose(model: Module, children: dict[str, Module]) -> None:
-    """Give ``model`` one flat view of its children's arrays (the same objects, never copies),
-    under ``prefix.name``, the names torch gives the same model; optimizers and state dicts
-    work on these."""
-    for prefix, child in children.items():
-        for name in child.params:
-            model.params[f"{prefix}.{name}"] = child.params[name]
-            model.grads[f"{prefix}.{name}"] = child.grads[name]
 
 
 class CharRNN(TaskModel):
@@ -291,9 +205,9 @@ def validation_loss(model: Predictor, vocab: Vocabulary, val_text: str, *,
 
     The validation text (for plants: the validation names in file order, each followed by
     "\\n") is read as one stream, cut into at most 16 contiguous segments that run as one batch
-    from a zero hidden state (:func:`numpy_rnn.tasks.data.validation_segments`). The loss is the
-    mean cross-entropy over every predicted character, in nats; bits per character is that
-    divided by ln 2. The segments run through ``model.logits`` ``chunk_len`` time steps at a
+    from a zero hidden state (:func:`numpy_rnn.tasks.lm_batches.validation_segments`). The loss
+    is the mean cross-entropy over every predicted character, in nats; bits per character is
+    that divided by ln 2. The segments run through ``model.logits`` ``chunk_len`` time steps at a
     time with the hidden state carried from chunk to chunk, which is the same computation as
     one long call. Raises ``ValueError`` for a text shorter than 2 characters or with
     characters outside ``vocab``.
@@ -302,7 +216,7 @@ def validation_loss(model: Predictor, vocab: Vocabulary, val_text: str, *,
     total = 0.0
     state = None
     for t0 in range(0, inputs.shape[1], chunk_len):
-        logits, state = model.logits(inputs[:, t0:t0 + chunk_len], state)
+        logits, state = model.infer("logits", inputs[:, t0:t0 + chunk_len], state)
         logp = log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
         picked = np.take_along_axis(logp, targets[:, t0:t0 + chunk_len, None], axis=-1)
         total -= float(picked.sum())
@@ -315,13 +229,132 @@ def validation_loss(model: Predictor, vocab: Vocabulary, val_text: str, *,
 # --------------------------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------------------------
+# The command line: the language model's train flags, its notebook preset, convert
+# --------------------------------------------------------------------------------------------
+
+SCHEDULES = ("random", "stream")
+
+#: The original notebook's run, as ``TrainConfig`` fields: Embedding -> 3 x 512 LSTM -> Linear in
+#: float64, one random window of 150 characters per step, Adam at 0.002 with no decay and no
+#: clipping, 700 steps. ``TrainConfig(**NOTEBOOK)``, or ``train --notebook``.
+NOTEBOOK: dict[str, Any] = dict(cell="lstm", hidden_size=512, num_layers=3, embedding_dim=None,
+                                dropout=0.0, dtype="float64", seq_len=150, batch_size=1,
+                                schedule="random",
+                                steps=700, lr=2e-3, lr_decay="none", clip=None,
+                                eval_every=100, sample_every=100)
+
+LM_OPTIONS = (
+    Option("--seq-len", group="data and batching", kwargs=dict(type=positive_int),
+           help="characters per window: the length of backpropagation through time "
+                "(default: {default})"),
+    Option("--schedule", group="data and batching", kwargs=dict(choices=SCHEDULES),
+           help="random: windows at random offsets, each from a zero hidden state (the "
+                "notebook's, with batch 1); stream: the text as BATCH contiguous streams, the "
+                "hidden state carried from one batch to the next (truncated BPTT) "
+                "(default: {default})"),
+    Option("--stream-groups", group="data and batching", kwargs=dict(type=positive_int),
+           help="stream schedule on plant names: each epoch deals the training names into this "
+                "many random groups, each kept in file order, and streams the groups one after "
+                "another, so consecutive names are about this far apart in the sorted file, as "
+                "in validation (one name in ten); 1 streams the file order. A plain text file "
+                "always streams in its own order (default: {default})"),
+    Option("--notebook", group="run", kwargs=dict(action="store_true"), new_run=True,
+           preset=NOTEBOOK,
+           help="start from the original notebook's settings instead of the defaults (3 x 512 "
+                "LSTM, float64, one random 150-character window per step, Adam 0.002 without "
+                "decay or clipping, 700 steps); flags given with it still override them"),
+)
+
+
+def _add_convert_arguments(c: ArgumentParser) -> None:
+    c.add_argument("--notebook-state", required=True, help="the notebook's .pt file")
+    c.add_argument("--data", default="plants",
+                   help="the corpus the notebook was trained on; its sorted characters are the "
+                        "vocabulary (default: plants)")
+    c.add_argument("--out", default="checkpoint.npz",
+                   help="the checkpoint to write (default: checkpoint.npz); never into the "
+                        "directory of a training run that is running")
+    c.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it exists (without it, an existing file is refused)")
+
+
+CONVERT = Command(
+    "convert", help="turn the notebook's saved torch weights into a checkpoint",
+    description="Read a state dict saved by the original notebook "
+                "(torch.save(rnn.state_dict(), FILE.pt)) and write it as a numpy_rnn checkpoint "
+                "(step 0, no optimizer state). Needs torch.",
+    add_arguments=_add_convert_arguments, position=40, checkpoint=False)
+
+
+def _refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory: give --out the checkpoint file to write")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out} already exists: pass --overwrite to replace it")
+
+
+def convert_notebook(args: Namespace, services: Services) -> int:
+    """``convert``: the notebook's saved torch weights as a checkpoint of this task."""
+    try:
+        notebook = importlib.import_module("torch_ref.notebook")
+    except ImportError as exc:
+        raise ImportError(f"convert needs torch and torch_ref ({exc}): "
+                          f"{install_hint('torch')}") from exc
+    out = Path(args.out)
+    _refuse_existing(out, args.overwrite)
+    config, state = notebook.load_notebook_state(args.notebook_state)
+    vocab = load_corpus(args.data).vocab
+    if len(vocab) != config.vocab_size:
+        raise services.checkpoint_error(
+            f"{args.notebook_state} has a vocabulary of {config.vocab_size} characters but the "
+            f"corpus {args.data!r} has {len(vocab)}: pass the corpus the notebook was trained "
+            "on with --data")
+    services.check_weights(state, config, str(args.notebook_state))
+    data = args.data if args.data == "plants" else str(Path(args.data).resolve())
+    # Written under the lock of its directory: a training run there (whose checkpoint this
+    # would replace) holds it, and gets the directory to itself.
+    path = services.write_checkpoint(out, state, config, vocab, data=data, backend="notebook",
+                                     check=lambda: _refuse_existing(out, args.overwrite))
+    print(f"wrote {path}: {config.cell} {config.num_layers} x {config.hidden_size}, "
+          f"vocabulary of {len(vocab)}, {config.dtype}")
+    return 0
+
+
 class LanguageModelTask(Task):
     """Many-to-many: predict every next character of a text (``train --task lm``)."""
 
     name = "lm"
+    torch_model = "torch_ref.model:CharRNN"
     loss_label = "cross-entropy (nats/char)"
-    reads = frozenset({"seq_len", "schedule", "stream_groups", "embedding_dim"})
+    # logits(tokens (B, T), state) -> (logits (B, T, V), final state)
+    inference: ClassVar[dict[str, Rows]] = {"logits": Rows((0, 1), (0, 1))}
+    reads = frozenset({"seq_len", "schedule", "stream_groups", "embedding_dim", "notebook"})
     resume_keys = ("schedule", "batch_size", "seq_len", "stream_groups")
+    article = "an"
+    summary = "predict the next character of the text (many-to-many)"
+    evaluation_help = ("nats and bits per character of the validation text, as one stream cut "
+                       "into at most 16 segments run from a zero hidden state")
+    evaluation_json = '{"val_loss": nats/char, "val_bpc": bits/char, "chars": N}'
+    train_options = LM_OPTIONS
+    commands = (SAMPLE, CONVERT)
+
+    def run_command(self, name: str, args: Namespace, services: Services) -> int:
+        if name == CONVERT.name:
+            return convert_notebook(args, services)
+
+        def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
+                     stop_at_newline: bool, **options: Any) -> list[str]:
+            return sample(model, services.vocab_of(meta), args.num_samples, rng,
+                          stop_at_newline=stop_at_newline, **options)
+
+        return run_sample(self, args, services, generate=generate)
+
+    def training_state_problem(self, state: dict[str, Any], settings: TrainConfig) -> str | None:
+        if settings.schedule == "stream" and not (
+                state.get("batches") or {}).get("batcher", state.get("batcher")):
+            return "training state lacks the stream position"
+        return None
 
     def config_class(self) -> type[ModelConfig]:
         return ModelConfig

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["POOL", "NameBatches", "pad"]
+__all__ = ["POOL", "NameBatches", "pad", "padded_batch_shape"]
 
 #: Batches per length-sorted pool: names of similar length share a batch, but each pool is a
 #: random slice of the epoch, so batch composition still changes from epoch to epoch.
@@ -24,6 +24,16 @@ POOL = 32
 # Mixed into the seed of the epoch generator, so its draws are not those of any other
 # generator seeded with the run's seed.
 _NAME_BATCH_TAG = 0x62617463
+
+
+def padded_batch_shape(batch_size: int, names: Sequence[str] | None, seq_len: int
+                       ) -> tuple[int, int, bool]:
+    """The largest batch of whole names, for the memory guard: ``batch_size`` rows padded to
+    the longest training name and the newline before it (``seq_len`` when there are none),
+    run with their lengths (:meth:`Task.batch_shape`)."""
+    if not names:
+        return batch_size, seq_len, False
+    return batch_size, max(map(len, names)) + 1, True
 
 
 def pad(encoded: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:

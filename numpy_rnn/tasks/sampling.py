@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .base import Predictor, State
-from .data import Corpus, Vocabulary
+from .corpus import Corpus, Vocabulary
 
 __all__ = ["draw", "filter_logits", "label", "labels", "sample"]
 
@@ -90,9 +90,9 @@ def _condition(model: Predictor, ids: np.ndarray,
                state: State | None) -> tuple[np.ndarray, State]:
     """Run ``ids (N,)`` through the model from ``state`` (None: zeros): last logits ``(1, V)``
     and the state after them."""
-    logits, state = model.logits(ids[None, :_PRIME_CHUNK], state)
+    logits, state = model.infer("logits", ids[None, :_PRIME_CHUNK], state)
     for t0 in range(_PRIME_CHUNK, ids.shape[0], _PRIME_CHUNK):
-        logits, state = model.logits(ids[None, t0:t0 + _PRIME_CHUNK], state)
+        logits, state = model.infer("logits", ids[None, t0:t0 + _PRIME_CHUNK], state)
     return logits[:, -1, :], state
 
 
@@ -155,7 +155,7 @@ def sample(model: Predictor, vocab: Vocabulary, num_samples: int, rng: np.random
             if done.all():
                 break
         if t + 1 < max_length:
-            logits, state = model.logits(ids[:, None], state)
+            logits, state = model.infer("logits", ids[:, None], state)
             last = logits[:, -1, :]
     head = prime.rsplit("\n", 1)[-1]
     return [head + vocab.decode(out[b, :lengths[b]]) for b in range(num_samples)]
