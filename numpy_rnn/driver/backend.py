@@ -111,7 +111,7 @@ class Backend(ABC):
 
         ``dropout_masks``: the keep masks the task asks for (``Task.dropout_masks``), bool,
         drawn by the driver; each backend scales them
-        with :func:`numpy_rnn.recurrent.scale_dropout_mask` and applies exactly those, so both
+        with :func:`numpy_rnn.nn.recurrent.scale_dropout_mask` and applies exactly those, so both
         compute the same step. Required when the config has dropout to apply; a backend
         draws no random numbers of its own."""
         loss, final = self.compute_gradients(inputs, targets, state, dropout_masks)

@@ -1,11 +1,14 @@
-"""The command line: ``python -m numpy_rnn train | sample | evaluate | convert``.
+"""The command line: ``python -m numpy_rnn train | evaluate`` and the tasks' own commands
+(``sample``, ``predict``, ``convert``, ...).
 
-Each command is a thin layer over the library (:func:`numpy_rnn.train.train`,
-:func:`numpy_rnn.sampling.sample`, :func:`numpy_rnn.evaluate.evaluate_checkpoint`,
-:mod:`numpy_rnn.checkpoint`). A user error (a bad flag value, a missing or unreadable file, a
-checkpoint for another model) ends with ONE line ``error: ...`` on stderr and exit status 2, not
-a traceback; a diverged training run exits with 1, one stopped by a signal with ``128 + signal``
-(130 for Ctrl-C, 143 for SIGTERM) after saving the checkpoint of its last step.
+``train`` and ``evaluate`` are the driver's (:func:`numpy_rnn.driver.train.train`,
+:func:`numpy_rnn.driver.evaluate.evaluate_checkpoint`); every other command is a task's
+(``Task.commands``), dispatched by the checkpoint's task, and ``train``'s flags and defaults are
+those of the task it trains (``train --task NAME --help``). A user error (a bad flag value, a
+missing or unreadable file, a checkpoint for another model) ends with ONE line ``error: ...`` on
+stderr and exit status 2, not a traceback; a diverged training run exits with 1, one stopped by a
+signal with ``128 + signal`` (130 for Ctrl-C, 143 for SIGTERM) after saving the checkpoint of its
+last step.
 """
 
 from __future__ import annotations

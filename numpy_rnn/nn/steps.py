@@ -2,7 +2,7 @@
 
 This is the only place in numpy_rnn where a gate is computed. Each cell is a class with a
 ``forward`` and a ``backward`` for ONE time step, whose docstrings state the equations in the same
-symbols as the code below them, line by line. The layers in :mod:`numpy_rnn.recurrent` run these
+symbols as the code below them, line by line. The layers in :mod:`numpy_rnn.nn.recurrent` run these
 steps over time, depth and directions, and handle lengths and dropout; they never look inside a
 gate. A new cell needs only its own ``Step`` subclass to get all of that (see ``README.md``).
 

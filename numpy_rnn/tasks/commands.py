@@ -266,7 +266,7 @@ def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
     the samples (and with ``--label`` whether each is a training, a validation or a new name).
     ``names_only``: the task generates names, each ending at its newline (``--stop
     newline``)."""
-    from .sampling import labels
+    from .sampling import tag_names
 
     prime = read_prime(args)
     if names_only and args.stop == "length":
@@ -285,7 +285,7 @@ def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
     tags = None
     if args.label:
         corpus = task.load(args.data if args.data is not None else meta["data"])
-        tags = labels(samples, corpus)
+        tags = tag_names(samples, corpus)
     # Names are one per line; texts contain newlines themselves, so a rule line separates them.
     sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"
     lines = [f"{s}\t{t}" for s, t in zip(samples, tags)] if tags is not None else samples

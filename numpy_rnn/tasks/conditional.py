@@ -45,8 +45,7 @@ from .corpus import Corpus, load_labelled_corpus
 from .lm import CharRNN
 from .model import ModelConfig, expose
 from .names import NameBatches, pad, padded_batch_shape
-from .sampling import labels as name_labels
-from .sampling import sample
+from .sampling import sample, tag_names
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
@@ -419,7 +418,7 @@ class ConditionalTask(Task):
             rng = np.random.default_rng([settings.seed, step, len(codes)])
             names = sample_conditioned(model, corpus.vocab, corpus.labels, codes, n, rng, dtype,
                                        max_length=100)
-            tags = name_labels(names, corpus)
+            tags = tag_names(names, corpus)
             lines += [f"  {','.join(codes) or '(none)':<6} {n!r:<40} {t}"
                       for n, t in zip(names, tags)]
         return lines

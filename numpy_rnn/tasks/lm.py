@@ -33,7 +33,7 @@ from .commands import SAMPLE, Command, Option, Services, positive_int, run_sampl
 from .corpus import Corpus, Vocabulary, load_corpus
 from .lm_batches import NameStreamBatcher, StreamBatcher, random_windows, validation_segments
 from .model import ModelConfig, expose, make_rnn
-from .sampling import labels, sample
+from .sampling import sample, tag_names
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
@@ -402,7 +402,7 @@ class LanguageModelTask(Task):
         vocab = corpus.vocab
         if corpus.names is not None:
             names = sample(model, vocab, settings.num_eval_samples, rng, max_length=100)
-            tags = labels(names, corpus)
+            tags = tag_names(names, corpus)
             return [f"sample at step {step}:"] + [f"  {n!r:<40} {t}"
                                                   for n, t in zip(names, tags)]
         prime = "\n" if "\n" in vocab.chars else corpus.train_text[0]

@@ -20,7 +20,7 @@ import numpy as np
 from .base import Predictor, State
 from .corpus import Corpus, Vocabulary
 
-__all__ = ["draw", "filter_logits", "label", "labels", "sample"]
+__all__ = ["draw", "filter_logits", "label", "labels", "sample", "tag_name", "tag_names"]
 
 # The prime is fed through the model this many characters per call (a prime file can be long).
 _PRIME_CHUNK = 256
@@ -161,7 +161,7 @@ def sample(model: Predictor, vocab: Vocabulary, num_samples: int, rng: np.random
     return [head + vocab.decode(out[b, :lengths[b]]) for b in range(num_samples)]
 
 
-def labels(names: Sequence[str], corpus: Corpus) -> list[str]:
+def tag_names(names: Sequence[str], corpus: Corpus) -> list[str]:
     """For each name: "train" if it is a training name, "val" if a validation name, else "new".
 
     For a plain-text corpus (no names), the lines of the training and validation text count as
@@ -173,6 +173,11 @@ def labels(names: Sequence[str], corpus: Corpus) -> list[str]:
     return ["train" if n in train else "val" if n in val else "new" for n in names]
 
 
-def label(name: str, corpus: Corpus) -> str:
+def tag_name(name: str, corpus: Corpus) -> str:
     """``labels`` for one name: "train", "val" or "new"."""
-    return labels([name], corpus)[0]
+    return tag_names([name], corpus)[0]
+
+
+# The names before "labels" came to mean the regions of a name: these tags are train/val/new.
+labels = tag_names
+label = tag_name
