@@ -1,0 +1,145 @@
+"""Decoding an encoder-decoder: greedy search and beam search, batched, for either backend.
+
+Both run a model through two inference methods (``Predictor.infer``), so the NumPy model and
+its torch twin decode with the same code and the same choices:
+
+* ``encode(source (B, S), lengths (B,)) -> (memory (B, S, H), state)``: the encoder's outputs
+  and the decoder's initial recurrent state (a tuple of ``(L, B, H)`` arrays);
+* ``decode_step(tokens (B,), state, feed (B, H), memory (B, S, H), lengths (B,))
+  -> (log_probs (B, V), state, feed, alpha)``: one decoder step from the previous tokens,
+  ``feed`` the previous attentional state (zeros before the first step).
+
+**Greedy** takes the most likely token at every step. **Beam search** keeps, for every source, the
+``K`` most likely unfinished hypotheses (rows ``b*K .. b*K + K - 1`` of one batch of ``B*K`` rows,
+so every step is one model call for the whole batch), extends each by every token, and keeps the
+``K`` best extensions that do not end; an extension by the end token that ranks among the ``K`` best
+is a finished hypothesis. A hypothesis is ranked by its length-normalised score, the mean
+log-probability of its tokens (the end token included), so that short outputs are not favoured for
+being short. A source's search ends when it has ``K`` finished hypotheses; the whole search at
+``max_length`` steps, where unfinished hypotheses count as finished. ``nbest`` returns the best N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from .base import Predictor
+
+__all__ = ["Hypothesis", "beam_search", "greedy_decode"]
+
+
+class Hypothesis(NamedTuple):
+    """One output: its tokens (without the end token), the sum of their log-probabilities
+    (the end token's included), and the ranking score, that sum over the number of tokens."""
+
+    tokens: tuple[int, ...]
+    log_prob: float
+    score: float
+
+
+def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bos: int,
+                  eos: int, max_length: int) -> list[Hypothesis]:
+    """The most likely token at every step, for each of the ``B`` sources ``(B, S)`` of
+    ``lengths (B,)``: one :class:`Hypothesis` per source, at most ``max_length`` tokens
+    before the end token."""
+    memory, state = model.infer("encode", source, lengths)
+    B = len(source)
+    feed = np.zeros((B, memory.shape[-1]), dtype=memory.dtype)
+    tokens = np.full(B, bos, dtype=np.int64)
+    out = np.zeros((B, max_length), dtype=np.int64)
+    log_prob = np.zeros(B)
+    steps = np.full(B, max_length)         # tokens each output has (the end token included)
+    done = np.zeros(B, dtype=bool)
+    for t in range(max_length):
+        log_probs, state, feed, _ = model.infer("decode_step", tokens, state, feed, memory,
+                                                lengths)
+        tokens = np.argmax(log_probs, axis=1).astype(np.int64)
+        step_lp = log_probs[np.arange(B), tokens]
+        log_prob += np.where(done, 0.0, step_lp)
+        out[:, t] = tokens
+        ended = ~done & (tokens == eos)
+        steps[ended] = t + 1
+        done |= ended
+        if done.all():
+            break
+    result = []
+    for b in range(B):
+        n = int(steps[b])
+        body = out[b, :n - 1] if done[b] else out[b, :n]
+        result.append(Hypothesis(tuple(int(x) for x in body), float(log_prob[b]),
+                                 float(log_prob[b]) / n))
+    return result
+
+
+def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bos: int,
+                eos: int, max_length: int, beam: int, nbest: int = 1
+                ) -> list[list[Hypothesis]]:
+    """The ``nbest`` best hypotheses of a beam of ``beam`` for each of the ``B`` sources
+    ``(B, S)`` of ``lengths (B,)``, best first (see the module's docstring)."""
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"nbest must be in [1, beam={beam}], got {nbest}")
+    K = beam
+    memory, state = model.infer("encode", source, lengths)
+    B = len(source)
+    rows = np.repeat(np.arange(B), K)                    # the source of each of the B*K rows
+    memory, lengths = memory[rows], np.asarray(lengths)[rows]
+    state = tuple(s[:, rows] for s in state)
+    feed = np.zeros((B * K, memory.shape[-1]), dtype=memory.dtype)
+    tokens = np.full(B * K, bos, dtype=np.int64)
+    history = np.zeros((B * K, 0), dtype=np.int64)
+    # Only the first row of each source is live at the first step (all K start the same).
+    scores = np.full((B, K), -np.inf)
+    scores[:, 0] = 0.0
+    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    open_ = np.ones(B, dtype=bool)                       # sources still searching
+    for t in range(max_length):
+        log_probs, state, feed, _ = model.infer("decode_step", tokens, state, feed, memory,
+                                                lengths)
+        V = log_probs.shape[1]
+        total = (scores[:, :, None] + log_probs.reshape(B, K, V)).reshape(B, K * V)
+        # The 2K best extensions of each source: at most K of them end, so K go on.
+        best = np.argpartition(-total, 2 * K - 1, axis=1)[:, :2 * K] if K * V > 2 * K \
+            else np.broadcast_to(np.arange(K * V), (B, K * V))
+        best_scores = np.take_along_axis(total, best, axis=1)
+        order = np.argsort(-best_scores, axis=1, kind="stable")
+        best, best_scores = (np.take_along_axis(best, order, axis=1),
+                             np.take_along_axis(best_scores, order, axis=1))
+        parent, token = best // V, best % V
+        ends = token == eos
+        # An ending among the K best is a finished hypothesis; the K best that do not end go
+        # on (as in fairseq's and OpenNMT's beam search).
+        final = ends & np.isfinite(best_scores) & (np.arange(2 * K if K * V > 2 * K
+                                                             else K * V) < K)
+        for b, j in zip(*np.nonzero(final & open_[:, None])):
+            row = b * K + parent[b, j]
+            finished[b].append(_hypothesis(history[row], float(best_scores[b, j]), t + 1))
+        keep = np.argsort(ends, axis=1, kind="stable")[:, :K]   # non-ending first, by score
+        parent = np.take_along_axis(parent, keep, axis=1)
+        token = np.take_along_axis(token, keep, axis=1)
+        scores = np.take_along_axis(best_scores, keep, axis=1)
+        open_ &= np.array([len(f) < K for f in finished])
+        scores[~open_] = -np.inf
+        if not open_.any():
+            break
+        src = (np.arange(B)[:, None] * K + parent).reshape(-1)
+        state = tuple(s[:, src] for s in state)
+        feed = feed[src]
+        tokens = token.reshape(-1).astype(np.int64)
+        history = np.concatenate([history[src], tokens[:, None]], axis=1)
+    else:
+        # max_length reached: the unfinished hypotheses of the open sources count too.
+        for b in np.flatnonzero(open_):
+            for k in range(K):
+                if np.isfinite(scores[b, k]):
+                    finished[b].append(_hypothesis(history[b * K + k], float(scores[b, k]),
+                                                   max_length))
+    return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
+
+
+def _hypothesis(history: Sequence[int] | np.ndarray, log_prob: float, steps: int) -> Hypothesis:
+    """A hypothesis of the tokens ``history``, ranked over ``steps`` tokens (its end token
+    included, when it has one)."""
+    return Hypothesis(tuple(int(x) for x in history), log_prob, log_prob / steps)
