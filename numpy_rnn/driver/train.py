@@ -141,7 +141,9 @@ class TrainConfig:
     dtype: str = "float32"
     bidirectional: bool = True          # classify: a bidirectional stack
     pooling: str = "attention"          # classify: attention | last
-    attention_size: int = 64            # classify: the attention's hidden width
+    attention_size: int = 64            # classify, seq2seq: the additive score's hidden width
+    attention: str = "general"          # seq2seq: additive | general | dot | none
+    input_feeding: bool = True          # seq2seq: the attentional state fed back
     # the data and how it is batched
     data: str = "plants"
     seq_len: int = 150

