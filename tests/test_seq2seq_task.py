@@ -96,3 +96,19 @@ def test_its_flags_are_its_own(capsys):
     assert "word pairs per step" in text
     assert main(["train", "--task", "lm", "--attention", "dot", "--out", "x"]) == 2
     assert "does not apply to --task lm" in capsys.readouterr().err
+
+
+def test_translate_writes_json_and_refuses_bad_words(pairs, tmp_path, capsys):
+    assert train(pairs, tmp_path / "run", "--steps", "2", "--eval-every", "2") == 0
+    ckpt = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    assert main(["translate", "--checkpoint", ckpt, "--json", "--beam", "2", "--nbest", "2",
+                 "abc"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["source"] == "abc" and len(row["outputs"]) == 2
+    assert all(isinstance(o["log_prob"], float) for o in row["outputs"])
+    for bad, why in (([""], "empty"), (["--beam", "0", "ab"], "--beam"),
+                     (["--nbest", "3", "--beam", "2", "ab"], "--nbest")):
+        assert main(["translate", "--checkpoint", ckpt, *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and why in err

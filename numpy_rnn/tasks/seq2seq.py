@@ -32,6 +32,7 @@ valid logit: the decoder runs over all T steps without lengths.
 from __future__ import annotations
 
 import argparse
+import json
 from argparse import ArgumentParser, Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -784,6 +785,9 @@ class PairBatches:
 # The task
 # --------------------------------------------------------------------------------------------
 
+#: The corpora by name: CMUdict without stress digits, and with them (``--stress``).
+CMUDICT, CMUDICT_STRESS = "cmudict", "cmudict:stress"
+
 #: How many dev words validation decodes (greedy) for WER and PER: all of CMUdict's 6,241
 #: would cost more than the rest of an evaluation; a fixed prefix keeps the numbers comparable.
 VALIDATION_WORDS = 1000
@@ -842,6 +846,9 @@ def _add_translate_arguments(p: ArgumentParser) -> None:
     p.add_argument("--nbest", type=positive_int, default=1,
                    help="print the N best outputs of each source with their log-probabilities "
                         "(at most --beam) (default: 1)")
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per source instead: {"source": ..., "outputs": '
+                        '[{"tokens": [...], "log_prob": ...}, ...]}')
 
 
 TRANSLATE = Command(
@@ -863,6 +870,10 @@ SEQ2SEQ_OPTIONS = (
                 "OpenNMT); without it the decoder runs as one layer call (default: on)"),
     Option("--attention-size", kwargs=dict(type=positive_int),
            help="hidden width of the additive score (default: {default})"),
+    Option("--stress", group="data and batching", kwargs=dict(action="store_true"),
+           new_run=True, preset=dict(data=CMUDICT_STRESS),
+           help="CMUdict's phonemes with their stress digits (69 symbols; --data "
+                f"{CMUDICT_STRESS}) instead of without (39, as every published comparison)"),
 )
 
 
@@ -881,7 +892,8 @@ class Seq2SeqTask(Task):
         "decode_step": Rows((0, 1, 0, 0, 0), (0, 1, 0, 0)),
         "score": Rows((0, 0), (0, 0)),
     }
-    reads = frozenset({"attention", "input_feeding", "attention_size", "embedding_dim"})
+    reads = frozenset({"attention", "input_feeding", "attention_size", "embedding_dim",
+                       "stress"})
     resume_keys = ("batch_size",)
     best_metric = "wer"
     evaluation_help = ("the test split: teacher-forced loss, and the word and phoneme error "
@@ -895,7 +907,7 @@ class Seq2SeqTask(Task):
                 "the path of a UTF-8 file of 'source<TAB>target' lines (default: {default})",
     }
     train_defaults: ClassVar[dict[str, Any]] = dict(
-        data="cmudict", hidden_size=256, num_layers=1, dropout=0.0, dtype="float32",
+        data=CMUDICT, hidden_size=256, num_layers=1, dropout=0.0, dtype="float32",
         batch_size=64, steps=8000, lr=2e-3, lr_decay="cosine", lr_final=0.1,
         lr_decay_steps=8000, eval_every=1000, sample_every=1000, num_eval_samples=4)
 
@@ -903,7 +915,8 @@ class Seq2SeqTask(Task):
         return Seq2SeqConfig
 
     def load(self, data: str) -> PairData:
-        pairs = load_cmudict() if data == "cmudict" else load_pairs(data)
+        pairs = (load_cmudict(stress=data == CMUDICT_STRESS) if data in (CMUDICT, CMUDICT_STRESS)
+                 else load_pairs(data))
         if not pairs.train or not pairs.dev:
             raise ValueError(f"{data}: the seq2seq task needs training and dev pairs "
                              f"(got {len(pairs.train)} and {len(pairs.dev)} sources)")
@@ -971,13 +984,18 @@ class Seq2SeqTask(Task):
         if args.nbest > args.beam:
             raise ValueError(f"--nbest {args.nbest} needs a --beam of at least {args.nbest}")
         words = read_names(args.words, "translate")
-        unknown = sorted({c for w in words for c in w} - set(vocab.chars) - {PAD_CHAR})
+        if not all(words):
+            raise ValueError("an empty source: give each word at least one character")
+        unknown = sorted({c for w in words for c in w} - (set(vocab.chars) - {PAD_CHAR}))
         if unknown:
             raise ValueError(f"characters the model has never seen: {''.join(unknown)!r}")
         outputs = decode_words(model, vocab, targets, [tuple(w) for w in words],
                                beam=args.beam, nbest=args.nbest)
         for word, hyps in zip(words, outputs):
-            if args.nbest == 1:
+            if args.json:
+                print(json.dumps({"source": word, "outputs": [
+                    {"tokens": list(tokens), "log_prob": log_prob} for tokens, log_prob in hyps]}))
+            elif args.nbest == 1:
                 print(f"{word}\t{' '.join(hyps[0][0])}")
             else:
                 for tokens, log_prob in hyps:
