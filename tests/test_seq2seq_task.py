@@ -112,3 +112,13 @@ def test_translate_writes_json_and_refuses_bad_words(pairs, tmp_path, capsys):
         assert main(["translate", "--checkpoint", ckpt, *bad]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and why in err
+
+
+def test_a_named_corpus_is_recorded_by_name(monkeypatch, tmp_path):
+    from numpy_rnn.driver.train import _data_source
+    from numpy_rnn.tasks import get_task
+
+    monkeypatch.chdir(tmp_path)
+    assert _data_source("cmudict", get_task("seq2seq")) == "cmudict"
+    assert _data_source("plants", get_task("lm")) == "plants"
+    assert _data_source("words.tsv", get_task("seq2seq")) == str(tmp_path / "words.tsv")

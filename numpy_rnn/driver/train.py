@@ -489,9 +489,10 @@ class Run:
         """*Collective.* The checkpoint of ``step`` (and ``best.npz``): process 0 writes."""
         train_state = self.state_dict()
         self.files.save(lambda: (self.backend.state_dict(), make_meta(
-            self.model_config, self.corpus.vocab, step=step, data=_data_source(self.config.data),
-            backend=self.config.backend, optimizer=self.backend.optimizer_state_dict(),
-            optim_config=self.optim, train=train_state, labels=self.corpus.labels)), best=best)
+            self.model_config, self.corpus.vocab, step=step,
+            data=_data_source(self.config.data, self.task), backend=self.config.backend,
+            optimizer=self.backend.optimizer_state_dict(), optim_config=self.optim,
+            train=train_state, labels=self.corpus.labels)), best=best)
         self.last_saved = step
 
     # -- the loop -------------------------------------------------------------------------------
@@ -868,10 +869,11 @@ def draw_dropout_masks(rng: np.random.Generator, p: float,
     return [rng.random(shape) >= p for shape in shapes]
 
 
-def _data_source(data: str) -> str:
-    """What the checkpoint records as its corpus: "plants", or the file's absolute path (so
-    ``evaluate`` and ``sample --label`` find it from any directory)."""
-    return data if data == "plants" else os.path.abspath(data)
+def _data_source(data: str, task: Task) -> str:
+    """What the checkpoint records as its corpus: a name the task knows (``--data plants``),
+    or the file's absolute path (so ``evaluate`` and ``sample --label`` find it from any
+    directory)."""
+    return data if data in task.corpus_names else os.path.abspath(data)
 
 
 def _diverged_message(step: int, loss: float, grad_norm: float | None, ckpt_path: Path,

@@ -138,6 +138,9 @@ class Task(ABC):
     #: The evaluation methods of this task's models (NumPy and torch, same names and
     #: arguments), with where their batch rows are; called through ``Predictor.infer``.
     inference: ClassVar[dict[str, Rows]] = {}
+    #: The corpora this task reads by name (``--data NAME``), recorded as such in checkpoints;
+    #: any other ``--data`` is a file, recorded by its absolute path.
+    corpus_names: ClassVar[tuple[str, ...]] = ("plants",)
     #: The torch twin of this task's model, "module:class" (``torch_ref``'s, or another
     #: package's), for the torch backend; None: the task trains with the NumPy backend only.
     torch_model: ClassVar[str | None] = None

@@ -883,6 +883,7 @@ class Seq2SeqTask(Task):
 
     name = "seq2seq"
     torch_model = "torch_ref.seq2seq:Seq2Seq"
+    corpus_names = (CMUDICT, CMUDICT_STRESS)
     loss_label = "cross-entropy (nats per target token)"
     summary = "a sequence -> another, with attention (grapheme to phoneme on CMUdict)"
     # encode(source, lengths) -> (memory (B, S, H), state); decode_step(tokens, state, feed,
