@@ -193,6 +193,18 @@ def run(capsys):
 
 
 @pytest.fixture
+def trained_lm(cli_plants, tmp_path, run):
+    """A language model trained for 10 steps (``helpers.TINY``) from the command line: its
+    output directory."""
+    from helpers import TINY
+
+    out = tmp_path / "run"
+    status, _, err = run("train", *TINY, "--steps", "10", "--out", out)
+    assert status == 0, err
+    return out
+
+
+@pytest.fixture
 def cli(run):
     """``run``, under the name the task tests use."""
     return run

@@ -32,11 +32,8 @@ def plants(cli_plants):
 
 
 @pytest.fixture
-def lm_run(plants, tmp_path, run):
-    out = tmp_path / "run"
-    status, _, err = run("train", *TINY, "--steps", "10", "--out", out)
-    assert status == 0, err
-    return out
+def lm_run(plants, trained_lm):
+    return trained_lm
 
 
 @pytest.fixture

@@ -30,11 +30,8 @@ def plants(cli_plants):
 
 
 @pytest.fixture
-def trained(plants, tmp_path, run):
-    out = tmp_path / "run"
-    status, _, err = run("train", *TINY, "--steps", "10", "--out", out)
-    assert status == 0, err
-    return out
+def trained(plants, trained_lm):
+    return trained_lm
 
 
 def _torch_or_skip():
