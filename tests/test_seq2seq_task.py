@@ -122,3 +122,26 @@ def test_a_named_corpus_is_recorded_by_name(monkeypatch, tmp_path):
     assert _data_source("cmudict", get_task("seq2seq")) == "cmudict"
     assert _data_source("plants", get_task("lm")) == "plants"
     assert _data_source("words.tsv", get_task("seq2seq")) == str(tmp_path / "words.tsv")
+
+
+def test_decode_steps_reuse_the_keys_only_while_memory_and_weights_are_the_same():
+    from numpy_rnn.tasks.seq2seq import BOS, Seq2Seq, Seq2SeqConfig
+
+    model = Seq2Seq(Seq2SeqConfig(vocab_size=6, target_vocab_size=7, hidden_size=8,
+                                  num_layers=1, dtype="float64", attention="general"), seed=1)
+    source, lengths = np.array([[3, 4, 5], [2, 0, 0]]), np.array([3, 1])
+    memory, state = model.encode(source, lengths)
+    tokens, feed = np.full(2, BOS), np.zeros((2, 8))
+
+    def step():
+        fresh = Seq2Seq(model.config, seed=1)
+        fresh.load_state_dict(model.state_dict())          # no cache: computes the keys
+        want = fresh.decode_step(tokens, state, feed, memory.copy(), lengths)[0]
+        got = model.decode_step(tokens, state, feed, memory, lengths)[0]
+        np.testing.assert_array_equal(got, want)
+        return got
+
+    first = step()
+    np.testing.assert_array_equal(step(), first)           # the cached keys
+    model.params["attention.key.weight"] *= 1.5            # an optimizer step, in place
+    assert not np.array_equal(step(), first)               # recomputed, equal to a fresh model

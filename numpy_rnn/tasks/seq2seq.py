@@ -327,6 +327,8 @@ class Seq2Seq(TaskModel):
         # Draws dropout masks when the caller gives none (the driver always does).
         self._rng = np.random.default_rng(next(streams))
         self._ctx: dict[str, Any] | None = None
+        # decode_step's key side of the last memory it attended over (see _keys)
+        self._key_cache: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], Keys] | None = None
 
     def train(self, mode: bool = True) -> Seq2Seq:
         super().train(mode)
@@ -664,9 +666,7 @@ class Seq2Seq(TaskModel):
         h = out[0]                                                           # (B, H)
         alpha = None
         if self.attention is not None and self.combine is not None:
-            memory = check_array("memory", memory, self.dtype, (3,))
-            keys = prepare_keys(self.score_fn, self.attention.params, memory.transpose(1, 0, 2),
-                                lengths)
+            keys = self._keys(check_array("memory", memory, self.dtype, (3,)), lengths)
             c, a, _ = attend_forward(self.score_fn, self.attention.params, h, keys)
             feed = self._attentional(c, h, np.empty((len(h), 2 * len(h[0])), self.dtype))
             alpha = a.astype(np.float64)
@@ -674,6 +674,23 @@ class Seq2Seq(TaskModel):
             feed = h.copy()
         logits = self.out(feed)
         return log_softmax(logits.astype(np.float64), axis=-1), state, feed, alpha
+
+    def _keys(self, memory: np.ndarray, lengths: np.ndarray) -> Keys:
+        """The attention's key side of ``memory (B, S, H)``, computed once per memory: a search
+        calls ``decode_step`` with the same memory at every step, and the key projection (a
+        ``B*S x H x H`` product) would otherwise cost more than the step itself. Reused only
+        for the same memory object (not modified in place in between, as the attention's
+        contract asks), the same lengths and the same key weights."""
+        assert self.attention is not None
+        params = self.attention.params
+        cached = self._key_cache
+        if (cached is not None and cached[0] is memory and np.array_equal(cached[1], lengths)
+                and all(np.array_equal(w, params[k]) for k, w in cached[2].items())):
+            return cached[3]
+        keys = prepare_keys(self.score_fn, params, memory.transpose(1, 0, 2), lengths)
+        weights = {k: v.copy() for k, v in params.items() if k.startswith("key.")}
+        self._key_cache = (memory, np.array(lengths, copy=True), weights, keys)
+        return keys
 
 
 # --------------------------------------------------------------------------------------------
