@@ -93,28 +93,20 @@ def numerical_gradient(f: Callable[[], float], x: np.ndarray, eps: float = 1e-6,
     grad = np.zeros(x.shape, np.float64)
     flat_g = grad.reshape(-1)
     flat_x = x.reshape(-1)
-    if not np.shares_memory(flat_x, x):
+    if np.shares_memory(flat_x, x):
+        target, where = flat_x, (lambda i: i)
+    else:
         # Not C-contiguous (transposed, Fortran order, strided): reshape made a copy, so write
-        # through x itself, entry by entry at the C-order position of each flat index.
-        positions = np.unravel_index(np.arange(x.size) if indices is None
-                                     else np.asarray(indices), x.shape)
-        for j, i in enumerate(range(x.size) if indices is None else indices):
-            at = tuple(int(axis[j]) for axis in positions)
-            orig = x[at]
-            x[at] = orig + eps
-            f_plus = f()
-            x[at] = orig - eps
-            f_minus = f()
-            x[at] = orig
-            flat_g[i] = (f_plus - f_minus) / (2 * eps)
-        return grad
+        # through x itself, at the C-order position of each flat index.
+        target, where = x, (lambda i: np.unravel_index(i, x.shape))
     for i in (range(x.size) if indices is None else indices):
-        orig = flat_x[i]
-        flat_x[i] = orig + eps
+        at = where(i)
+        orig = target[at]
+        target[at] = orig + eps
         f_plus = f()
-        flat_x[i] = orig - eps
+        target[at] = orig - eps
         f_minus = f()
-        flat_x[i] = orig
+        target[at] = orig
         flat_g[i] = (f_plus - f_minus) / (2 * eps)
     return grad
 
