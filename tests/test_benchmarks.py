@@ -22,7 +22,15 @@ pytest.importorskip("threadpoolctl")
 pytest.importorskip("matplotlib")
 
 from benchmarks import floor, harness, memory, report
-from benchmarks.configs import DEFAULT, QUICK_BASE, SEED, Selection, select_configs
+from benchmarks.configs import (
+    DEFAULT,
+    QUICK_BASE,
+    SEED,
+    SEQ2SEQ,
+    SEQ2SEQ_NO_FEED,
+    Selection,
+    select_configs,
+)
 from benchmarks.workloads import WORKLOADS, Workload, register
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 def quick_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("bench")
     proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out-dir", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, out
 
@@ -49,6 +57,11 @@ def test_quick_run_prints_timing_and_memory_tables(quick_run):
     assert "OPENBLAS_* variables" in proc.stdout
     for wl in ("train-step", "sample-latency", "sample-throughput"):
         assert any(line.startswith(f"| quick-lstm-b2-h16-f32 | {wl} | 1 |") for line in lines)
+    for cfg in ("quick-seq2seq", "quick-seq2seq-no-feed"):
+        assert any(line.startswith(f"| {cfg} | seq2seq-train-step | 1 |") for line in lines)
+    # A workload runs on the configurations of its task only.
+    assert not any(line.startswith("| quick-seq2seq | forward") for line in lines)
+    assert not any(line.startswith("| quick-lstm-b2-h16-f32 | seq2seq") for line in lines)
 
 
 def test_quick_run_json_records_environment_rounds_ratios_floor_and_memory(quick_run):
@@ -59,7 +72,9 @@ def test_quick_run_json_records_environment_rounds_ratios_floor_and_memory(quick
     env = record["environment"]
     assert {"machine", "numpy", "blas", "torch", "env"} <= env.keys()
     assert any(b["owner"] == "numpy" and b["user_api"] == "blas" for b in env["blas"])
-    assert len(record["configs"]) == 6 and len(record["results"]) == 6 * len(WORKLOADS)
+    per_task = {t: sum(w.task == t for w in WORKLOADS.values()) for t in ("charrnn", "seq2seq")}
+    assert len(record["configs"]) == 8
+    assert len(record["results"]) == 6 * per_task["charrnn"] + 2 * per_task["seq2seq"]
     rounds = record["method"]["rounds"]
     for r in record["results"]:
         with_floor = r["workload"] in ("forward", "forward-backward")
@@ -73,7 +88,9 @@ def test_quick_run_json_records_environment_rounds_ratios_floor_and_memory(quick
             assert len(st["per_round"]) == rounds and st["min"] <= st["median"] <= st["max"]
         # Both backends computed the same thing (same weights and inputs): not a timing.
         assert all(d < 1e-3 for d in r["max_abs_diff_numpy_torch"].values())
-    assert set(record["memory"]) == {c["name"] for c in record["configs"]}
+    # The memory count is of a recurrent stack: the CharRNN configurations'.
+    assert set(record["memory"]) == {c["name"] for c in record["configs"]
+                                     if c["task"] == "charrnn"}
     for m in record["memory"].values():
         assert m["held"] > 0 and m["expected"] > 0 and m["torch_saved"] > 0
 
@@ -98,8 +115,8 @@ def test_help_explains_every_flag():
 
 def test_selection_keeps_seed_once_and_filters_the_grid():
     every = select_configs(Selection(config="all"))
-    assert len(every) == 25 and every[0] == SEED            # the seed is a grid point, kept once
-    assert every[1] == DEFAULT
+    assert len(every) == 27 and every[0] == SEED            # the seed is a grid point, kept once
+    assert every[1] == DEFAULT and every[-2:] == [SEQ2SEQ, SEQ2SEQ_NO_FEED]
     rows = select_configs(Selection(config="grid", hiddens=(512,)))
     assert len(rows) == 12 and {c.hidden_size for c in rows} == {512}
     assert select_configs(Selection(config="seed", dtypes=("float32",))) == []
@@ -119,6 +136,40 @@ def test_default_config_is_the_drivers_default_charrnn():
     assert select_configs(Selection(config="default", dtypes=("float64",))) == []
     with pytest.raises(ValueError, match="unknown config set"):
         select_configs(Selection(config="nope"))
+
+
+def test_seq2seq_config_is_the_tasks_default_recipe():
+    """``--config seq2seq`` measures what ``train --task seq2seq`` with no flags trains."""
+    from benchmarks.workloads import _seq2seq_config
+    from numpy_rnn.tasks.seq2seq import Seq2SeqTask
+    d = Seq2SeqTask.train_defaults
+    assert (SEQ2SEQ.cell, SEQ2SEQ.num_layers, SEQ2SEQ.hidden_size, SEQ2SEQ.batch,
+            SEQ2SEQ.dtype) == ("lstm", d["num_layers"], d["hidden_size"], d["batch_size"],
+                               d["dtype"])
+    m = _seq2seq_config(SEQ2SEQ)
+    assert (m.attention, m.input_feeding, m.input_size, m.target_input_size) == (
+        "general", True, 256, 256)
+    assert not _seq2seq_config(SEQ2SEQ_NO_FEED).input_feeding
+    assert select_configs(Selection(config="seq2seq")) == [SEQ2SEQ, SEQ2SEQ_NO_FEED]
+    assert select_configs(Selection(config="seq2seq", cells=("gru",))) == []
+    assert [c.name for c in select_configs(Selection(quick=True, cells=("lstm",)))][-2:] == [
+        "quick-seq2seq", "quick-seq2seq-no-feed"]
+
+
+def test_seq2seq_batch_is_padded_like_a_cmudict_batch():
+    from benchmarks.workloads import seq2seq_batch
+    from numpy_rnn.nn.losses import IGNORE_INDEX
+    inputs, targets = seq2seq_batch(SEQ2SEQ)
+    B, n = SEQ2SEQ.batch, SEQ2SEQ.seq_len
+    assert inputs.source.shape == inputs.target_in.shape == targets.shape == (B, n)
+    assert inputs.source_lengths.max() == n and inputs.source_lengths.min() >= max(1, n - 12)
+    for b in range(B):
+        k = int(inputs.source_lengths[b])
+        assert (inputs.source[b, :k] > 0).all() and (inputs.source[b, k:] == 0).all()
+        valid = targets[b] != IGNORE_INDEX
+        m = int(valid.sum())
+        assert valid[:m].all() and m >= 2 and targets[b, m - 1] == 2 and inputs.target_in[b, 0] == 1
+        assert (inputs.target_in[b, 1:m] == targets[b, :m - 1]).all()
 
 
 def test_registry_refuses_duplicates_and_lists_pending_workloads():
@@ -186,3 +237,40 @@ def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
     report.atomic_write_bytes(target, b"old")
     report.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"new" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_g2p_decode_times_a_seq2seq_checkpoint_and_writes_json(tmp_path):
+    """``python -m benchmarks.g2p_decode`` on a tiny freshly trained checkpoint (one step on a
+    small file of pairs): the table, and the JSON record with every measurement."""
+    import random
+
+    from numpy_rnn.driver.cli import main as cli_main
+    from numpy_rnn.tasks.pairs import split_of
+
+    rng = random.Random(0)
+    words: set[str] = set()
+    while len(words) < 200:
+        words.add("".join(rng.choice("abcdefg") for _ in range(rng.randint(2, 6))))
+    assert sum(split_of(w) == "test" for w in words) >= 5
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in sorted(words)),
+                     encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli_main(["train", "--task", "seq2seq", "--data", str(pairs), "--out", str(run),
+                     "--hidden-size", "16", "--batch-size", "8", "--steps", "1",
+                     "--eval-every", "1", "--quiet"]) == 0
+    out = tmp_path / "decode.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.g2p_decode", "--checkpoint",
+                           str(run / "checkpoint.npz"), "--words", "5", "--warmup", "2",
+                           "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for row in ("| greedy, batch 1 | 5 |", "| greedy, batched | 5 |", "| beam 5, batched | 5 |"):
+        assert row in proc.stdout
+    record = json.loads(out.read_text())
+    assert record["words"] == 5 and record["threads"] == 1 and record["step"] == 1
+    g1 = record["greedy_batch1"]
+    assert 0 < g1["median_ms"] <= g1["p90_ms"] and g1["same_as_batched"] <= 5
+    assert record["greedy_batched"]["total_s"] > 0 and record["beam_batched"]["beam"] == 5
+    assert 0 <= record["beam_batched"]["wer"] <= 1
+    assert record["g2p_en"]["status"]           # timed, or why not (not installed here)
