@@ -161,7 +161,7 @@ def test_junk_in_any_metadata_field_is_refused_in_one_line(lm_run, tmp_path, run
     good = lm_run / "checkpoint.npz"
     with np.load(good) as npz:
         fields = list(json.loads(npz["meta"].tobytes().decode("utf-8")))
-    assert {"optim_config", "optimizer", "train", "labels", "data"} <= set(fields)
+    assert {"optim_config", "optimizer", "train", "labels", "data", "vocab_unit"} <= set(fields)
     for field in fields:
         for junk in JUNK:
             out = tmp_path / "edited"

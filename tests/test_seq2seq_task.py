@@ -145,3 +145,55 @@ def test_decode_steps_reuse_the_keys_only_while_memory_and_weights_are_the_same(
     np.testing.assert_array_equal(step(), first)           # the cached keys
     model.params["attention.key.weight"] *= 1.5            # an optimizer step, in place
     assert not np.array_equal(step(), first)               # recomputed, equal to a fresh model
+
+
+def _batches(pairs: Path, buckets: int, seed: int = 3):
+    from numpy_rnn.tasks.seq2seq import PairBatches, Seq2SeqTask
+    return PairBatches(Seq2SeqTask().load(str(pairs)), 8, seed, length_buckets=buckets)
+
+
+@pytest.mark.parametrize("buckets", [0, 1, 4])
+def test_an_epoch_of_batches_reads_each_pair_once(pairs, buckets):
+    b = _batches(pairs, buckets)
+    n, B = len(b.pairs), b.batch_size
+    picked = np.concatenate([b.order[i:i + B] for i in range(0, n - n % B, B)])
+    assert len(set(picked.tolist())) == len(picked) == n - n % B
+    assert sorted(b.order.tolist()) == list(range(n))
+    if buckets:    # each batch is a run of its pool sorted by length
+        for i in range(0, n - n % B, B):
+            assert np.all(np.diff(b.lengths[b.order[i:i + B], 0]) >= 0)
+
+
+def test_length_buckets_pad_less_and_resume_where_they_stopped(pairs):
+    def padded(buckets: int) -> float:
+        b = _batches(pairs, buckets)
+        return float(np.mean([next(b).inputs.source.shape[1] for _ in range(60)]))
+
+    assert padded(8) < 0.9 * padded(0)
+    a = _batches(pairs, 4)
+    for _ in range(70):     # into the second epoch
+        next(a)
+    state = json.loads(json.dumps(a.state_dict()))
+    b = _batches(pairs, 4, seed=99)
+    b.load_state_dict(state)
+    for _ in range(60):     # and on into the third, where each draws its next epoch itself
+        x, y = next(a), next(b)
+        assert np.array_equal(x.inputs.source, y.inputs.source)
+        assert np.array_equal(x.targets, y.targets)
+
+
+def test_without_buckets_the_order_is_the_plain_permutation(pairs):
+    # Runs saved before --length-buckets existed resume with 0 and must draw what they drew.
+    b = _batches(pairs, 0, seed=5)
+    rng = np.random.default_rng([5, 0x733273])
+    assert np.array_equal(b.order, rng.permutation(len(b.pairs)))
+
+
+def test_length_buckets_are_checked_and_kept_on_resume(pairs, tmp_path, capsys):
+    assert train(pairs, tmp_path / "a", "--steps", "2", "--length-buckets", "-1") == 2
+    assert "--length-buckets" in capsys.readouterr().err
+    assert train(pairs, tmp_path / "b", "--steps", "2", "--eval-every", "2",
+                 "--length-buckets", "3") == 0
+    assert main(["train", "--out", str(tmp_path / "b"), "--resume", "--steps", "4",
+                 "--length-buckets", "5", "--quiet"]) != 0
+    assert "length_buckets 3" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..tasks import LEGACY_TASK, get_task
-from ..tasks.corpus import Vocabulary, fsync_dir
+from ..tasks.corpus import TokenVocabulary, Vocabulary, fsync_dir
 from ..tasks.model import ModelConfig
 from .backend import Backend, OptimConfig, get_backend
 from .memory import check_fits, estimate_model_bytes
@@ -58,6 +58,7 @@ __all__ = [
     "save_checkpoint",
     "task_of",
     "vocab_of",
+    "vocab_unit_of",
 ]
 
 FORMAT_NAME = "numpy_rnn.checkpoint"
@@ -84,7 +85,8 @@ def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
               labels: Sequence[str] | None = None) -> dict[str, Any]:
     """The metadata of a checkpoint.
 
-    config, vocab: the model (its ``task`` is recorded too) and its characters. labels: the
+    config, vocab: the model (its ``task`` is recorded too) and its characters (or tokens: a
+    :class:`TokenVocabulary`, recorded as ``vocab_unit`` ``"words"``). labels: the
     label vocabulary of a task that has one (the sorted region codes), in the order of the
     model's label axis. step: optimizer steps taken so far.
     data: the corpus it was trained on ("plants" or a file path), the default for ``evaluate``.
@@ -98,6 +100,7 @@ def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
         "task": config.task,
         "model_config": config.to_json(),
         "vocab": vocab.to_json(),
+        "vocab_unit": vocab.unit,
         "labels": list(labels) if labels is not None else None,
         "step": int(step),
         "data": str(data),
@@ -128,9 +131,28 @@ def labels_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
     return None if labels is None else tuple(labels)
 
 
+#: The vocabulary classes by ``vocab_unit``: characters (also when not recorded: checkpoints
+#: saved before words existed) or whitespace-free tokens.
+_VOCABULARIES: dict[str, type[Vocabulary]] = {"chars": Vocabulary, "words": TokenVocabulary}
+_UNIT_NAMES = {"chars": "characters", "words": "tokens"}
+
+
+def vocab_unit_of(meta: Mapping[str, Any]) -> str:
+    """What a checkpoint's vocabulary holds: ``"chars"`` (also when not recorded) or
+    ``"words"``; ``CheckpointError`` for anything else."""
+    unit = meta.get("vocab_unit")
+    if unit is None:
+        return "chars"
+    if not isinstance(unit, str) or unit not in _VOCABULARIES:
+        raise CheckpointError(f"vocab_unit must be 'chars' or 'words' (or absent), got "
+                              f"{_one_line(repr(unit))[:80]}")
+    return unit
+
+
 def vocab_of(meta: Mapping[str, Any]) -> Vocabulary:
-    """The :class:`Vocabulary` recorded in a (validated) checkpoint's metadata."""
-    return Vocabulary.from_json(meta["vocab"])
+    """The vocabulary recorded in a (validated) checkpoint's metadata: a :class:`Vocabulary`
+    of characters, or a :class:`TokenVocabulary` when its ``vocab_unit`` is ``"words"``."""
+    return _VOCABULARIES[vocab_unit_of(meta)].from_json(meta["vocab"])
 
 
 def _pack(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -358,14 +380,19 @@ def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None 
     except KeyError as exc:
         raise CheckpointError(f"{path}: {_one_line(exc.args[0])}") from exc
     try:
+        vocab_unit_of(meta)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    try:
         model_config = model_config_of(meta)
         chars = vocab_of(meta)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model config or vocabulary: {_one_line(exc)}"
                               ) from exc
     if len(chars) != model_config.vocab_size:
-        raise CheckpointError(f"{path}: the vocabulary has {len(chars)} characters but the model "
-                              f"config says vocab_size={model_config.vocab_size}")
+        raise CheckpointError(f"{path}: the vocabulary has {len(chars)} "
+                              f"{_UNIT_NAMES[chars.unit]} but the model config says "
+                              f"vocab_size={model_config.vocab_size}")
     labels = meta.get("labels")
     if labels is not None and not (isinstance(labels, list)
                                    and all(isinstance(c, str) for c in labels)):
@@ -465,9 +492,14 @@ def check_compatible(meta: Mapping[str, Any], path: str | os.PathLike[str], *,
         if theirs != vocab:
             only_ckpt = sorted(set(theirs.chars) - set(vocab.chars))
             only_data = sorted(set(vocab.chars) - set(theirs.chars))
+            if theirs.unit != vocab.unit:
+                raise CheckpointError(
+                    f"checkpoint {path} reads {_UNIT_NAMES[theirs.unit]}, this corpus is read "
+                    f"as {_UNIT_NAMES[vocab.unit]}")
             raise CheckpointError(
-                f"checkpoint {path} was trained on another vocabulary ({len(theirs)} characters "
-                f"vs {len(vocab)} in this corpus; only in the checkpoint: {only_ckpt[:10]}, only "
+                f"checkpoint {path} was trained on another vocabulary ({len(theirs)} "
+                f"{_UNIT_NAMES[vocab.unit]} vs {len(vocab)} in this corpus; only in the "
+                f"checkpoint: {only_ckpt[:10]}, only "
                 f"in the corpus: {only_data[:10]})")
     if config is not None:
         theirs_cfg = model_config_of(meta).to_json()

@@ -506,7 +506,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     task.check_command_arguments(EVALUATE, args, _Services())
     metrics: dict[str, Any] = dict(evaluate_checkpoint(
         args.checkpoint, backend=args.backend or "numpy", device=args.device or "cpu",
-        data=args.data))
+        data=args.data, options=task.evaluate_options(args)))
     lines = task.extend_evaluation(args, metrics, _Services())
     if args.json:
         print(json.dumps(metrics))

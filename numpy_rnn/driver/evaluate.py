@@ -9,6 +9,8 @@ module only loads the checkpoint and the corpus, and checks that they belong tog
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from ..tasks import get_task
 from ..tasks.lm import Validation, validation_loss
@@ -26,9 +28,12 @@ __all__ = ["Validation", "evaluate_checkpoint", "validation_loss"]
 
 
 def evaluate_checkpoint(path: str | os.PathLike[str], *, backend: str = "numpy",
-                        device: str = "cpu", data: str | None = None) -> dict[str, float]:
+                        device: str = "cpu", data: str | None = None,
+                        options: Mapping[str, Any] | None = None) -> dict[str, float]:
     """The validation metrics of a checkpoint on ``data`` (default: the corpus it was trained
     on), as its task measures them during training (``val_loss`` always among them).
+    ``options``: keyword arguments of the task's ``evaluate`` (those its own ``evaluate``
+    flags ask for, ``Task.evaluate_options``; default: none).
 
     The corpus must have the checkpoint's vocabulary (and label vocabulary, for a task with
     labels): ``CheckpointError`` otherwise, since other characters or labels would give the
@@ -36,7 +41,7 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, backend: str = "numpy",
     """
     weights, meta = load_checkpoint(path)
     task = get_task(task_of(meta))
-    corpus = task.load(data if data is not None else meta["data"])
+    corpus = task.load_for(meta, data)     # read as the run read it (Task.load_keys)
     check_compatible(meta, path, vocab=corpus.vocab)
     # Only a model with a label axis reads labels: a language model evaluates on the text of
     # a labelled corpus (plants) as well as on a plain one.
@@ -45,4 +50,4 @@ def evaluate_checkpoint(path: str | os.PathLike[str], *, backend: str = "numpy",
         raise CheckpointError(f"checkpoint {path} was trained with other labels than the corpus "
                               f"has ({len(labels_of(meta) or ())} vs {len(corpus.labels or ())})")
     model = backend_from_checkpoint(weights, meta, backend, device)
-    return task.evaluate(model, corpus)
+    return task.evaluate(model, corpus, **(options or {}))

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from ..tasks.classify import POOLINGS
 from ..tasks.corpus import Corpus
 from ..tasks.lm import NOTEBOOK, SCHEDULES
 from ..tasks.model import CELLS, ModelConfig
+from ..tasks.pairs import TokenUnit
 from .backend import Backend, OptimConfig, StepResult, get_backend
 from .checkpoint import (
     BEST_NAME,
@@ -151,6 +152,10 @@ class TrainConfig:
     schedule: str = "stream"
     stream_groups: int = 10             # stream over names: random groups dealt each epoch
     label_dropout: float = 0.1          # conditional: the share of names trained unconditioned
+    length_buckets: int = 0             # seq2seq: batches cut from pools of this many sorted by
+                                        # length (0: plain random batches)
+    source_tokens: str = "chars"        # seq2seq, a source<TAB>target file: each side read as
+    target_tokens: str = "words"        # its characters or its space-separated words
     # the optimisation
     steps: int = 2200                   # total optimizer steps of the run (resume included)
     optimizer: str = "adam"             # adam | adamw | sgd (torch.optim's, in both backends)
@@ -196,6 +201,13 @@ class TrainConfig:
             raise ValueError(f"label_dropout must be in [0, 1), got {self.label_dropout!r}")
         if self.embedding_dim is not None:
             positive_int("embedding_dim")
+        if isinstance(self.length_buckets, bool) or not isinstance(
+                self.length_buckets, (int, np.integer)) or self.length_buckets < 0:
+            raise ValueError(f"length_buckets must be an integer >= 0, got {self.length_buckets!r}")
+        for name in ("source_tokens", "target_tokens"):
+            if getattr(self, name) not in get_args(TokenUnit):
+                raise ValueError(f"{name} must be 'chars' or 'words', got "
+                                 f"{getattr(self, name)!r}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.schedule not in SCHEDULES:
@@ -657,7 +669,7 @@ def _prepare(config: TrainConfig, ckpt_path: Path, lead: bool, processes: int
     resumed = _previous_run(config, ckpt_path) if lead else None
     # the task and its data: corpus -> vocabulary (and labels) -> batches -> model
     task = get_task(config.task)
-    corpus = task.load(config.data)
+    corpus = task.load_as(config.data, config.to_json())
     batches = task.batches(config, corpus)
     model_config = task.model_config(config, corpus)
     check_training_fits(task, config, corpus, model_config)   # before anything is built

@@ -2,7 +2,8 @@
 
 The driver (:mod:`numpy_rnn.driver.train`) runs one loop for every task:
 
-1. ``task.load(data)`` reads the corpus (and its labels, for the tasks that need them);
+1. ``task.load(data)`` reads the corpus (and its labels, for the tasks that need them), with
+   the settings of the run that say how (:attr:`Task.load_keys`, through ``load_as``);
 2. ``task.model_config(settings, corpus)`` fixes the model, ``task.build(config, seed)`` makes
    the NumPy model with the run's initial weights (both backends start from them);
 3. ``task.batches(settings, corpus)`` yields :class:`Batch` es: what the model reads, what the
@@ -21,7 +22,7 @@ backend satisfies.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
@@ -135,6 +136,10 @@ class Task(ABC):
     reads: ClassVar[frozenset[str]] = frozenset()
     #: ``TrainConfig`` fields a resumed run must share with the checkpoint (the batching).
     resume_keys: ClassVar[tuple[str, ...]] = ("batch_size",)
+    #: ``TrainConfig`` fields that say how :meth:`load` reads a corpus (seq2seq's token units),
+    #: given to it as keyword arguments by :meth:`load_as`: from the run's settings in
+    #: training, from the settings its checkpoint saved afterwards (:meth:`load_for`).
+    load_keys: ClassVar[tuple[str, ...]] = ()
     #: The evaluation methods of this task's models (NumPy and torch, same names and
     #: arguments), with where their batch rows are; called through ``Predictor.infer``.
     inference: ClassVar[dict[str, Rows]] = {}
@@ -189,6 +194,12 @@ class Task(ABC):
         the driver's."""
         return None
 
+    def evaluate_options(self, args: Namespace) -> dict[str, Any]:
+        """The keyword arguments of :meth:`evaluate` that this task's own ``evaluate`` flags
+        (:meth:`add_command_arguments`) ask for, from the parsed ``args`` (none by default:
+        :meth:`evaluate` then runs as during training)."""
+        return {}
+
     def extend_evaluation(self, args: Namespace, metrics: dict[str, Any],
                           services: Services) -> list[str]:
         """What ``evaluate`` adds with this task's flags: entries of ``metrics`` (its JSON),
@@ -214,7 +225,25 @@ class Task(ABC):
 
     @abstractmethod
     def load(self, data: str) -> Corpus:
-        """The corpus ``data`` ("plants" or a file path), checked for what this task needs."""
+        """The corpus ``data`` ("plants" or a file path), checked for what this task needs.
+        A task with :attr:`load_keys` takes them as keyword arguments, with defaults."""
+
+    def load_as(self, data: str, settings: Mapping[str, Any] | None = None) -> Corpus:
+        """The corpus ``data`` read as a run with ``settings`` reads it: :meth:`load` with the
+        :attr:`load_keys` of ``settings`` (``TrainConfig`` fields by name, as
+        ``TrainConfig.to_json`` gives them and a checkpoint saves them) as keyword arguments;
+        those ``settings`` lacks (all, when None) keep ``load``'s defaults."""
+        options = {k: settings[k] for k in self.load_keys if settings is not None and k in settings}
+        return self.load(data, **options)
+
+    def load_for(self, meta: Mapping[str, Any], data: str | None = None) -> Corpus:
+        """The corpus of a checkpoint (its metadata ``meta``): ``data``, by default the one it
+        was trained on, read as its run read it (:meth:`load_as` with the training settings
+        it saved, ``meta["train"]["config"]``; a checkpoint without them: the defaults)."""
+        train = meta.get("train")
+        settings = train.get("config") if isinstance(train, Mapping) else None
+        return self.load_as(meta["data"] if data is None else data,
+                            settings if isinstance(settings, Mapping) else None)
 
     @abstractmethod
     def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
@@ -258,7 +287,9 @@ class Task(ABC):
         return f"validation {metrics['val_loss']:.4f}"
 
     def evaluate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
-        """What ``evaluate`` reports: the validation metrics, and whatever else the task adds."""
+        """What ``evaluate`` reports: the validation metrics, and whatever else the task adds.
+        A task with ``evaluate`` flags of its own takes them as keyword arguments here, with
+        defaults (:meth:`evaluate_options`)."""
         return self.validate(model, corpus)
 
     def describe_evaluation(self, metrics: dict[str, float]) -> str:

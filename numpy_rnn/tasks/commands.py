@@ -33,9 +33,9 @@ if TYPE_CHECKING:
     from .model import ModelConfig
 
 __all__ = ["PREDICT", "SAMPLE", "SAMPLE_RULE", "Command", "Option", "Services",
-           "dropout_rate", "nonnegative_float", "nonnegative_int", "positive_float",
-           "positive_int", "read_names", "read_prime", "read_stdin", "run_sample",
-           "unit_interval"]
+           "dropout_rate", "nonnegative_float", "nonnegative_int", "png_file",
+           "positive_float", "positive_int", "read_names", "read_prime", "read_stdin",
+           "run_sample", "unit_interval"]
 
 SAMPLE_RULE = "-" * 20   # between samples in --stop length mode
 
@@ -95,6 +95,23 @@ def dropout_rate(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
+
+
+def png_file(text: str) -> Path:
+    """A PNG file to write (``--plot FILE.png``): its name ends in ``.png`` and its directory
+    exists, so that a picture drawn after a long computation has somewhere to go. Checked
+    when the command line is read, before anything is computed; the file is written whole or
+    not at all (``Services.atomic_write``)."""
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"must be a file name ending in .png, got {text!r}")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"the directory {str(parent)!r} of {text!r} {what}")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory")
+    return path
 
 
 # -- a task's train flags -----------------------------------------------------------------------
@@ -284,7 +301,7 @@ def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
                        prime=prime, max_length=args.max_length)
     tags = None
     if args.label:
-        corpus = task.load(args.data if args.data is not None else meta["data"])
+        corpus = task.load_for(meta, args.data)
         tags = tag_names(samples, corpus)
     # Names are one per line; texts contain newlines themselves, so a rule line separates them.
     sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"

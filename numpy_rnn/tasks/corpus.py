@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -42,6 +42,7 @@ __all__ = [
     "MAX_VOCAB",
     "DataError",
     "DataWarning",
+    "TokenVocabulary",
     "Vocabulary",
     "default_data_dir",
     "download",
@@ -101,6 +102,10 @@ class Vocabulary:
     """
 
     chars: tuple[str, ...]
+    #: What an entry is: one character (``"chars"``); :class:`TokenVocabulary`'s are words.
+    unit: ClassVar[str] = "chars"
+    #: What joins a sequence of entries into the text :meth:`encode` reads.
+    separator: ClassVar[str] = ""
     # Code points of ``chars`` as a sorted array: encode() looks characters up with
     # searchsorted instead of a Python dict, which is ~50x faster on the 778k-char corpus.
     _codes: np.ndarray = field(init=False, repr=False, compare=False)
@@ -146,6 +151,11 @@ class Vocabulary:
             raise ValueError(f"characters not in the vocabulary: {shown}{more}")
         return idx.astype(np.int64, copy=False)
 
+    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Map a sequence of entries (here characters) to indices: int64 ``(len(tokens),)``;
+        ``ValueError`` naming those not in the vocabulary."""
+        return self.encode(self.separator.join(tokens))
+
     def decode(self, indices: Sequence[int] | np.ndarray) -> str:
         """Map indices, shape (N,), back to the string of their characters."""
         idx = np.asarray(indices)
@@ -173,6 +183,67 @@ class Vocabulary:
         if isinstance(data, str) or not isinstance(data, Sequence):
             raise ValueError("Vocabulary.from_json expects a list of single characters")
         return cls(tuple(data))
+
+
+@dataclass(frozen=True)
+class TokenVocabulary(Vocabulary):
+    """The tokens a model reads, each a whole word (a side of a pairs file read as
+    space-separated tokens: seq2seq's ``--source-tokens words``), in sorted order; index i is
+    ``chars[i]`` (the name :class:`Vocabulary` gives its entries). Sorted, so the index of each
+    token is the same on every run and machine.
+
+    An entry is a string without whitespace; the empty string may be one (it sorts first: a
+    padding entry, which no text encodes to). :meth:`encode` reads a text's whitespace-separated
+    words, :meth:`decode` joins tokens with one space.
+    """
+
+    unit: ClassVar[str] = "words"
+    separator: ClassVar[str] = " "
+    # Each token's index: encode() looks tokens up in it.
+    _index: dict[str, int] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tokens = tuple(self.chars)
+        for tok in tokens:
+            if not isinstance(tok, str) or tok.split() != ([tok] if tok else []):
+                raise ValueError(f"vocabulary tokens must be strings without whitespace, "
+                                 f"got {tok!r}")
+        if list(tokens) != sorted(set(tokens)):
+            raise ValueError("vocabulary tokens must be sorted and unique")
+        object.__setattr__(self, "chars", tokens)
+        object.__setattr__(self, "_codes", np.zeros(0, dtype=np.int64))   # unused: a dict
+        object.__setattr__(self, "_index", {tok: i for i, tok in enumerate(tokens)})
+
+    def encode(self, text: str) -> np.ndarray:
+        """Map the whitespace-separated words of ``text`` to indices: int64 ``(n,)`` for n
+        words; ``ValueError`` naming the words not in the vocabulary."""
+        if not isinstance(text, str):
+            raise TypeError(f"encode expects a str, got {type(text).__name__}")
+        return self.encode_tokens(text.split())
+
+    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Map a sequence of tokens to indices: int64 ``(len(tokens),)``; ``ValueError``
+        naming the tokens not in the vocabulary (the empty padding entry is never one)."""
+        index = self._index
+        unknown = sorted({t for t in tokens if not t or t not in index})
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:10])
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            raise ValueError(f"tokens not in the vocabulary: {shown}{more}")
+        return np.array([index[t] for t in tokens], dtype=np.int64)
+
+    def decode(self, indices: Sequence[int] | np.ndarray) -> str:
+        """Map indices, shape (N,), back to their tokens joined by one space."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1:
+            raise ValueError(f"decode expects a 1-D sequence of indices, got shape {idx.shape}")
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            raise ValueError(f"decode expects integer indices, got dtype {idx.dtype}")
+        bad = (idx < 0) | (idx >= len(self.chars))
+        if bad.any():
+            raise ValueError(f"indices out of range for a vocabulary of {len(self.chars)}: "
+                             f"{sorted(set(idx[bad].tolist()))[:10]}")
+        return " ".join(self.chars[i] for i in idx.tolist())
 
 
 # --------------------------------------------------------------------------------------------

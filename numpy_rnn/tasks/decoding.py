@@ -17,6 +17,12 @@ is a finished hypothesis. A hypothesis is ranked by its length-normalised score,
 log-probability of its tokens (the end token included), so that short outputs are not favoured for
 being short. A source's search ends when it has ``K`` finished hypotheses; the whole search at
 ``max_length`` steps, where unfinished hypotheses count as finished. ``nbest`` returns the best N.
+
+Each hypothesis also holds its attention, when the model has one: ``alpha (n, S)``, the weights
+``decode_step`` gave the source positions at each of its ``n`` scored steps (the end token's
+included), 0 past the source's length. Greedy keeps every step's weights; beam search keeps each
+step's weights of all its rows and the back-pointers of each step, and follows them back from
+the rows of the returned hypotheses only.
 """
 
 from __future__ import annotations
@@ -33,18 +39,38 @@ __all__ = ["Hypothesis", "beam_search", "greedy_decode"]
 
 class Hypothesis(NamedTuple):
     """One output: its tokens (without the end token), the sum of their log-probabilities
-    (the end token's included), and the ranking score, that sum over the number of tokens."""
+    (the end token's included), the ranking score, that sum over the number of tokens, and
+    ``alpha``, float64 ``(n, S)``: the attention over the ``S`` source positions (the batch's
+    width, 0 past the source's length) of each of the ``n`` scored steps, the end token's
+    included (``n = len(tokens) + 1``, or ``len(tokens)`` for an output cut at
+    ``max_length``); None for a model without attention.
+
+    Two hypotheses are equal when their tokens, log-probabilities and scores are (``alpha``, an
+    array, is left out of ``==`` and of the hash)."""
 
     tokens: tuple[int, ...]
     log_prob: float
     score: float
+    alpha: np.ndarray | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hypothesis):
+            return NotImplemented
+        return self[:3] == other[:3]
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash(self[:3])
 
 
 def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bos: int,
                   eos: int, max_length: int) -> list[Hypothesis]:
     """The most likely token at every step, for each of the ``B`` sources ``(B, S)`` of
-    ``lengths (B,)``: one :class:`Hypothesis` per source, at most ``max_length`` tokens
-    before the end token."""
+    ``lengths (B,)``: one :class:`Hypothesis` per source (with its attention of each step),
+    at most ``max_length`` tokens before the end token."""
     memory, state = model.infer("encode", source, lengths)
     B = len(source)
     feed = np.zeros((B, memory.shape[-1]), dtype=memory.dtype)
@@ -53,9 +79,14 @@ def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, 
     log_prob = np.zeros(B)
     steps = np.full(B, max_length)         # tokens each output has (the end token included)
     done = np.zeros(B, dtype=bool)
+    alphas: np.ndarray | None = None       # (B, max_length, S): each step's attention
     for t in range(max_length):
-        log_probs, state, feed, _ = model.infer("decode_step", tokens, state, feed, memory,
-                                                lengths)
+        log_probs, state, feed, alpha = model.infer("decode_step", tokens, state, feed, memory,
+                                                    lengths)
+        if alpha is not None:
+            if alphas is None:
+                alphas = np.zeros((B, max_length, alpha.shape[1]))
+            alphas[:, t] = alpha
         tokens = np.argmax(log_probs, axis=1).astype(np.int64)
         step_lp = log_probs[np.arange(B), tokens]
         log_prob += np.where(done, 0.0, step_lp)
@@ -70,7 +101,8 @@ def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, 
         n = int(steps[b])
         body = out[b, :n - 1] if done[b] else out[b, :n]
         result.append(Hypothesis(tuple(int(x) for x in body), float(log_prob[b]),
-                                 float(log_prob[b]) / n))
+                                 float(log_prob[b]) / n,
+                                 None if alphas is None else alphas[b, :n].copy()))
     return result
 
 
@@ -78,7 +110,8 @@ def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bo
                 eos: int, max_length: int, beam: int, nbest: int = 1
                 ) -> list[list[Hypothesis]]:
     """The ``nbest`` best hypotheses of a beam of ``beam`` for each of the ``B`` sources
-    ``(B, S)`` of ``lengths (B,)``, best first (see the module's docstring)."""
+    ``(B, S)`` of ``lengths (B,)``, best first, each with its attention of each step (see the
+    module's docstring)."""
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be in [1, beam={beam}], got {nbest}")
     K = beam
@@ -93,11 +126,18 @@ def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bo
     # Only the first row of each source is live at the first step (all K start the same).
     scores = np.full((B, K), -np.inf)
     scores[:, 0] = 0.0
-    finished: list[list[Hypothesis]] = [[] for _ in range(B)]
+    # Each finished hypothesis with the row and step its last token was scored at.
+    finished: list[list[tuple[Hypothesis, int, int]]] = [[] for _ in range(B)]
     open_ = np.ones(B, dtype=bool)                       # sources still searching
+    # Per step t: the attention of each of the B*K rows (B*K, S), and the back-pointers
+    # (B*K,): the row at step t that each row at step t+1 extends.
+    alphas: list[np.ndarray] = []
+    back: list[np.ndarray] = []
     for t in range(max_length):
-        log_probs, state, feed, _ = model.infer("decode_step", tokens, state, feed, memory,
-                                                lengths)
+        log_probs, state, feed, alpha = model.infer("decode_step", tokens, state, feed, memory,
+                                                    lengths)
+        if alpha is not None:
+            alphas.append(alpha)
         V = log_probs.shape[1]
         total = (scores[:, :, None] + log_probs.reshape(B, K, V)).reshape(B, K * V)
         # The 2K best extensions of each source: at most K of them end, so K go on.
@@ -115,7 +155,8 @@ def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bo
                                                              else K * V) < K)
         for b, j in zip(*np.nonzero(final & open_[:, None])):
             row = b * K + parent[b, j]
-            finished[b].append(_hypothesis(history[row], float(best_scores[b, j]), t + 1))
+            finished[b].append((_hypothesis(history[row], float(best_scores[b, j]), t + 1),
+                                int(row), t))
         keep = np.argsort(ends, axis=1, kind="stable")[:, :K]   # non-ending first, by score
         parent = np.take_along_axis(parent, keep, axis=1)
         token = np.take_along_axis(token, keep, axis=1)
@@ -125,6 +166,7 @@ def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bo
         if not open_.any():
             break
         src = (np.arange(B)[:, None] * K + parent).reshape(-1)
+        back.append(src)
         state = tuple(s[:, src] for s in state)
         feed = feed[src]
         tokens = token.reshape(-1).astype(np.int64)
@@ -134,9 +176,27 @@ def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bo
         for b in np.flatnonzero(open_):
             for k in range(K):
                 if np.isfinite(scores[b, k]):
-                    finished[b].append(_hypothesis(history[b * K + k], float(scores[b, k]),
-                                                   max_length))
-    return [sorted(f, key=lambda h: -h.score)[:nbest] for f in finished]
+                    finished[b].append((_hypothesis(history[b * K + k], float(scores[b, k]),
+                                                    max_length),
+                                        int(back[-1][b * K + k]) if back else b * K + k,
+                                        max_length - 1))
+    best_of = [sorted(f, key=lambda h: -h[0].score)[:nbest] for f in finished]
+    if not alphas:                       # a model without attention
+        return [[h for h, _, _ in f] for f in best_of]
+    return [[h._replace(alpha=_trace(alphas, back, row, t)) for h, row, t in f]
+            for f in best_of]
+
+
+def _trace(alphas: list[np.ndarray], back: list[np.ndarray], row: int, t: int) -> np.ndarray:
+    """The attention ``(t + 1, S)`` of steps 0 .. t of the hypothesis on ``row`` at step
+    ``t``, following the back-pointers (``back[s][r]``: the row at step s that row r at step
+    s + 1 extends) from step t to step 0."""
+    out = np.empty((t + 1, alphas[0].shape[1]))
+    for s in range(t, -1, -1):
+        out[s] = alphas[s][row]
+        if s:
+            row = int(back[s - 1][row])
+    return out
 
 
 def _hypothesis(history: Sequence[int] | np.ndarray, log_prob: float, steps: int) -> Hypothesis:
