@@ -11,6 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from numpy_rnn.tasks.commands import positive_int
+
 from .configs import CELLS, CONFIG_SETS, DTYPES, Selection, select_configs
 from .env import summary_lines
 from .report import markdown, write_chart, write_json, write_markdown
@@ -38,13 +40,6 @@ def _csv(kind, choices=None):
     return parse
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -70,11 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "filters the seed)")
     sel.add_argument("--dtype", type=_csv(lambda s: _DTYPE_ALIASES[s], DTYPES),
                      help="dtypes, from float32,float64 (or f32,f64)")
-    sel.add_argument("--batch", type=_csv(_positive), help="batch sizes B, e.g. 1,32")
-    sel.add_argument("--hidden", type=_csv(_positive), help="hidden sizes H, e.g. 128,512")
-    sel.add_argument("--seq-len", type=_positive, help="override the sequence length T of every "
+    sel.add_argument("--batch", type=_csv(positive_int), help="batch sizes B, e.g. 1,32")
+    sel.add_argument("--hidden", type=_csv(positive_int), help="hidden sizes H, e.g. 128,512")
+    sel.add_argument("--seq-len", type=positive_int, help="override the sequence length T of every "
                                                        "configuration (default: 150, quick: 8)")
-    sel.add_argument("--layers", type=_positive, help="override the number of layers of every "
+    sel.add_argument("--layers", type=positive_int, help="override the number of layers of every "
                                                       "configuration (default: 3, quick: 2)")
     sel.add_argument("--workload", type=_csv(str, tuple(WORKLOADS)),
                      help="workloads, from " + ", ".join(
@@ -92,10 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="list the selected configurations and the workloads, then exit")
 
     m = p.add_argument_group("method")
-    m.add_argument("--rounds", type=_positive,
+    m.add_argument("--rounds", type=positive_int,
                    help="rounds; each times every backend once and yields one ratio "
                         "(default: 5, quick: 2)")
-    m.add_argument("--calls", type=_positive,
+    m.add_argument("--calls", type=positive_int,
                    help="timed calls per block (default: calibrated so a block lasts about "
                         "--block seconds)")
     m.add_argument("--block", type=float,
@@ -104,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pause", type=float,
                    help="seconds of sleep before each backend's warm-up call, so the other "
                         "backend's spinning threads go to sleep (default: 0.3, quick: 0.01)")
-    m.add_argument("--threads", type=_csv(_positive),
+    m.add_argument("--threads", type=_csv(positive_int),
                    help="thread counts for both NumPy's BLAS (threadpoolctl) and torch "
                         "(set_num_threads), e.g. 1,2; each is a separate measurement "
                         "(default: all usable cores; quick: 1, see below)")

@@ -41,21 +41,16 @@ import json
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from numpy_rnn.tasks.commands import positive_int
+
 from . import env as envmod
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
+from .harness import thread_limit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,11 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "seconds), and g2p_en's model per word where it imports.")
     p.add_argument("--checkpoint", required=True, type=Path,
                    help="a seq2seq checkpoint (checkpoint.npz or best.npz of a run)")
-    p.add_argument("--words", type=_positive,
+    p.add_argument("--words", type=positive_int,
                    help="decode the first N test words (default: all of them)")
-    p.add_argument("--beam", type=_positive, default=5,
+    p.add_argument("--beam", type=positive_int, default=5,
                    help="width of the batched beam search (default: %(default)s)")
-    p.add_argument("--threads", type=_positive, default=1,
+    p.add_argument("--threads", type=positive_int, default=1,
                    help="BLAS threads for NumPy (threadpoolctl) and torch threads "
                         "(default: %(default)s)")
     p.add_argument("--warmup", type=int, default=20,
@@ -91,25 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 # Timing helpers
 # --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def thread_limit(n: int, torch_too: bool) -> Iterator[None]:
-    """NumPy's BLAS (threadpoolctl) limited to ``n`` threads inside the block; torch's too
-    when ``torch_too`` (only then is torch imported)."""
-    from threadpoolctl import threadpool_limits
-    before = None
-    if torch_too:
-        import torch
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n, user_api="blas"):
-            yield
-    finally:
-        if before is not None:
-            import torch
-            torch.set_num_threads(before)
 
 
 def per_item_ms(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int) -> dict[str, Any]:

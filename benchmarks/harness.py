@@ -66,18 +66,22 @@ class RatioStats:
 
 
 @contextmanager
-def thread_limit(n: int) -> Iterator[None]:
-    """NumPy's BLAS and torch both limited to ``n`` threads inside the block."""
-    import torch
+def thread_limit(n: int, torch_too: bool = True) -> Iterator[None]:
+    """NumPy's BLAS (threadpoolctl) limited to ``n`` threads inside the block, and torch's too
+    when ``torch_too`` (only then is torch imported)."""
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    before = None
+    if torch_too:
+        import torch
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
     try:
         with threadpool_limits(limits=n, user_api="blas"):
             yield
     finally:
-        torch.set_num_threads(before)
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 def _block(b: Backend, calls: int) -> float:

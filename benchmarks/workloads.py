@@ -232,6 +232,25 @@ def setup_forward_backward(cfg: Config, gpu: bool) -> Bench:
     return bench
 
 
+def _train_step_bench(fresh: Callable[..., Any], inputs: Any, targets: Any,
+                      check: Callable[[], dict[str, float]], gpu: bool) -> Bench:
+    """One ``train_step`` of the NumPy and torch backends that ``fresh(cls, device)`` builds
+    (same weights), on the same batch; the torch GPU column too where CUDA is available."""
+    from numpy_rnn.driver.backend import NumpyBackend
+    from torch_ref.backend import TorchBackend
+
+    nb, tb = fresh(NumpyBackend), fresh(TorchBackend)
+    bench = Bench(numpy=lambda: nb.train_step(inputs, targets, None),
+                  torch=lambda: tb.train_step(inputs, targets, None), check=check)
+    if gpu:
+        import torch
+        if torch.cuda.is_available():
+            gb = fresh(TorchBackend, "cuda")
+            bench.torch_gpu = lambda: gb.train_step(inputs, targets, None)
+            bench.torch_gpu_sync = torch.cuda.synchronize
+    return bench
+
+
 register(Workload(
     name="forward",
     description="recurrent stack forward, out, state = layer(x); torch under inference_mode",
@@ -272,22 +291,12 @@ def setup_train_step(cfg: Config, gpu: bool) -> Bench:
         b.load_state_dict(weights)
         return b
 
-    nb, tb = fresh(NumpyBackend), fresh(TorchBackend)
-
     def check():
         a, b = fresh(NumpyBackend), fresh(TorchBackend)
         return {"loss": abs(a.train_step(inputs, targets, None).loss
                             - b.train_step(inputs, targets, None).loss)}
 
-    bench = Bench(numpy=lambda: nb.train_step(inputs, targets, None),
-                  torch=lambda: tb.train_step(inputs, targets, None), check=check)
-    if gpu:
-        import torch
-        if torch.cuda.is_available():
-            gb = fresh(TorchBackend, "cuda")
-            bench.torch_gpu = lambda: gb.train_step(inputs, targets, None)
-            bench.torch_gpu_sync = torch.cuda.synchronize
-    return bench
+    return _train_step_bench(fresh, inputs, targets, check, gpu)
 
 
 def _sampling_bench(cfg: Config, gpu: bool, streams: int) -> Bench:
@@ -422,23 +431,13 @@ def setup_seq2seq_train_step(cfg: Config, gpu: bool) -> Bench:
         b.load_state_dict(weights)
         return b
 
-    nb, tb = fresh(NumpyBackend), fresh(TorchBackend)
-
     def check():
         a = fresh(NumpyBackend).train_step(inputs, targets, None)
         b = fresh(TorchBackend).train_step(inputs, targets, None)
         # The loss, and the gradient norm before clipping (the whole backward in one number).
         return {"loss": abs(a.loss - b.loss), "grad_norm": abs(a.grad_norm - b.grad_norm)}
 
-    bench = Bench(numpy=lambda: nb.train_step(inputs, targets, None),
-                  torch=lambda: tb.train_step(inputs, targets, None), check=check)
-    if gpu:
-        import torch
-        if torch.cuda.is_available():
-            gb = fresh(TorchBackend, "cuda")
-            bench.torch_gpu = lambda: gb.train_step(inputs, targets, None)
-            bench.torch_gpu_sync = torch.cuda.synchronize
-    return bench
+    return _train_step_bench(fresh, inputs, targets, check, gpu)
 
 
 register(Workload(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,21 @@ def read_metrics(out: Path) -> list[dict]:
 
 def read_losses(out: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+#: A tiny seq2seq run: small enough for a test, float64 so both backends agree to rounding.
+SEQ2SEQ_TINY = ["--hidden-size", "16", "--batch-size", "8", "--dtype", "float64", "--lr", "0.01",
+                "--quiet"]
+
+
+def write_reversed_pairs(directory: Path, n: int = 400, seed: int = 0) -> Path:
+    """``directory/pairs.tsv``: ``n`` made-up words of the letters a-g, each with its letters
+    reversed, upper-cased and spaced as its target (a task a small seq2seq model learns fast)."""
+    rng = random.Random(seed)
+    words: set[str] = set()
+    while len(words) < n:
+        words.add("".join(rng.choice("abcdefg") for _ in range(rng.randint(2, 6))))
+    path = directory / "pairs.tsv"
+    path.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in sorted(words)),
+                    encoding="utf-8")
+    return path

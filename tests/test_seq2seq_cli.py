@@ -7,32 +7,23 @@ takes ``--split`` and ``--beam`` for seq2seq checkpoints only."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_user_error
+from helpers import SEQ2SEQ_TINY, assert_user_error, write_reversed_pairs
 
 from numpy_rnn.driver.cli import main
 from numpy_rnn.tasks.decoding import beam_search, greedy_decode
 from numpy_rnn.tasks.pairs import load_pairs
 from numpy_rnn.tasks.seq2seq import BOS, EOS, Seq2Seq, Seq2SeqConfig
 
-TINY = ["--hidden-size", "16", "--batch-size", "8", "--dtype", "float64", "--lr", "0.01",
-        "--quiet"]
+TINY = SEQ2SEQ_TINY
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    """400 made-up words, each with its letters reversed and spelled out as its target."""
-    rng = random.Random(0)
-    words: set[str] = set()
-    while len(words) < 400:
-        words.add("".join(rng.choice("abcdefg") for _ in range(rng.randint(2, 6))))
-    path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
-    path.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in sorted(words)),
-                    encoding="utf-8")
+    path = write_reversed_pairs(tmp_path_factory.mktemp("pairs"))
     return path
 
 

@@ -6,28 +6,22 @@ translates with the same outputs in both, and has its own flags."""
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SEQ2SEQ_TINY, write_reversed_pairs
 
 from numpy_rnn.driver.cli import main
 from numpy_rnn.tasks.pairs import split_of
 
-TINY = ["--hidden-size", "16", "--batch-size", "8", "--dtype", "float64", "--lr", "0.01",
-        "--quiet"]
+TINY = SEQ2SEQ_TINY
 
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    rng = random.Random(0)
-    words: set[str] = set()
-    while len(words) < 400:
-        words.add("".join(rng.choice("abcdefg") for _ in range(rng.randint(2, 6))))
-    path = tmp_path_factory.mktemp("pairs") / "pairs.tsv"
-    path.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in sorted(words)),
-                    encoding="utf-8")
+    path = write_reversed_pairs(tmp_path_factory.mktemp("pairs"))
+    words = [line.split("\t")[0] for line in path.read_text().splitlines()]
     assert {split_of(w) for w in words} == {"train", "dev", "test"}
     return path
 
