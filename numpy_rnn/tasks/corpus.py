@@ -506,22 +506,25 @@ def is_validation_name(name: str) -> bool:
     return zlib.crc32(name.encode("utf-8")) % _VAL_MODULUS == 0
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, what: str = "corpus", encoding: str = "utf-8") -> str:
+    """The whole of the UTF-8 text file ``path``; ``ValueError`` with one line naming the
+    ``what`` file (and the line of a byte that is not UTF-8) when it is missing, not a file,
+    empty or not UTF-8. ``encoding="utf-8-sig"`` drops a byte-order mark."""
     if not path.exists():
-        raise ValueError(f"corpus file {path} does not exist")
+        raise ValueError(f"{what} file {path} does not exist")
     if not path.is_file():
-        raise ValueError(f"corpus path {path} is not a file")
+        raise ValueError(f"{what} path {path} is not a file")
     raw = path.read_bytes()
     if not raw:
-        raise ValueError(f"corpus file {path} is empty")
+        raise ValueError(f"{what} file {path} is empty")
     try:
         # Decoded from bytes, not opened in text mode: the text is kept verbatim ("\r\n"
         # stays as two characters) whatever the platform's newline convention.
-        return raw.decode("utf-8")
+        return raw.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"corpus file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from exc
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{what} file {path} line {line}: not UTF-8 text "
+                         f"(byte {exc.start}: {exc.reason})") from exc
 
 
 def _check_name(name: str, lineno: int, source: Any) -> None:

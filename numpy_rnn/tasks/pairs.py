@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Literal, get_args
 
 from .._install import install_hint
+from .corpus import _read_text
 
 __all__ = [
     "CMUDICT_WORD",
@@ -206,24 +207,6 @@ def load_cmudict(stress: bool = False) -> PairCorpus:
     return _build(entries(), "chars", "words", f"cmudict {version}")
 
 
-def _read_pairs_text(path: Path) -> str:
-    if not path.exists():
-        raise ValueError(f"pairs file {path} does not exist")
-    if not path.is_file():
-        raise ValueError(f"pairs path {path} is not a file")
-    raw = path.read_bytes()
-    if not raw:
-        raise ValueError(f"pairs file {path} is empty")
-    try:
-        # utf-8-sig: a byte-order mark some editors write is not a source character.
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ValueError(
-            f"pairs file {path} line {line}: not UTF-8 text (byte {exc.start}: {exc.reason})"
-        ) from exc
-
-
 def load_pairs(
     path: str | Path,
     *,
@@ -253,7 +236,8 @@ def load_pairs(
     if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
         raise ValueError(f"max_len must be a positive integer, got {max_len!r}")
     path = Path(path)
-    text = _read_pairs_text(path)
+    # utf-8-sig: a byte-order mark some editors write is not a source character.
+    text = _read_text(path, "pairs", encoding="utf-8-sig")
 
     entries: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
     # split("\n"), not splitlines(): the line numbers must be those an editor shows, and
