@@ -104,13 +104,13 @@ def test_plot_refuses_bad_paths_and_models_without_attention_writing_nothing(
 
 def test_a_plot_that_fails_while_drawing_leaves_no_file(checkpoint, run, tmp_path,
                                                         monkeypatch):
-    from numpy_rnn.tasks import seq2seq
+    from numpy_rnn.tasks.seq2seq import task as seq2seq_task
 
     def broken(words, outputs, alphas, f):
         f.write(b"\x89PNG half a picture")
         raise ValueError("the drawing failed")
 
-    monkeypatch.setattr(seq2seq, "plot_translation_attention", broken)
+    monkeypatch.setattr(seq2seq_task, "plot_translation_attention", broken)
     status, out, err = run("translate", "--checkpoint", checkpoint, "--plot",
                            tmp_path / "a.png", "abc")
     assert_user_error(status, err, "the drawing failed")
