@@ -46,7 +46,7 @@ from numpy_rnn.driver.distributed import (
 from numpy_rnn.driver.train import TrainConfig, resume_config, train
 from numpy_rnn.nn.losses import IGNORE_INDEX
 from numpy_rnn.tasks import get_task
-from numpy_rnn.tasks.base import Batch
+from numpy_rnn.tasks.base import Batch, DropoutMask
 from numpy_rnn.tasks.corpus import load_labelled_corpus
 from numpy_rnn.tasks.lm import LanguageModelTask
 from numpy_rnn.tasks.model import ModelConfig
@@ -172,16 +172,16 @@ def test_loss_terms_count_what_each_loss_averages_over():
 def test_mask_batch_axes_come_from_the_task_even_when_T_equals_B():
     lm = ModelConfig(vocab_size=5, hidden_size=3, num_layers=3, dropout=0.5)
     batch = Batch(np.zeros((7, 7), dtype=np.int64), np.zeros((7, 7), dtype=np.int64))
-    assert get_task("lm").dropout_masks(lm, batch) == [((7, 7, 3), 1), ((7, 7, 3), 1)]
+    assert get_task("lm").dropout_masks(lm, batch) == [((7, 7, 3), 1, lm.dropout)] * 2
 
     class PooledDropout(LanguageModelTask):  # a task with a (B, ...) mask as well: axis 0
         def dropout_masks(self, config, batch):
             B, T = batch.inputs.shape
-            return [*super().dropout_masks(config, batch), ((B, T), 0)]
+            return [*super().dropout_masks(config, batch), DropoutMask((B, T), 0, 0.5)]
 
     pooled = ModelConfig(vocab_size=5, hidden_size=3, num_layers=2, dropout=0.5)
     four = Batch(np.zeros((4, 4), dtype=np.int64), np.zeros((4, 4), dtype=np.int64))
-    assert [axis for _, axis in PooledDropout().dropout_masks(pooled, four)] == [1, 0]
+    assert [m.rows for m in PooledDropout().dropout_masks(pooled, four)] == [1, 0]
     # ... and a split step cuts each mask on its own axis: rows 2:4 of the (B, T) one.
     backend = NumpyBackend(pooled, OptimConfig())
     step = SplitStep(backend, Local(), grad_accum=2, task=PooledDropout())

@@ -174,7 +174,7 @@ def check_dropout_masks(config: ModelConfig, inputs: Any, targets: np.ndarray,
     there are none). The driver draws them; a backend never falls back on random draws of its
     own."""
     batch = Batch(inputs, np.asarray(targets))
-    want = [shape for shape, _ in get_task(config.task).dropout_masks(config, batch)]
+    want = [m.shape for m in get_task(config.task).dropout_masks(config, batch)]
     got = [] if masks is None else [np.shape(m) for m in masks]
     if got != want:
         raise ValueError(f"train_step needs the driver's dropout masks: {len(want)} of shape "

@@ -436,7 +436,7 @@ class SplitStep:
         counts = [self.task.loss_terms(targets[bounds[m]:bounds[m + 1]])
                   for m in range(self.micro_batches)]
         total = sum(counts)
-        axes = ([axis for _, axis in self.task.dropout_masks(self.backend.config, batch)]
+        axes = ([m.rows for m in self.task.dropout_masks(self.backend.config, batch)]
                 if masks else [])
         buf, n = self.buffer, self.size
         first = True

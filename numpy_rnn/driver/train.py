@@ -44,7 +44,7 @@ import numpy as np
 
 from .._install import install_hint
 from ..tasks import DEFAULT_TASK, TASKS, find_task, get_task
-from ..tasks.base import BatchSource, Predictor, State, Task, tokens_of
+from ..tasks.base import BatchSource, DropoutMask, Predictor, State, Task, tokens_of
 from ..tasks.classify import POOLINGS
 from ..tasks.corpus import Corpus
 from ..tasks.lm import NOTEBOOK, SCHEDULES
@@ -81,8 +81,8 @@ from .rundir import run_lock
 from .stops import StopRequest, deferred_stop
 
 __all__ = ["METRICS_NAME", "NOTEBOOK", "PLOT_NAME", "TrainConfig", "TrainSummary",
-           "TrainingDiverged", "draw_dropout_masks", "lr_at", "plot_losses", "resume_config",
-           "train"]
+           "TrainingDiverged", "draw_dropout_masks", "draw_masks", "lr_at", "plot_losses",
+           "resume_config", "train"]
 
 METRICS_NAME = "metrics.jsonl"
 PLOT_NAME = "loss.png"
@@ -549,8 +549,7 @@ class Run:
         # The LM's streams carry the hidden state from one batch to the next; every other
         # batch starts from zeros.
         init = None if batch.reset else self.carried
-        shapes = [shape for shape, _ in self.task.dropout_masks(self.model_config, batch)]
-        masks = draw_dropout_masks(self.dropout_rng, self.model_config.dropout, shapes)
+        masks = draw_masks(self.dropout_rng, self.task.dropout_masks(self.model_config, batch))
         reduced_before = self.stepper.allreduce_s
         t0 = time.perf_counter()
         result, stop = self.stepper(batch, init, masks, received)
@@ -871,14 +870,22 @@ def _no_log(msg: str) -> None:
     pass
 
 
+def draw_masks(rng: np.random.Generator, masks: Sequence[DropoutMask]
+               ) -> list[np.ndarray] | None:
+    """The keep masks a task asks for (``Task.dropout_masks``), in its order: each ``True``
+    with probability ``1 - p`` (``rng.random(shape) >= p``, float64 draws whatever the model's
+    dtype); None when there are none. The model scales and applies them
+    (:func:`numpy_rnn.nn.recurrent.scale_dropout_mask`, with the same ``p``)."""
+    if not masks:
+        return None
+    return [rng.random(m.shape) >= m.p for m in masks]
+
+
 def draw_dropout_masks(rng: np.random.Generator, p: float,
                        shapes: Sequence[tuple[int, ...]]) -> list[np.ndarray] | None:
-    """One keep mask per shape, ``True`` with probability ``1 - p`` (``rng.random(shape) >= p``,
-    float64 draws whatever the model's dtype); None when there are no shapes. The backend
-    scales and applies them (:func:`numpy_rnn.recurrent.scale_dropout_mask`)."""
-    if not shapes:
-        return None
-    return [rng.random(shape) >= p for shape in shapes]
+    """One keep mask per shape, all dropped with ``p``: :func:`draw_masks` of
+    ``DropoutMask(shape, 1, p)`` for each shape."""
+    return draw_masks(rng, [DropoutMask(tuple(shape), 1, p) for shape in shapes])
 
 
 def _data_source(data: str, task: Task) -> str:

@@ -39,8 +39,8 @@ if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run 
 
 State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
-__all__ = ["Batch", "BatchSource", "Predictor", "Rows", "State", "Task", "TaskModel",
-           "tokens_of"]
+__all__ = ["Batch", "BatchSource", "DropoutMask", "Predictor", "Rows", "State", "Task",
+           "TaskModel", "tokens_of"]
 
 
 class Batch(NamedTuple):
@@ -56,6 +56,17 @@ class Batch(NamedTuple):
     inputs: Any
     targets: np.ndarray
     reset: bool = True
+
+
+class DropoutMask(NamedTuple):
+    """One keep mask a training step needs: its ``shape``, the axis that holds the batch's
+    ``rows`` (so a micro-batch gets its own rows of the mask), and ``p``, the probability of an
+    element being dropped. The driver draws it (``rng.random(shape) >= p``) and the model
+    scales it (:func:`numpy_rnn.nn.recurrent.scale_dropout_mask` with the same ``p``)."""
+
+    shape: tuple[int, ...]
+    rows: int
+    p: float
 
 
 def tokens_of(inputs: Any) -> np.ndarray:
@@ -268,14 +279,13 @@ class Task(ABC):
         micro-batches (gradient accumulation, data parallel). Default: every entry."""
         return int(np.size(targets))
 
-    def dropout_masks(self, config: ModelConfig, batch: Batch
-                      ) -> list[tuple[tuple[int, ...], int]]:
-        """The keep masks a training step on ``batch`` needs, each as ``(shape, axis)``, the
-        axis that holds the batch's rows (so a micro-batch gets its rows of each mask).
-        Default: the model config's masks for the batch's tokens ``(B, T)``, time-major
-        ``(T, B, ...)``: rows on axis 1."""
+    def dropout_masks(self, config: ModelConfig, batch: Batch) -> list[DropoutMask]:
+        """The keep masks a training step on ``batch`` needs, in the order the model reads
+        them. Default: the model config's masks for the batch's tokens ``(B, T)``, time-major
+        ``(T, B, ...)`` (rows on axis 1), each dropped with ``config.dropout``."""
         B, T = tokens_of(batch.inputs).shape
-        return [(shape, 1) for shape in config.dropout_mask_shapes(T, B)]
+        return [DropoutMask(shape, 1, config.dropout)
+                for shape in config.dropout_mask_shapes(T, B)]
 
     def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
                     step: int) -> list[str]:

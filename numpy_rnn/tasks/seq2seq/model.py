@@ -53,7 +53,7 @@ from ...nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ...nn.module import ShapeError, check_array, check_lengths
 from ...nn.recurrent import GRU, LSTM, RNN, Recurrent, scale_dropout_mask
 from ...nn.steps import Params, State, Step
-from ..base import TaskModel
+from ..base import DropoutMask, TaskModel
 from ..model import ModelConfig, expose
 
 __all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "Seq2Seq", "Seq2SeqConfig", "Seq2SeqInputs"]
@@ -121,11 +121,6 @@ class Seq2SeqConfig(ModelConfig):
         """The decoder stack's input width: Et + H with input feeding, Et without."""
         return self.target_input_size + (self.hidden_size if self.input_feeding else 0)
 
-    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
-        """Not defined for two sequences: use :meth:`seq2seq_mask_shapes`."""
-        raise NotImplementedError("a seq2seq step reads two sequences: its dropout masks are "
-                                  "seq2seq_mask_shapes(S, T, B)")
-
     def seq2seq_mask_shapes(self, S: int, T: int, B: int) -> list[tuple[int, ...]]:
         """The keep masks of one training step over ``B`` pairs of ``S`` source and ``T``
         target steps: the encoder's ``(S, B, H)`` x (L-1), then the decoder's ``(T, B, H)``
@@ -136,6 +131,13 @@ class Seq2SeqConfig(ModelConfig):
         H, n = self.hidden_size, self.num_layers - 1
         encoder: list[tuple[int, ...]] = [(S, B, H)] * n
         return encoder + [(T, B, H)] * n
+
+    def dropout_masks(self, S: int, T: int, B: int) -> list[DropoutMask]:
+        """The keep masks of one training step over ``B`` pairs of ``S`` source and ``T``
+        target steps, as the driver draws them (rows on axis 1, the time-major batch axis):
+        those of :meth:`seq2seq_mask_shapes`, each dropped with ``dropout``."""
+        return [DropoutMask(shape, 1, self.dropout)
+                for shape in self.seq2seq_mask_shapes(S, T, B)]
 
 
 class Seq2SeqInputs(NamedTuple):

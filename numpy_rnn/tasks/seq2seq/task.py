@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, get_args
 import numpy as np
 
 from ...nn.losses import IGNORE_INDEX
-from ..base import Batch, Predictor, Rows, Task, TaskModel
+from ..base import Batch, DropoutMask, Predictor, Rows, Task, TaskModel
 from ..commands import (
     Command,
     Option,
@@ -202,12 +202,10 @@ class Seq2SeqTask(Task):
     def loss_terms(self, targets: np.ndarray) -> int:
         return int(np.count_nonzero(np.asarray(targets) != IGNORE_INDEX))
 
-    def dropout_masks(self, config: ModelConfig, batch: Batch
-                      ) -> list[tuple[tuple[int, ...], int]]:
+    def dropout_masks(self, config: ModelConfig, batch: Batch) -> list[DropoutMask]:
         assert isinstance(config, Seq2SeqConfig)
         B, S = batch.inputs.source.shape
-        T = batch.inputs.target_in.shape[1]
-        return [(shape, 1) for shape in config.seq2seq_mask_shapes(S, T, B)]
+        return config.dropout_masks(S, batch.inputs.target_in.shape[1], B)
 
     def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
         return settings.batch_size, MAX_SEQUENCE_LENGTH, True
