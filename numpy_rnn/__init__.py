@@ -32,6 +32,7 @@ from .nn import (
     AttentionPooling,
     DTypeError,
     Embedding,
+    ExponentialMovingAverage,
     GradcheckReport,
     GRUCell,
     GRUStep,
@@ -65,7 +66,7 @@ __all__ = [
     "RecurrentCell", "RNNCell", "GRUCell", "LSTMCell",
     "AttentionPooling", "Embedding", "Linear",
     "cross_entropy", "binary_cross_entropy_with_logits", "softmax", "log_softmax",
-    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
+    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "ExponentialMovingAverage",
     "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
 ]
 

@@ -21,7 +21,7 @@ from .dense import Embedding, Linear
 from .gradcheck import GradcheckReport, check_function, gradcheck, numerical_gradient
 from .losses import binary_cross_entropy_with_logits, cross_entropy, log_softmax, softmax
 from .module import DTypeError, Module, ShapeError
-from .optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
+from .optim import SGD, Adam, AdamW, ExponentialMovingAverage, Optimizer, clip_grad_norm
 from .recurrent import GRU, LSTM, RNN, Recurrent, held_for_backward
 from .steps import GRUStep, LSTMStep, RNNStep, Step
 
@@ -34,6 +34,6 @@ __all__ = [
     "prepare_keys", "attend_forward", "attend_backward", "keys_backward",
     "Embedding", "Linear",
     "cross_entropy", "binary_cross_entropy_with_logits", "softmax", "log_softmax",
-    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm",
+    "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "ExponentialMovingAverage",
     "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
 ]

@@ -1,5 +1,5 @@
-"""Softmax, log-softmax and two losses: cross-entropy (``torch.nn.CrossEntropyLoss``) and
-binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``).
+"""Softmax, log-softmax and two losses: cross-entropy with optional label smoothing
+(``torch.nn.CrossEntropyLoss``) and binary cross-entropy on logits (``torch.nn.BCEWithLogitsLoss``).
 
 Every function is stable for large logits: the row maximum is subtracted before ``exp`` (and the
 binary loss only ever takes ``exp`` of ``-|x|``), so ``exp`` never overflows and the logarithms
@@ -54,25 +54,49 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
-def cross_entropy(logits: np.ndarray, targets: np.ndarray,
-                  ignore_index: int = IGNORE_INDEX) -> tuple[float, np.ndarray]:
+def _check_label_smoothing(label_smoothing: Any) -> float:
+    """``label_smoothing`` as a float in [0, 1], or a ``ValueError`` naming it.
+
+    Torch documents [0, 1] but checks it only when eps > 0 (so it refuses 1.5 and silently
+    takes -0.1 or NaN as 0); here anything outside [0, 1], NaN, a bool or a non-number is refused.
+    """
+    if (isinstance(label_smoothing, (bool, np.bool_))
+            or not isinstance(label_smoothing, (int, float, np.integer, np.floating))
+            or not 0.0 <= float(label_smoothing) <= 1.0):           # False for NaN
+        raise ValueError(f"label_smoothing must be a real number in [0, 1], got "
+                         f"{label_smoothing!r}")
+    return float(label_smoothing)
+
+
+def cross_entropy(logits: np.ndarray, targets: np.ndarray, ignore_index: int = IGNORE_INDEX,
+                  label_smoothing: float = 0.0) -> tuple[float, np.ndarray]:
     """Mean cross-entropy of ``logits`` (N, V) against class ``targets`` (N,), and its gradient.
 
-    With ``valid = {i : targets[i] != ignore_index}`` and ``N_valid = |valid|``::
+    With ``valid = {i : targets[i] != ignore_index}``, ``N_valid = |valid|`` and ``eps`` =
+    ``label_smoothing``::
 
         logp      = log_softmax(logits)                        (N, V)
-        loss      = -(1/N_valid) Σ_{i in valid} logp[i, targets[i]]
-        dlogits_i = (exp(logp_i) - onehot(targets[i])) / N_valid   for i in valid, 0 otherwise
+        nll       = -(1/N_valid) Σ_{i in valid} logp[i, targets[i]]
+        smooth    = -(1/N_valid) Σ_{i in valid} Σ_j logp[i, j]
+        loss      = (1 - eps)·nll + (eps/V)·smooth
+        q_i       = (1 - eps)·onehot(targets[i]) + eps/V       (the smoothed target row)
+        dlogits_i = (exp(logp_i) - q_i) / N_valid              for i in valid, 0 otherwise
 
-    as ``torch.nn.CrossEntropyLoss()`` (``reduction='mean'``, no class weights, no label
-    smoothing). Sequence logits (B, T, V) go in as ``logits.reshape(-1, V)`` with
-    ``targets.reshape(-1)``. Returns ``(loss, dlogits)``: a Python float and an (N, V) array of
-    the logits' dtype.
+    as ``torch.nn.CrossEntropyLoss(label_smoothing=eps)`` (``reduction='mean'``, no class
+    weights): torch mixes the one-hot target with the uniform distribution over all V classes
+    (the target class included, so it keeps ``1 - eps + eps/V``), and ignored rows count in
+    neither sum nor in N_valid. The gradient is one line because ``Σ_j q_ij = 1``. With
+    ``eps = 0`` (the default) the smoothing terms are not computed at all: the result is the
+    plain cross-entropy, bit for bit. Sequence logits (B, T, V) go in as
+    ``logits.reshape(-1, V)`` with ``targets.reshape(-1)``. Returns ``(loss, dlogits)``: a
+    Python float and an (N, V) array of the logits' dtype.
 
     Raises ``TypeError`` for non-float logits or non-integer targets, and ``ValueError`` for
-    wrong ranks or lengths, a target outside ``[0, V)`` that is not ``ignore_index``, or when
-    every target is ignored (torch would return NaN).
+    wrong ranks or lengths, a target outside ``[0, V)`` that is not ``ignore_index``, when
+    every target is ignored (torch would return NaN), or for a ``label_smoothing`` that is not
+    a real number in [0, 1].
     """
+    eps = _check_label_smoothing(label_smoothing)
     logits = _float_array("logits", logits)
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (N, V), got shape {logits.shape}; reshape sequence "
@@ -105,7 +129,15 @@ def cross_entropy(logits: np.ndarray, targets: np.ndarray,
     # d loss / d logp is -scale at each valid target; through log_softmax that becomes
     # softmax * scale minus scale at the target, and nothing for ignored rows.
     dlogits = np.exp(logp) * scale
-    dlogits[rows, cls] -= scale
+    if eps == 0:
+        dlogits[rows, cls] -= scale
+    else:
+        # The row sums of logp are an (N,) temporary; dlogits is shifted in place (the ignored
+        # rows too: they are zeroed below), so smoothing adds no (N, V) array.
+        smooth = -float(logp.sum(axis=1)[rows].sum()) / n_valid
+        loss = (1 - eps) * loss + (eps / v) * smooth
+        dlogits -= (eps / v) * scale
+        dlogits[rows, cls] -= (1 - eps) * scale
     if n_valid < n:
         dlogits[~valid] = 0
     return loss, dlogits

@@ -1,4 +1,5 @@
-"""Optimizers (SGD, Adam, AdamW) and gradient-norm clipping, equal to ``torch.optim`` step for step.
+"""Optimizers (SGD, Adam, AdamW), gradient-norm clipping and an exponential moving average of the
+weights, equal to ``torch.optim`` step for step.
 
 An optimizer holds a module's two dicts, ``params`` and ``grads`` (name -> ndarray, same keys),
 and updates the parameter arrays in place; it never rebinds them, so the module keeps seeing the
@@ -9,18 +10,21 @@ weight decay is applied. A gradient of zeros is not skipped.
 The arithmetic follows torch's default CPU path (the per-parameter for-loop; torch uses it on
 CPU, and neither the foreach nor the fused kernels) in torch's order of operations, so float64
 results agree with torch to a few ulps per step. ``lr`` is a plain settable attribute (validated
-on assignment), for learning-rate decay between steps.
+on assignment), for learning-rate decay between steps. :class:`ExponentialMovingAverage` follows
+``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "clip_grad_norm"]
+__all__ = ["SGD", "Adam", "AdamW", "ExponentialMovingAverage", "Optimizer",
+           "clip_grad_norm"]
 
 
 def _check_number(name: str, value: Any) -> float:
@@ -454,3 +458,220 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray | None] | Iterable[np.ndarray 
     for g in arrays:
         g *= coef
     return total
+
+
+# Bits of a float64: the 29 low bits are those float32 lacks (52 - 23 fraction bits); 1 then
+# 28 zeros there puts a float64 exactly halfway between two float32 values (in their normal range).
+_LOW29 = (1 << 29) - 1
+_HALF29 = 1 << 28
+_TINY32 = float(np.finfo(np.float32).smallest_normal)
+
+
+def _fma_float32(x: np.floating, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
+    """``out = x·y + z`` rounded once to float32, as a fused multiply-add; ``y``, ``z``, ``out``
+    float32 arrays of one shape, ``x`` a float32 scalar.
+
+    NumPy has no fused multiply-add, so it is built in float64. The product of two float32
+    values is exact in float64 (24 + 24 significant bits <= 53), so the float64 sum ``s`` is the
+    float64 nearest to the exact ``x·y + z``, and rounding ``s`` to float32 gives the fused result
+    except where ``s`` lies exactly halfway between two float32 values while ``x·y + z`` does not
+    (the second rounding then breaks a tie that does not exist), or below float32's normal range
+    (where the halfway points are elsewhere). Only those entries, rare, are corrected: TwoSum
+    gives the exact error ``e = x·y + z − s``, and an inexact ``s`` with an even last bit steps
+    one float64 ulp toward it (rounding to odd). From 53 >= 2·24 + 2 bits, rounding that to
+    float32 is correct (Boldo and Melquiond, "When double rounding is odd", 2005).
+    """
+    prod = y.astype(np.float64, order="C")
+    prod *= float(x)                                    # exact
+    z64 = z.astype(np.float64, order="C")
+    s = prod + z64
+    bits = s.view(np.int64)
+    doubt = (bits & _LOW29) == _HALF29
+    doubt |= np.abs(s) < _TINY32
+    idx = np.flatnonzero(doubt)
+    if idx.size:
+        p, c, t = prod.reshape(-1)[idx], z64.reshape(-1)[idx], s.reshape(-1)[idx]
+        cc = t - p                                      # TwoSum: t + e == p + c exactly
+        e = (p - (t - cc)) + (c - cc)
+        odd = (np.abs(e) > 0) & ((t.view(np.int64) & 1) == 0)    # False for a NaN e
+        t[odd] = np.nextafter(t[odd], np.copysign(np.inf, e[odd]))
+        s.reshape(-1)[idx] = t
+    np.copyto(out, s, casting="same_kind")              # the one rounding that counts
+
+
+def _check_decay(decay: Any) -> float:
+    decay = _check_number("decay", decay)
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"Invalid decay={decay}: must be in [0, 1) (the average keeps this "
+                         "fraction of itself at each update)")
+    return decay
+
+
+class ExponentialMovingAverage:
+    """An exponential moving average of a module's weights, as torch's
+    ``AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))`` with
+    ``update_parameters(model)`` called after every optimizer step.
+
+    For each parameter θ, with its average θ̄ (``averaged[name]``), ``w = 1 − decay`` and
+    n = ``n_averaged`` (the number of updates so far)::
+
+        θ̄ ← θ                          at the first update (n = 0): a copy
+        θ̄ ← θ̄ + w·(θ − θ̄)              later, if |w| < 0.5
+        θ̄ ← θ + (w − 1)·(θ − θ̄)        later, if |w| >= 0.5
+        n ← n + 1
+
+    both later forms being ``decay·θ̄ + (1 − decay)·θ``. Before the first update θ̄ holds the
+    weights at construction (torch deep-copies the model).
+
+    What torch computes: ``get_ema_multi_avg_fn`` calls ``torch._foreach_lerp_(averaged,
+    weights, 1 - decay)``, a lerp with the Python float ``1 − decay`` as its weight, cast to the
+    parameter's dtype. Torch's lerp has the two branches above, and its vectorised CPU kernels
+    (AVX2, AVX512; the tests check it) evaluate each as one fused multiply-add: ``θ − θ̄`` is
+    rounded, then ``w·(θ − θ̄) + θ̄`` (or ``(w − 1)·(θ − θ̄) + θ``) is rounded once. Here float32
+    parameters get exactly that (a fused multiply-add built from float64, :func:`_fma_float32`),
+    so float32 averages equal torch's bit for bit; float64 ones round the product and the sum
+    separately (NumPy has no fused multiply-add in float64) and may differ from torch by an ulp
+    per update. The float32 update costs about 10 passes over the weights in float64 (some
+    10 ms per million weights), the float64 one 3 passes.
+
+    ``params`` is a module's ``params`` dict (name -> float32/float64 ndarray), read at every
+    :meth:`update`; its names are fixed at construction. ``averaged`` (name -> array of the
+    parameter's shape and dtype) is allocated once and updated in place. Memory: one copy of
+    the weights, and a second one (the model's weights, kept aside) from the first
+    :meth:`swapped`.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], decay: float = 0.999) -> None:
+        if not isinstance(params, Mapping):
+            raise TypeError("params must be a mapping of name -> ndarray (a Module's .params), "
+                            f"got {type(params).__name__}")
+        if len(params) == 0:
+            raise ValueError("ExponentialMovingAverage got an empty params mapping")
+        for name, p in params.items():
+            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"param {name!r} must be a float32 or float64 ndarray, got "
+                                f"{getattr(p, 'dtype', type(p).__name__)}")
+        self.params = params
+        self._decay = _check_decay(decay)
+        self.averaged: dict[str, np.ndarray] = {name: p.copy() for name, p in params.items()}
+        self.n_averaged = 0
+        self._kept: dict[str, np.ndarray] = {}   # the model's weights during swapped()
+        self._swapped = False
+
+    @property
+    def decay(self) -> float:
+        """The fraction of the average kept at each update, in [0, 1); fixed at construction
+        (``load_state_dict`` restores it)."""
+        return self._decay
+
+    def _current(self) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """``(name, param, average)`` for every name, each param checked against its average."""
+        out = []
+        for name, avg in self.averaged.items():
+            if name not in self.params:
+                raise KeyError(f"parameter {name!r} was removed from params after the "
+                               "ExponentialMovingAverage was built")
+            p = self.params[name]
+            if not isinstance(p, np.ndarray) or p.shape != avg.shape or p.dtype != avg.dtype:
+                got = (f"{p.dtype.name} {p.shape}" if isinstance(p, np.ndarray)
+                       else type(p).__name__)
+                raise ValueError(f"param {name!r} is now {got}, its average is "
+                                 f"{avg.dtype.name} {avg.shape}")
+            out.append((name, p, avg))
+        return out
+
+    def update(self) -> None:
+        """Move every average toward its parameter's current value (call after each step)."""
+        if self._swapped:
+            raise RuntimeError("update() inside swapped(): the params hold the averages now, "
+                               "so this would average the averages; update after the block")
+        current = self._current()
+        if self.n_averaged == 0:
+            for _, p, avg in current:
+                np.copyto(avg, p)
+        else:
+            for _, p, avg in current:
+                w = p.dtype.type(1 - self._decay)       # torch casts the lerp weight to the dtype
+                small = abs(w) < 0.5
+                coef, base = (w, avg) if small else (w - 1, p)
+                diff = p - avg                          # rounded, as torch does
+                if p.dtype == np.float32:
+                    _fma_float32(coef, diff, base, out=avg)
+                else:
+                    diff *= coef
+                    np.add(base, diff, out=avg)
+        self.n_averaged += 1
+
+    @contextmanager
+    def swapped(self) -> Iterator[Mapping[str, np.ndarray]]:
+        """Within the ``with`` block the params hold the averaged weights (to validate or sample
+        with them); on leaving it, by an exception too, the model's own weights are put back
+        bit for bit. Yields ``params``. The arrays are copied into, never rebound, so a module
+        holding them sees the swap. :meth:`update` is refused inside the block.
+        """
+        if self._swapped:
+            raise RuntimeError("swapped() is already active; blocks do not nest")
+        current = self._current()
+        for name, p, _ in current:
+            if not p.flags.writeable:
+                raise ValueError(f"param {name!r} is read-only; swapped() writes the averages "
+                                 "into it")
+        for name, p, avg in current:
+            if name not in self._kept:                 # allocated once, reused by every swap
+                self._kept[name] = np.empty_like(p)
+            np.copyto(self._kept[name], p)
+            np.copyto(p, avg)
+        self._swapped = True
+        try:
+            yield self.params
+        finally:
+            for name, p, _ in current:
+                np.copyto(p, self._kept[name])
+            self._swapped = False
+
+    def state_dict(self) -> dict[str, Any]:
+        """A deep copy: ``{"decay": float, "n_averaged": int, "averaged": {name: ndarray}}``."""
+        return {"decay": self._decay, "n_averaged": self.n_averaged,
+                "averaged": {name: avg.copy() for name, avg in self.averaged.items()}}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore ``decay``, ``n_averaged`` and the averages (copied into the existing arrays,
+        cast to each parameter's dtype), so a resumed run continues exactly.
+
+        Everything is validated first; on any problem a ``KeyError``/``ValueError``/``TypeError``
+        explains it and nothing is changed.
+        """
+        prefix = "load_state_dict refused (nothing was changed): "
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(prefix + f"expected a mapping, got {type(state_dict).__name__}")
+        want = {"decay", "n_averaged", "averaged"}
+        if set(state_dict) != want:
+            raise KeyError(prefix + f"expected keys {sorted(want)}, got {sorted(state_dict)}")
+        try:
+            decay = _check_decay(state_dict["decay"])
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(prefix + str(exc)) from exc
+        n = state_dict["n_averaged"]
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(prefix + f"n_averaged must be an int >= 0, got {n!r}")
+        averaged = state_dict["averaged"]
+        if not isinstance(averaged, Mapping) or set(averaged) != set(self.averaged):
+            got = sorted(averaged) if isinstance(averaged, Mapping) else type(averaged).__name__
+            raise KeyError(prefix + f"averaged must have keys {sorted(self.averaged)}, got {got}")
+        arrays = {}
+        for name, avg in self.averaged.items():
+            a = np.asarray(averaged[name])
+            if a.dtype.kind not in "fiu":
+                raise TypeError(prefix + f"averaged[{name!r}] has non-real dtype {a.dtype.name}")
+            if a.shape != avg.shape:
+                raise ValueError(prefix + f"averaged[{name!r}] has shape {a.shape}, param has "
+                                 f"{avg.shape}")
+            arrays[name] = a
+        self._decay = decay
+        self.n_averaged = int(n)
+        for name, a in arrays.items():
+            np.copyto(self.averaged[name], a, casting="unsafe")
+
+    def __repr__(self) -> str:
+        return (f"ExponentialMovingAverage({len(self.averaged)} params, decay={self._decay!r}, "
+                f"n_averaged={self.n_averaged})")
