@@ -1,7 +1,9 @@
 """Single-step cells, equal to ``torch.nn.RNNCell``, ``GRUCell`` and ``LSTMCell``.
 
-A cell is one step of :mod:`numpy_rnn.steps` run over a sequence of length one: it uses the same
-direction runner as the layers, so there is no second copy of the gate math here.
+A cell is one step of :mod:`numpy_rnn.nn.steps` run over a sequence of length one: it uses the
+layers' own time loop (:func:`~numpy_rnn.nn.recurrent.run_forward` and ``run_backward``, over a
+:class:`~numpy_rnn.nn.recurrent.StepRunner`), so there is no second copy of the gate math or of
+the bookkeeping around it here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .module import Module, ShapeError, check_array, check_bool, check_size
-from .recurrent import DirectionRun, run_backward, run_forward
+from .recurrent import StepRunner, run_backward, run_forward
 from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 
 
@@ -42,7 +44,7 @@ class RecurrentCell(Module):
         k = 1.0 / np.sqrt(H)
         for name, shape in shapes.items():
             self._add_param(name, rng.uniform(-k, k, size=shape))
-        self._run: DirectionRun | None = None
+        self._run: StepRunner | None = None
         self._unbatched = False
 
     def _params(self) -> Params:
@@ -89,7 +91,7 @@ class RecurrentCell(Module):
             if d.shape != want:
                 raise ShapeError(f"d{name} must have shape {want}, got {d.shape}")
             dnew.append(d.reshape(B, size))
-        dx, dprev = run_backward(self.step, self._params(), self.grads, run, None, tuple(dnew))
+        dx, dprev = run_backward(run, self.grads, None, tuple(dnew))
         if unbatched:
             return dx[0, 0], tuple(d[0] for d in dprev)
         return dx[0], dprev

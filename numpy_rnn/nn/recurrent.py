@@ -9,6 +9,13 @@ The layers here know nothing about gates. They
 * and in backward run the steps back in time, then turn the per-step gate gradients into the
   weight gradients and the input gradient with single matrix products after the loop.
 
+One class does the per-direction part of that, :class:`StepRunner`, driven one time step at a
+time by every loop that runs a step: the layers' own (:func:`run_forward`,
+:func:`run_backward`), a decoder whose input at ``t`` is its own output at ``t-1`` (input
+feeding, :mod:`numpy_rnn.tasks.seq2seq.model`), and one-step decoding
+(:meth:`Recurrent.forward_step`). :meth:`Recurrent.step_params` and :meth:`Recurrent.step_grads`
+lend it one layer's parameters and gradients; :data:`LAYERS` names the layer of each cell.
+
 Shapes (torch's): ``T`` steps, ``B`` batch, ``F`` input features, ``H`` hidden size, ``Ho`` the size
 of the emitted ``h`` (``proj_size`` if set, else ``H``), ``L`` layers, ``D`` directions.
 
@@ -39,16 +46,54 @@ from .module import Module, ShapeError, check_array, check_bool, check_lengths, 
 from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 
 # --------------------------------------------------------------------------------------------
-# One direction of one layer over time. Shared with the cells (which are runs of T = 1).
+# One direction of one layer, one time step at a time: the runner every time loop drives
 # --------------------------------------------------------------------------------------------
 
-@dataclass
-class DirectionRun:
-    """Everything one direction of one layer keeps from forward for backward.
+@dataclass(init=False, eq=False)
+class StepRunner:
+    """One direction of one recurrent layer over ``T`` steps, driven one time step at a time.
 
-    ``states[j]`` is ``(T+1, B, size_j)``. The forward direction reads ``states[j][t]`` and writes
-    ``states[j][t+1]`` at time ``t``; the reverse direction reads ``states[j][t+1]`` and writes
-    ``states[j][t]``. Either way ``prev`` and ``new`` are contiguous ``(T, B, size)`` slices.
+    Everything a loop does around a :class:`~numpy_rnn.nn.steps.Step`'s gate math is here,
+    written once: the input projection, the buffers over time, the ended sequences of
+    ``lengths``, the backward steps and the weight gradients after them. Three loops drive it:
+
+    * the layers' own time loop (:func:`run_forward`, :func:`run_backward`): every input is
+      known before the loop, so ``project()`` projects all ``T`` steps in one product;
+    * a decoder whose input at step ``t`` depends on its own output at ``t-1`` (input feeding,
+      :mod:`numpy_rnn.tasks.seq2seq.model`): ``stepwise=True``, each step's input projected
+      when it is known (:meth:`project` with ``t``, :meth:`project_part`, :meth:`add_input`);
+    * one-step decoding (:meth:`Recurrent.forward_step`): a run of ``T = 1``.
+
+    A loop calls, in this order::
+
+        project()                  gx = x W_ih^T + b         all T steps, ONE matrix product
+        forward_step(t)            states[t] -> states[t+1]  the Step's gate math, for each t
+        start_backward(dfinal)     the gate-gradient buffers, dstate = dL/d(final states)
+        backward_step(t, dout_t)   dgx[t], dgh[t]; dstate = dL/d(states step t read), t reversed
+        finish_backward(grads)     dW_ih += Σ_t dgx_t^T x_t,  dW_hh += Σ_t dgh_t^T h_{t-1},
+                                   the biases                one matrix product each
+        input_grad()               dx = dgx W_ih             ONE matrix product
+        end_backward()             -> dL/d(initial states); the backward buffers are let go
+
+    ``forward_step`` leaves NumPy's error state to its caller: run the loop inside
+    ``np.errstate(over="ignore")`` (a sigmoid's ``exp(-a)`` overflows to ``inf`` for very
+    negative ``a`` and gives the correct 0; once around the loop, not once per step).
+
+    Buffers, each allocated once per run and reused by every step on purpose (shapes for
+    ``T`` steps, ``B`` sequences, ``F`` input features, ``G*H`` gate rows):
+
+    * ``x (T, B, F)``: the input each step reads; the caller's array (a layer's input) or, for
+      a stepwise run, a buffer the caller fills step by step (the weight gradient reads it);
+    * ``gx (T, B, G*H)``: its projection; a forward-time transient of a whole-sequence run;
+    * ``states[j] (T+1, B, size_j)``: the forward direction reads ``states[j][t]`` and writes
+      ``states[j][t+1]`` at step ``t``, the reverse direction reads ``[t+1]`` and writes
+      ``[t]``; :meth:`prev` and :meth:`new` are the ``(T, B, size)`` slices either way;
+    * the step's ``cache`` (leading axis ``T``);
+    * in backward ``dgx`` and ``dgh (T, B, G*H)`` (ONE buffer for a step that shares them).
+
+    The dataclass fields are what a run keeps for backward (:func:`held_for_backward` counts
+    them; the memory benchmark walks them); the other attributes are the parameters, views
+    and per-call buffers.
     """
 
     x: np.ndarray                 # (T, B, F) the input the direction read
@@ -57,113 +102,243 @@ class DirectionRun:
     reverse: bool
     valid: np.ndarray | None      # (T, B, 1) bool, True where t < length (not a dropout mask)
 
+    def __init__(self, step: Step, params: Params, x: np.ndarray, init: State, *,
+                 reverse: bool = False, valid: np.ndarray | None = None,
+                 stepwise: bool = False) -> None:
+        """``params``: the layer's short names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+        ``bias_hh``, None for an absent bias, and the step's extras), e.g.
+        :meth:`Recurrent.step_params`; ``x (T, B, F)``; ``init``: the initial states, ``(B,
+        size)`` each; ``valid (T, B, 1)`` bool or None; ``stepwise``: the input of step ``t``
+        is known only when step ``t`` comes (see :meth:`project`)."""
+        T, B, _ = x.shape
+        self.step, self.params, self.stepwise = step, params, stepwise
+        self.x, self.reverse, self.valid = x, reverse, valid
+        self.w_ih: np.ndarray = params["weight_ih"]            # (G*H, F)
+        self.states = tuple([np.empty((T + 1, B, n), x.dtype) for n in step.state_sizes()])
+        first = T if reverse else 0                             # the initial state's slot
+        for s, s0 in zip(self.states, init):
+            s[first] = s0
+        self.cache = step.new_cache(T, B, x.dtype)
+        self._forward_params = p = dict(params)
+        # The biases gx gets: b_ih, and b_hh for a step that only ever uses gx + gh (it sees
+        # b_hh the same way at every step, so it is added once to gx instead of once per step).
+        biases = () if p["bias_ih"] is None else (p["bias_ih"],)
+        if step.shares_gate_grads and p["bias_hh"] is not None:
+            biases += (p["bias_hh"],)
+            p["bias_hh"] = None
+        if stepwise and len(biases) == 2:
+            biases = (biases[0] + biases[1],)  # summed once: one addition per step, not two
+        self.gx_bias = biases
+        # Every step multiplies by W_hh^T. OpenBLAS is faster with a contiguous copy, which pays
+        # for itself over a long sequence but not for short or stepwise runs.
+        self._own_copy = T >= 16 and not stepwise
+        w_hh_t = p["weight_hh"].T
+        p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if self._own_copy else w_hh_t
+        self.gx: np.ndarray | None = (np.empty((T, B, self.w_ih.shape[0]), x.dtype)
+                                      if stepwise else None)
+        # Slot k's states as a tuple of (B, size) views, built once for all steps: step t
+        # reads slot t and writes slot t+1 (the reverse direction: reads t+1, writes t).
+        self._slots = list(zip(*self.states))
+
+    # -- the buffers over time -------------------------------------------------------------
+
+    def times(self) -> range:
+        """The order of the forward steps: ``0 .. T-1``, or ``T-1 .. 0`` for the reverse
+        direction (``reversed(run.times())`` is backward's)."""
+        T = self.x.shape[0]
+        return range(T - 1, -1, -1) if self.reverse else range(T)
+
     def prev(self, j: int) -> np.ndarray:
-        """The state each step read, ``(T, B, size_j)``, indexed by time."""
+        """The state ``j`` each step read, ``(T, B, size_j)``, indexed by time."""
         return self.states[j][1:] if self.reverse else self.states[j][:-1]
 
     def new(self, j: int) -> np.ndarray:
-        """The state each step wrote, ``(T, B, size_j)``, indexed by time."""
+        """The state ``j`` each step wrote, ``(T, B, size_j)``, indexed by time."""
         return self.states[j][:-1] if self.reverse else self.states[j][1:]
 
     def final(self) -> State:
-        """The state after the direction's last step, ``(B, size)`` each."""
-        return tuple(s[0] if self.reverse else s[-1] for s in self.states)
+        """The states after the direction's last step, ``(B, size)`` each."""
+        return self._slots[0] if self.reverse else self._slots[-1]
 
+    # -- forward ---------------------------------------------------------------------------
 
-def run_forward(step: Step, p: dict, x: np.ndarray, init: State, valid: np.ndarray | None,
-                reverse: bool) -> DirectionRun:
-    """Run ``step`` over the time steps of ``x (T, B, F)`` from the states ``init`` ((B, size)).
+    def project(self, t: int | None = None) -> None:
+        """The input projection ``gx[t] = x[t] W_ih^T + b`` of step ``t`` (a stepwise run, once
+        ``x[t]`` is written), or with ``t=None`` of every step in ONE matrix product over the
+        ``T*B`` rows (before the loop; a whole-sequence run then lets the step prepare all of
+        ``gx`` at once, e.g. the LSTM scales its gates)."""
+        if t is not None:
+            gx = self._gx()[t]
+            np.matmul(self.x[t], self.w_ih.T, out=gx)
+            for b in self.gx_bias:
+                gx += b
+            return
+        T, B, F = self.x.shape
+        gx2 = self.x.reshape(T * B, F) @ self.w_ih.T
+        for b in self.gx_bias:
+            gx2 += b
+        self.gx = gx2.reshape(T, B, gx2.shape[1])
+        if not self.stepwise:
+            self.step.prepare_forward(self._forward_params, self.gx, self._own_copy)
 
-    Where ``valid[t, b]`` is False (the sequence has ended, or in the reverse direction has not
-    started yet) the state is carried unchanged, which is how torch runs packed sequences.
-    """
-    T, B, _ = x.shape
-    dtype = x.dtype
-    # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
-    gx = x.reshape(T * B, x.shape[2]) @ p["weight_ih"].T
-    if p["bias_ih"] is not None:
-        gx += p["bias_ih"]
-    gx = gx.reshape(T, B, gx.shape[1])
-    p = dict(p)
-    if step.shares_gate_grads and p["bias_hh"] is not None:
-        # A cell that only ever uses gx + gh sees b_hh the same way at every step: add it to
-        # gx once for all T steps instead of once per step.
-        gx += p["bias_hh"]
-        p["bias_hh"] = None
-    # Every step multiplies by W_hh^T. OpenBLAS is faster with a contiguous copy, which pays for
-    # itself over a long sequence but not for the one-step calls of sampling and cells.
-    w_hh_t = p["weight_hh"].T
-    own_copy = T >= 16
-    p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if own_copy else w_hh_t
-    step.prepare_forward(p, gx, own_copy)
-    states = tuple(np.empty((T + 1, B, n), dtype) for n in step.state_sizes())
-    first = T if reverse else 0   # slot of the initial state
-    for s, s0 in zip(states, init):
-        s[first] = s0
-    run = DirectionRun(x=x, states=states, cache=step.new_cache(T, B, dtype), reverse=reverse,
-                       valid=valid)
-    cache, forward = run.cache, step.forward
-    # The states each step reads and writes, as tuples of (B, size) views, built once per call.
-    prevs = list(zip(*(run.prev(j) for j in range(len(states)))))
-    news = list(zip(*(run.new(j) for j in range(len(states)))))
-    with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
-        for t in (range(T - 1, -1, -1) if reverse else range(T)):
-            forward(p, gx[t], prevs[t], news[t], cache, t)
-            if valid is not None:                 # ended sequences keep their state
-                keep = ~valid[t]
-                for sn, sp in zip(news[t], prevs[t]):
-                    np.copyto(sn, sp, where=keep)
-    return run
+    def project_part(self, part: np.ndarray, cols: slice) -> None:
+        """Stepwise: the columns ``cols`` of every step's input, known before the loop (a
+        decoder's embedded targets): ``x[:, :, cols] = part (T, B, F_part)`` and ``gx = part
+        W_ih[:, cols]^T + b``, one product for all ``T`` steps. :meth:`add_input` adds the
+        other columns' share at each step."""
+        self.x[:, :, cols] = part
+        gx = self._gx()
+        np.matmul(part, self.w_ih[:, cols].T, out=gx)
+        for b in self.gx_bias:
+            gx += b
 
+    def add_input(self, t: int, part: np.ndarray, cols: slice) -> None:
+        """Stepwise: the columns ``cols`` of step ``t``'s input, known only now (input feeding:
+        the previous attentional state): ``x[t, :, cols] = part (B, F_part)`` and ``gx[t] +=
+        part W_ih[:, cols]^T``."""
+        self.x[t, :, cols] = part
+        self._gx()[t] += part @ self.w_ih[:, cols].T
 
-def run_backward(step: Step, p: dict, g: dict, run: DirectionRun, dout: np.ndarray | None,
-                 dfinal: State) -> tuple[np.ndarray, State]:
-    """Backpropagate one direction through time.
+    def forward_step(self, t: int) -> np.ndarray:
+        """Step ``t``, from its complete projection ``gx[t]``: reads the states before it,
+        writes those after it (sequences that have ended keep theirs); returns the emitted
+        ``h_t (B, Ho)``, a view of the state buffer."""
+        gx = self._gx()[t]
+        prev, new = self._step_states(t)
+        p = self._forward_params
+        if self.stepwise:
+            # The step's per-call preparation (the LSTM scales its gates), this step's gx only.
+            self.step.prepare_forward(p, gx[None], False)
+        self.step.forward(p, gx, prev, new, self.cache, t)
+        if self.valid is not None:                 # ended sequences keep their state
+            keep = ~self.valid[t]
+            for sn, sp in zip(new, prev):
+                np.copyto(sn, sp, where=keep)
+        return new[0]
 
-    ``dout (T, B, Ho)`` is the gradient w.r.t. the direction's outputs (None for none) and
-    ``dfinal`` the gradients w.r.t. its final states. Adds the parameter gradients into ``g``
-    (short names) and returns ``(dx (T, B, F), dinit)``.
-    """
-    x, valid = run.x, run.valid
-    T, B, F = x.shape
-    GH = p["weight_ih"].shape[0]
-    dgx = np.empty((T, B, GH), x.dtype)
-    # For RNN and LSTM dgh == dgx, so one buffer serves both; the GRU needs its own.
-    dgh = dgx if step.shares_gate_grads else np.empty_like(dgx)
-    dstate = tuple(np.array(d, copy=True) for d in dfinal)
-    n_states = len(run.states)
-    prev_all = tuple(run.prev(j) for j in range(n_states))
-    new_all = tuple(run.new(j) for j in range(n_states))
-    cache, backward = step.prepare_backward(p, run.cache, prev_all, new_all, dgx), step.backward
-    prevs, news = list(zip(*prev_all)), list(zip(*new_all))
-    for t in (range(T) if run.reverse else range(T - 1, -1, -1)):
-        # The gradient reaching h_t is the sum of what comes from the output at t and what comes
-        # back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
-        dh = dstate[0] + dout[t] if dout is not None else dstate[0]
-        dnew = (dh,) + dstate[1:]
-        if valid is None:
-            dstate = backward(p, dnew, prevs[t], news[t], cache, t, dgx[t], dgh[t])
+    def end_forward(self) -> None:
+        """After a whole-sequence forward: let go of the forward-time transients (``gx`` and the
+        copy of ``W_hh^T``), which backward does not read."""
+        self.gx = None
+        self._forward_params = {}
+
+    def _step_states(self, t: int) -> tuple[State, State]:
+        """The states step ``t`` reads and those it writes, ``(B, size)`` views each."""
+        slots = self._slots
+        return (slots[t + 1], slots[t]) if self.reverse else (slots[t], slots[t + 1])
+
+    def _gx(self) -> np.ndarray:
+        assert self.gx is not None, "project() first"
+        return self.gx
+
+    # -- backward --------------------------------------------------------------------------
+
+    def start_backward(self, dfinal: Sequence[np.ndarray | None] | None = None) -> None:
+        """Before the backward loop: the gate-gradient buffers ``dgx``/``dgh (T, B, G*H)`` (one
+        buffer for a step that shares them), the step's gradient-free factors of all ``T``
+        steps (``Step.prepare_backward``), and ``dstate``: the gradients w.r.t. the final
+        states (``(B, size)`` each, copied; zeros for None, or for each None entry)."""
+        T, B, _ = self.x.shape
+        self.dgx = np.empty((T, B, self.w_ih.shape[0]), self.x.dtype)
+        self.dgh = self.dgx if self.step.shares_gate_grads else np.empty_like(self.dgx)
+        self._backward_cache = self.step.prepare_backward(self.params, self.cache,
+                                                          self._all(self.prev),
+                                                          self._all(self.new), self.dgx)
+        given = (None,) * len(self.states) if dfinal is None else dfinal
+        self.dstate: State = tuple(np.zeros_like(s[0]) if d is None else np.array(d, copy=True)
+                                   for s, d in zip(self.states, given))
+
+    def backward_step(self, t: int, dout: np.ndarray | None = None) -> np.ndarray:
+        """Step ``t`` back (steps in ``reversed(run.times())`` order). ``dout (B, Ho)``: the
+        gradient w.r.t. ``h_t`` from outside the direction (the layer above, or a decoder's
+        attention and output layer), None for none. Writes ``dgx[t]``/``dgh[t]``, leaves in
+        ``dstate`` the gradients w.r.t. the states step ``t`` read, returns ``dgx[t] (B,
+        G*H)``."""
+        # The gradient reaching h_t is the sum of what comes from the output at t (dout) and
+        # what comes back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
+        dh = self.dstate[0] if dout is None else self.dstate[0] + dout
+        dnew = (dh,) + self.dstate[1:]
+        p, cache = self.params, self._backward_cache
+        prev, new = self._step_states(t)
+        if self.valid is None:
+            self.dstate = self.step.backward(p, dnew, prev, new, cache, t, self.dgx[t],
+                                             self.dgh[t])
         else:
             # Every gradient of a step is linear in dnew, so zeroing the rows of ended sequences
             # makes their contribution to dgx, dgh and the weights exactly 0; their state
             # gradient passes through the step unchanged, as their state did.
-            m = valid[t]
-            dpass = backward(p, tuple(d * m for d in dnew), prevs[t], news[t], cache, t,
-                             dgx[t], dgh[t])
-            dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
-    # Weight gradients of all time steps, one matrix product each.
-    dgx2 = dgx.reshape(T * B, GH)
-    dgh2 = dgh.reshape(T * B, GH)
-    h_prev = run.prev(0)
-    g["weight_ih"] += dgx2.T @ x.reshape(T * B, F)
-    g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, h_prev.shape[2])
-    if p["bias_ih"] is not None:
-        db_ih = dgx2.sum(axis=0)
-        g["bias_ih"] += db_ih
-        g["bias_hh"] += db_ih if dgh is dgx else dgh2.sum(axis=0)
-    step.finish_backward(p, g, run.cache, dgx, dgh, prev_all, new_all)
-    dx = (dgx2 @ p["weight_ih"]).reshape(T, B, F)
-    return dx, dstate
+            m = self.valid[t]
+            dpass = self.step.backward(p, tuple(d * m for d in dnew), prev, new, cache, t,
+                                       self.dgx[t], self.dgh[t])
+            self.dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
+        return self.dgx[t]
+
+    def finish_backward(self, grads: dict[str, np.ndarray]) -> None:
+        """After the backward loop: the weight gradients of all ``T`` steps, ONE matrix
+        product each, ADDED into ``grads`` (short names, as ``params``)."""
+        T, B, F = self.x.shape
+        GH = self.dgx.shape[2]
+        dgx2 = self.dgx.reshape(T * B, GH)
+        dgh2 = self.dgh.reshape(T * B, GH)
+        h_prev = self.prev(0)
+        grads["weight_ih"] += dgx2.T @ self.x.reshape(T * B, F)
+        grads["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, h_prev.shape[2])
+        if self.params["bias_ih"] is not None:
+            db_ih = dgx2.sum(axis=0)
+            grads["bias_ih"] += db_ih
+            grads["bias_hh"] += db_ih if self.dgh is self.dgx else dgh2.sum(axis=0)
+        self.step.finish_backward(self.params, grads, self.cache, self.dgx, self.dgh,
+                                  self._all(self.prev), self._all(self.new))
+
+    def input_grad(self) -> np.ndarray:
+        """``dx = dgx W_ih (T, B, F)``: the gradient w.r.t. every step's input, one product."""
+        T, B, GH = self.dgx.shape
+        return (self.dgx.reshape(T * B, GH) @ self.w_ih).reshape(T, B, self.x.shape[2])
+
+    def end_backward(self) -> State:
+        """The gradients w.r.t. the initial states (``(B, size)`` each); lets go of the
+        backward buffers (a layer keeps its runs until its next forward)."""
+        dinit = self.dstate
+        del self.dgx, self.dgh, self._backward_cache, self.dstate
+        return dinit
+
+    def _all(self, states: Any) -> State:
+        return tuple(states(j) for j in range(len(self.states)))
+
+
+def run_forward(step: Step, p: Params, x: np.ndarray, init: State, valid: np.ndarray | None,
+                reverse: bool) -> StepRunner:
+    """The layers' time loop, forward: run ``step`` over the time steps of ``x (T, B, F)`` from
+    the states ``init`` ((B, size) each), the input projection of all steps first.
+
+    Where ``valid[t, b]`` is False (the sequence has ended, or in the reverse direction has not
+    started yet) the state is carried unchanged, which is how torch runs packed sequences.
+    """
+    run = StepRunner(step, p, x, init, reverse=reverse, valid=valid)
+    # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
+    run.project()
+    with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
+        for t in run.times():
+            run.forward_step(t)
+    run.end_forward()
+    return run
+
+
+def run_backward(run: StepRunner, grads: dict[str, np.ndarray], dout: np.ndarray | None,
+                 dfinal: State) -> tuple[np.ndarray, State]:
+    """The layers' time loop, backward: backpropagate one direction through time.
+
+    ``dout (T, B, Ho)`` is the gradient w.r.t. the direction's outputs (None for none) and
+    ``dfinal`` the gradients w.r.t. its final states. Adds the parameter gradients into ``grads``
+    (short names) and returns ``(dx (T, B, F), dinit)``.
+    """
+    run.start_backward(dfinal)
+    for t in reversed(run.times()):
+        run.backward_step(t, None if dout is None else dout[t])
+    # Weight gradients of all time steps, one matrix product each; then dx, one more.
+    run.finish_backward(grads)
+    dx = run.input_grad()
+    return dx, run.end_backward()
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,17 +472,36 @@ class Recurrent(Module):
                     self._add_param(short + suffix, self._rng.uniform(-k, k, size=shape))
                 self._keys.append(keys)
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- one layer's parameters, by the step's short names ----------------------------------
 
-    def _step_params(self, k: int) -> Params:
-        keys = self._keys[k]
+    def step_params(self, layer: int, direction: int = 0) -> Params:
+        """The parameters of one layer and direction under the step's short names
+        (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, None for an absent bias, and
+        the step's extras such as ``weight_hr``): the layer's own arrays, not copies. What a
+        :class:`StepRunner` runs on."""
+        keys = self._keys[self._index(layer, direction)]
         p: Params = {short: self.params[full] for short, full in keys.items()}
         p.setdefault("bias_ih", None)
         p.setdefault("bias_hh", None)
         return p
 
-    def _step_grads(self, k: int) -> dict[str, np.ndarray]:
-        return {short: self.grads[full] for short, full in self._keys[k].items()}
+    def step_grads(self, layer: int, direction: int = 0) -> dict[str, np.ndarray]:
+        """The gradient arrays of one layer and direction under the same short names (what
+        :meth:`StepRunner.finish_backward` adds into)."""
+        return {short: self.grads[full]
+                for short, full in self._keys[self._index(layer, direction)].items()}
+
+    def _step_params(self, k: int) -> Params:   # SHIM: the seq2seq model's, until it moves
+        return self.step_params(*divmod(k, self.num_directions))
+
+    def _step_grads(self, k: int) -> dict[str, np.ndarray]:   # SHIM, as _step_params
+        return self.step_grads(*divmod(k, self.num_directions))
+
+    def _index(self, layer: int, direction: int) -> int:
+        if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
+            raise IndexError(f"no layer {layer}, direction {direction} in a stack of "
+                             f"{self.num_layers} layers x {self.num_directions} directions")
+        return layer * self.num_directions + direction
 
     @property
     def dropout(self) -> float:
@@ -411,7 +605,7 @@ class Recurrent(Module):
             dirs = []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
-                run = run_forward(self.step, self._step_params(k), layer_in,
+                run = run_forward(self.step, self.step_params(layer, d), layer_in,
                                   tuple(s[k] for s in init), valid, reverse=bool(d))
                 dirs.append(run)
                 for j, s in enumerate(run.final()):
@@ -431,7 +625,48 @@ class Recurrent(Module):
             out = out.transpose(1, 0, 2)
         return out, finals
 
-    def _layer_output(self, dirs: list[DirectionRun], valid: np.ndarray | None) -> np.ndarray:
+    def forward_step(self, x: np.ndarray, hx: Sequence[np.ndarray]) -> tuple[np.ndarray, State]:
+        """One time step of a unidirectional stack, for decoding one token at a time.
+
+        Args:
+            x: ``(B, F)``, the step's input.
+            hx: the states before the step, one per ``step.state_names``: ``h (L, B, Ho)`` (and
+                ``c (L, B, H)`` for the LSTM).
+
+        Returns:
+            The top layer's output ``h (B, Ho)`` and the states after the step, shaped like
+            ``hx``.
+
+        The arithmetic of :meth:`forward` over one time step (each layer a :class:`StepRunner`
+        of ``T = 1``), so the results are the same to the bit, without what a sequence needs
+        (lengths, dropout, ``batch_first``, what backward reads): nothing is kept and nothing
+        is dropped, whatever the mode.
+        """
+        if self.bidirectional:
+            raise ValueError("forward_step runs a unidirectional stack: a bidirectional layer "
+                             "reads the whole sequence")
+        x = check_array("input", x, self.dtype, (2,))
+        if x.shape[1] != self.input_size:
+            raise ShapeError(f"input has {x.shape[1]} features, expected input_size="
+                             f"{self.input_size}")
+        names, B, L = self.step.state_names, x.shape[0], self.num_layers
+        if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
+            raise TypeError(f"the state must be a tuple of {len(names)} arrays "
+                            f"({', '.join(names)}) of shape (L, B, size)")
+        states = [self._check_state(name, s, (L, B, size))
+                  for name, size, s in zip(names, self.step.state_sizes(), hx)]
+        news = tuple(np.empty_like(s) for s in states)
+        with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
+            for layer in range(L):
+                run = StepRunner(self.step, self.step_params(layer), x[None],
+                                 tuple(s[layer] for s in states))
+                run.project()
+                x = run.forward_step(0)
+                for new, final in zip(news, run.final()):
+                    new[layer] = final
+        return x, news
+
+    def _layer_output(self, dirs: list[StepRunner], valid: np.ndarray | None) -> np.ndarray:
         """Concatenate the directions' emitted ``h`` into ``(T, B, D*Ho)``; 0 at padded steps."""
         if len(dirs) == 1 and valid is None:
             return dirs[0].new(0)                # a view of the state buffer, no copy
@@ -527,8 +762,8 @@ class Recurrent(Module):
             for d, run in enumerate(runs[layer]):
                 k = layer * D + d
                 dy_d = None if dy is None else dy[:, :, d * Ho:(d + 1) * Ho]
-                dx_d, d0 = run_backward(self.step, self._step_params(k), self._step_grads(k),
-                                        run, dy_d, tuple(f[k] for f in dfin))
+                dx_d, d0 = run_backward(run, self.step_grads(layer, d), dy_d,
+                                        tuple(f[k] for f in dfin))
                 dx = dx_d if dx is None else dx + dx_d   # both directions read the same input
                 for j, s in enumerate(d0):
                     dinit[j][k] = s
@@ -621,3 +856,8 @@ class LSTM(Recurrent):
         """Returns ``dx`` and ``(dh0, dc0)``."""
         dx, (dh0, dc0) = super().backward(dout, dstates)
         return dx, (dh0, dc0)
+
+
+#: The layer of each cell name, as the tasks' configs name cells (torch.nn's classes have the
+#: same names: ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``).
+LAYERS: dict[str, type[RNN] | type[LSTM]] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
