@@ -26,6 +26,7 @@ from torch import nn
 from torch.func import functional_call
 
 from numpy_rnn.nn.losses import IGNORE_INDEX
+from numpy_rnn.nn.recurrent import LAYERS
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.base import State
 from numpy_rnn.tasks.model import ModelConfig
@@ -33,7 +34,10 @@ from numpy_rnn.tasks.model import ModelConfig
 TorchState = tuple[torch.Tensor, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-_RNNS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+#: The torch.nn layer of each cell name: the class of the same name as numpy_rnn's
+#: (:data:`numpy_rnn.nn.recurrent.LAYERS`: ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``).
+TORCH_LAYERS: dict[str, Any] = {cell: getattr(nn, layer.__name__)
+                                 for cell, layer in LAYERS.items()}
 
 
 def torch_dtype(config: ModelConfig) -> torch.dtype:
@@ -57,7 +61,7 @@ def build_model(config: ModelConfig, device: str | torch.device = "cpu") -> Torc
 def make_rnn(config: ModelConfig, device: str | torch.device) -> nn.RNNBase:
     """The recurrent stack of every task's model, as numpy_rnn's ``make_rnn`` builds it; with
     ``dropout=0``: the driver's masks are applied by :class:`LayerwiseRNN` instead."""
-    return _RNNS[config.cell](config.input_size, config.hidden_size,
+    return TORCH_LAYERS[config.cell](config.input_size, config.hidden_size,
                               num_layers=config.num_layers, dropout=0.0,
                               bidirectional=config.num_directions == 2,
                               dtype=torch_dtype(config), device=device)

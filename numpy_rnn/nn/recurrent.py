@@ -491,12 +491,6 @@ class Recurrent(Module):
         return {short: self.grads[full]
                 for short, full in self._keys[self._index(layer, direction)].items()}
 
-    def _step_params(self, k: int) -> Params:   # SHIM: the seq2seq model's, until it moves
-        return self.step_params(*divmod(k, self.num_directions))
-
-    def _step_grads(self, k: int) -> dict[str, np.ndarray]:   # SHIM, as _step_params
-        return self.step_grads(*divmod(k, self.num_directions))
-
     def _index(self, layer: int, direction: int) -> int:
         if not (0 <= layer < self.num_layers and 0 <= direction < self.num_directions):
             raise IndexError(f"no layer {layer}, direction {direction} in a stack of "

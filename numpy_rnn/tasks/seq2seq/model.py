@@ -1,20 +1,27 @@
 """Sequence to sequence with attention: read one sequence, write another (Luong et al. 2015's
-global attention, as OpenNMT builds it): the model, its config and inputs.
+global attention, as OpenNMT builds it): the model, its config and inputs, and the checks its
+torch twin shares.
 
 The encoder reads the source, the decoder writes the target one token at a time, attending over
-the encoder's outputs at every step::
+the encoder's outputs at every step (``⊙ m`` marks a dropout, training only; ``m`` a keep mask
+scaled by ``1 / (1 - p)``, each with its own ``p``)::
 
-    source (B, S) -> Embedding -> bidirectional stack (H/2 per direction, run with the lengths)
-        -> memory M (S, B, H), final states of both directions
+    source (B, S) -> Embedding -> e_s ⊙ m_src[s]  (Es)          embedding_dropout
+        -> bidirectional stack (H/2 per direction, run with the lengths)      dropout between
+        -> memory M (S, B, H), final states of both directions               its layers
     bridge: for each layer l and state kind (h; c for the LSTM):
         s0[l] = tanh([s_fwd[l]; s_bwd[l]] W_b^T + b_b)          bridge_h.{l}, bridge_c.{l}
-    target_in (B, T) = BOS y_1 .. y_n -> Embedding -> x_t (Et)
-    decoder input  u_t = [x_t; ã_{t-1}]  (input feeding, ã_{-1} = 0)   or  u_t = x_t
-    h_t   = top output of the unidirectional decoder stack from s0
-    c_t, α_t = attention(query h_t, keys and values M, source lengths)
+    target_in (B, T) = BOS y_1 .. y_n -> Embedding -> x_t ⊙ m_tgt[t]  (Et)     embedding_dropout
+    decoder input  u_t = [x_t; f_{t-1}]  (input feeding, f_{-1} = 0)   or  u_t = x_t
+    h_t   = top output of the unidirectional decoder stack from s0          dropout between
+    c_t, α_t = attention(query h_t, keys and values M, source lengths)      its layers
     ã_t   = tanh([c_t; h_t] W_c^T)            combine.weight (H, 2H), no bias;  ã_t = h_t (none)
-    logits_t = ã_t W_o^T + b_o                out.weight (Vt, H), out.bias (Vt,)
-    loss  = mean over the valid target tokens of -log softmax(logits_t)[y_t]
+    f_t   = ã_t ⊙ m_hid[t]                    hidden_dropout: what the output layer reads AND
+                                              what input feeding feeds to step t+1 (f_t = ã_t
+                                              in evaluation)
+    logits_t = f_t W_o^T + b_o                out.weight (Vt, H), out.bias (Vt,)
+    loss  = mean over the valid target tokens of -log softmax(logits_t)[y_t], against targets
+            smoothed by label_smoothing in training (validation and ``score``: the plain NLL)
 
 Parameter names (the torch twin's, ``torch_ref.seq2seq.Seq2Seq``, state-dict keys are the same):
 ``encoder_embedding.weight``, ``encoder.*`` (torch's ``weight_ih_l0``, ``weight_ih_l0_reverse``
@@ -27,14 +34,23 @@ Target ids: PAD 0, BOS 1, EOS 2; source PAD 0. Teacher forcing: ``target_in`` is
 padded with PAD, the targets y_1 .. y_n EOS padded with ``IGNORE_INDEX``. A padded target position
 comes after every valid one of its row and the decoder runs forward in time, so it reaches no
 valid logit: the decoder runs over all T steps without lengths.
+
+What both twins share, written here once: the config (shapes, the rule that H is even, the
+dropout masks a step needs and their order), the checks of every input
+(:func:`check_inputs`, :func:`check_targets`, :func:`check_decode_step`: the same exceptions
+with the same messages in both), the split of the masks by where they act
+(:meth:`Seq2SeqConfig.split_dropout_masks`) and the reuse of the attention's key side across
+decoding steps (:class:`KeyCache`).
 """
 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -51,24 +67,56 @@ from ...nn.attention import (
 from ...nn.dense import Embedding, Linear
 from ...nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ...nn.module import ShapeError, check_array, check_lengths
-from ...nn.recurrent import GRU, LSTM, RNN, Recurrent, scale_dropout_mask
-from ...nn.steps import Params, State, Step
+from ...nn.recurrent import LAYERS, Recurrent, StepRunner, scale_dropout_mask
+from ...nn.steps import State
 from ..base import DropoutMask, TaskModel
 from ..model import ModelConfig, expose
 
-__all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "Seq2Seq", "Seq2SeqConfig", "Seq2SeqInputs"]
+__all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "KeyCache", "Seq2Seq", "Seq2SeqConfig",
+           "Seq2SeqInputs", "Seq2SeqMasks", "check_decode_step", "check_inputs",
+           "check_source", "check_targets", "check_tokens", "direction_size"]
 
 #: Token ids: source padding 0; target padding 0, start 1, end 2.
 PAD, BOS, EOS = 0, 1, 2
 #: The decoder's attention: a score of :mod:`numpy_rnn.nn.attention`, or none at all.
 ATTENTIONS = (*SCORES, "none")
 
-_RNNS: dict[str, Any] = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
-
 
 def _positive_int(name: str, v: Any) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _rate(name: str, v: Any, what: str, closed: bool) -> float:
+    """``v`` as a float in ``[0, 1)`` (``[0, 1]`` when ``closed``), else ``ValueError``: bools,
+    strings and NaN are refused."""
+    if (isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real)
+            or math.isnan(float(v)) or not 0.0 <= float(v) <= 1.0
+            or (not closed and float(v) == 1.0)):
+        interval = "[0, 1]" if closed else "[0, 1)"
+        raise ValueError(f"{name} must be a number in {interval} ({what}), got {v!r}")
+    return float(v)
+
+
+def direction_size(hidden_size: int) -> int:
+    """``H/2``, the width of each direction of the bidirectional encoder, whose outputs side by
+    side are the ``H``-wide memory; ``ValueError`` unless ``hidden_size`` is even."""
+    if hidden_size % 2:
+        raise ValueError(f"hidden_size must be even (the encoder runs hidden_size/2 per "
+                         f"direction), got {hidden_size}")
+    return hidden_size // 2
+
+
+class Seq2SeqMasks(NamedTuple):
+    """One training step's dropout masks by where they act (keep masks as the driver draws them,
+    or the same scaled; NumPy arrays or torch tensors); ``[]`` or None where that dropout is
+    off. Shapes for ``B`` pairs of ``S`` source and ``T`` target steps."""
+
+    encoder: list[Any]           # L-1 (S, B, H): the outputs of the encoder's layers 0..L-2
+    decoder: list[Any]           # L-1 (T, B, H): the outputs of the decoder's layers 0..L-2
+    source_embedding: Any        # (S, B, Es): the embedded source tokens
+    target_embedding: Any        # (T, B, Et): the embedded target tokens
+    hidden: Any                  # (T, B, H): the attentional vectors ã_t
 
 
 @dataclass(frozen=True)
@@ -77,7 +125,13 @@ class Seq2SeqConfig(ModelConfig):
     ``embedding_dim`` the source embedding width; ``None`` widths mean ``hidden_size``.
 
     ``hidden_size`` H is the width of the memory and of the decoder: the encoder runs H/2 per
-    direction, so it must be even.
+    direction, so it must be even (:func:`direction_size`).
+
+    Regularisation, in training only (each 0 by default, and then nothing changes): ``dropout``
+    between the stacked layers of the encoder and of the decoder, ``embedding_dropout`` on the
+    embedded source and target tokens, ``hidden_dropout`` on the attentional vectors ã_t
+    (dropout rates in ``[0, 1)``), and ``label_smoothing`` of the training loss's targets (in
+    ``[0, 1]``, torch's ``F.cross_entropy(..., label_smoothing=)``).
     """
 
     task: ClassVar[str] = "seq2seq"
@@ -87,6 +141,9 @@ class Seq2SeqConfig(ModelConfig):
     attention: str = "general"
     attention_size: int = 64                             # the additive score's hidden width
     input_feeding: bool = True
+    embedding_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,14 +154,18 @@ class Seq2SeqConfig(ModelConfig):
         if self.target_embedding_dim is not None:
             _positive_int("target_embedding_dim", self.target_embedding_dim)
         _positive_int("attention_size", self.attention_size)
-        if self.hidden_size % 2:
-            raise ValueError(f"hidden_size must be even (the encoder runs hidden_size/2 per "
-                             f"direction), got {self.hidden_size}")
+        direction_size(self.hidden_size)
         if self.attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, "
                              f"got {self.attention!r}")
         if not isinstance(self.input_feeding, bool):
             raise TypeError(f"input_feeding must be a bool, got {self.input_feeding!r}")
+        dropped = "the probability of an element being zeroed, in training"
+        for name in ("embedding_dropout", "hidden_dropout"):
+            object.__setattr__(self, name, _rate(name, getattr(self, name), dropped, False))
+        object.__setattr__(self, "label_smoothing", _rate(
+            "label_smoothing", self.label_smoothing,
+            "the weight of the uniform distribution in the training targets", True))
 
     @property
     def input_size(self) -> int:
@@ -121,23 +182,79 @@ class Seq2SeqConfig(ModelConfig):
         """The decoder stack's input width: Et + H with input feeding, Et without."""
         return self.target_input_size + (self.hidden_size if self.input_feeding else 0)
 
-    def seq2seq_mask_shapes(self, S: int, T: int, B: int) -> list[tuple[int, ...]]:
-        """The keep masks of one training step over ``B`` pairs of ``S`` source and ``T``
-        target steps: the encoder's ``(S, B, H)`` x (L-1), then the decoder's ``(T, B, H)``
-        x (L-1); none when ``dropout == 0`` or ``num_layers == 1``. Mask ``l`` of each stack
-        multiplies the output of its layer ``l``."""
-        if self.dropout == 0 or self.num_layers == 1:
-            return []
+    # -- the dropout masks of a training step --------------------------------------------------
+
+    def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
+        """Not defined for two sequences: use :meth:`dropout_masks` (or
+        :meth:`seq2seq_mask_shapes`)."""
+        raise NotImplementedError("a seq2seq step reads two sequences: its dropout masks are "
+                                  "dropout_masks(S, T, B), shaped seq2seq_mask_shapes(S, T, B)")
+
+    def _mask_layout(self, S: int, T: int, B: int) -> list[tuple[str, DropoutMask]]:
+        """Each mask of a step with the :class:`Seq2SeqMasks` field it belongs to, in order."""
         H, n = self.hidden_size, self.num_layers - 1
-        encoder: list[tuple[int, ...]] = [(S, B, H)] * n
-        return encoder + [(T, B, H)] * n
+        layout: list[tuple[str, DropoutMask]] = []
+        if self.dropout > 0 and n > 0:
+            layout += [("encoder", DropoutMask((S, B, H), 1, self.dropout))] * n
+            layout += [("decoder", DropoutMask((T, B, H), 1, self.dropout))] * n
+        if self.embedding_dropout > 0:
+            p = self.embedding_dropout
+            layout += [("source_embedding", DropoutMask((S, B, self.input_size), 1, p)),
+                       ("target_embedding", DropoutMask((T, B, self.target_input_size), 1, p))]
+        if self.hidden_dropout > 0:
+            layout.append(("hidden", DropoutMask((T, B, H), 1, self.hidden_dropout)))
+        return layout
 
     def dropout_masks(self, S: int, T: int, B: int) -> list[DropoutMask]:
         """The keep masks of one training step over ``B`` pairs of ``S`` source and ``T``
-        target steps, as the driver draws them (rows on axis 1, the time-major batch axis):
-        those of :meth:`seq2seq_mask_shapes`, each dropped with ``dropout``."""
-        return [DropoutMask(shape, 1, self.dropout)
-                for shape in self.seq2seq_mask_shapes(S, T, B)]
+        target steps, in the order the model reads them, each with its own ``p`` (rows on axis
+        1, the time-major batch axis): the encoder's ``(S, B, H)`` x (L-1) then the decoder's
+        ``(T, B, H)`` x (L-1), each dropped with ``dropout`` (none when it is 0 or L = 1);
+        then, only when its rate is > 0, the source embedding's ``(S, B, Es)`` and the target
+        embedding's ``(T, B, Et)`` (``embedding_dropout``) and the attentional vectors'
+        ``(T, B, H)`` (``hidden_dropout``). Mask ``l`` of a stack multiplies the output of its
+        layer ``l``."""
+        return [mask for _, mask in self._mask_layout(S, T, B)]
+
+    def seq2seq_mask_shapes(self, S: int, T: int, B: int) -> list[tuple[int, ...]]:
+        """The shapes of :meth:`dropout_masks`, in its order."""
+        return [mask.shape for mask in self.dropout_masks(S, T, B)]
+
+    def split_dropout_masks(self, masks: Sequence[Any] | None, S: int, T: int, B: int,
+                            training: bool = True) -> Seq2SeqMasks | None:
+        """``masks`` (those of :meth:`dropout_masks`, in its order: NumPy arrays or tensors,
+        keep masks or scaled) grouped by where they act; None when none are given.
+
+        Raises ``ValueError`` when masks are given to a call that drops nothing (``training``
+        False, or every rate 0 and no masks declared), :class:`ShapeError` when they are not
+        as many, or not of the shapes, that :meth:`dropout_masks` declares."""
+        layout = self._mask_layout(S, T, B)
+        if not masks:
+            return None
+        if not (training and layout):
+            raise ValueError(f"dropout_masks were given but this call applies no dropout "
+                             f"(training={training}, dropout={self.dropout}, embedding_dropout="
+                             f"{self.embedding_dropout}, hidden_dropout={self.hidden_dropout}, "
+                             f"num_layers={self.num_layers})")
+        want = [mask.shape for _, mask in layout]
+        got = [tuple(m.shape) for m in masks]
+        if got != want:
+            raise ShapeError(f"dropout_masks must have the shapes {want} (seq2seq_mask_shapes), "
+                             f"got {got}")
+        parts: dict[str, list[Any]] = {name: [] for name in Seq2SeqMasks._fields}
+        for (name, _), m in zip(layout, masks):
+            parts[name].append(m)
+        one = {name: (parts[name][0] if parts[name] else None)
+               for name in ("source_embedding", "target_embedding", "hidden")}
+        return Seq2SeqMasks(encoder=parts["encoder"], decoder=parts["decoder"], **one)
+
+    def scale_dropout_masks(self, keep: Sequence[Any], S: int, T: int, B: int,
+                            dtype: Any) -> list[np.ndarray]:
+        """The driver's keep masks (in :meth:`dropout_masks`'s order) scaled by inverted
+        dropout's factor, each with its own ``p``
+        (:func:`numpy_rnn.nn.recurrent.scale_dropout_mask`), in ``dtype``."""
+        return [scale_dropout_mask(np.asarray(m), mask.p, dtype)
+                for m, mask in zip(keep, self.dropout_masks(S, T, B))]
 
 
 class Seq2SeqInputs(NamedTuple):
@@ -156,102 +273,124 @@ class Seq2SeqInputs(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# One decoder layer driven one step at a time (the input-feeding path)
+# The checks of every input, shared by the two twins (the same exceptions, the same messages)
 # --------------------------------------------------------------------------------------------
 
-class _SteppedLayer:
-    """One unidirectional layer of a :class:`Recurrent` stack whose time loop is driven from
-    outside, one step at a time, because its input at step t depends on its own output at t-1
-    (input feeding). The gate math is the layer's ``Step`` (:mod:`numpy_rnn.nn.steps`); this
-    class does what :func:`numpy_rnn.nn.recurrent.run_forward`/``run_backward`` do around it
-    (buffers over T, b_hh folded into gx for cells that share gate gradients, weight gradients
-    after the backward loop), only step by step.
+def check_tokens(name: str, a: Any, ndim: int, vocab: int) -> np.ndarray:
+    """``a`` as a non-empty integer array of ``ndim`` dimensions with every id in ``[0,
+    vocab)``: ``TypeError`` for another dtype, :class:`ShapeError` for another shape,
+    ``ValueError`` for an id out of range."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype.name}")
+    if a.ndim != ndim or 0 in a.shape:
+        raise ShapeError(f"{name} must be a non-empty {ndim}-D array, got shape {a.shape}")
+    lo, hi = int(a.min()), int(a.max())
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"{name}: index {lo if lo < 0 else hi} is out of range for an "
+                         f"Embedding with {vocab} rows (valid: 0..{vocab - 1})")
+    return a
 
-    Buffers (allocated once per forward): ``x (T, B, F)`` the input each step read, ``gx
-    (T, B, G*H)`` its projection ``x W_ih^T + b_ih (+ b_hh)``, ``states[j] (T+1, B, size_j)``
-    (``states[j][t]`` is read and ``states[j][t+1]`` written at step t) and the step's cache.
-    """
 
-    def __init__(self, step: Step, p: Params, g: dict[str, np.ndarray], init: State,
-                 T: int, F: int, dtype: Any) -> None:
-        self.step, self.g = step, g
-        B = init[0].shape[0]
-        p = dict(p)
-        self.w_ih, self.b = p["weight_ih"], p["bias_ih"]       # (G*H, F), (G*H,) or None
-        if p["bias_ih"] is not None and step.shares_gate_grads:
-            # As run_forward: a cell that only uses gx + gh sees b_hh inside gx.
-            self.b = p["bias_ih"] + p["bias_hh"]
-            p["bias_hh"] = None
-        p["weight_hh_T"] = p["weight_hh"].T      # a view: every step is a call of its own
-        self.p = p
-        self.x = np.empty((T, B, F), dtype)
-        self.gx = np.empty((T, B, self.w_ih.shape[0]), dtype)
-        self.states = tuple(np.empty((T + 1, B, n), dtype) for n in step.state_sizes())
-        for s, s0 in zip(self.states, init):
-            s[0] = s0
-        self.cache = step.new_cache(T, B, dtype)
+def check_source(config: Seq2SeqConfig, source: Any, lengths: Any
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``source (B, S)`` (ids of the source vocabulary) and ``lengths (B,)`` (int64, in ``[1,
+    S]``), checked."""
+    source = check_tokens("source", source, 2, config.vocab_size)
+    B, S = source.shape
+    return source, check_lengths(lengths, S, B)
 
-    def project(self, t: int | slice) -> None:
-        """``gx[t] = x[t] W_ih^T + b`` (a slice of steps: one matrix product for them all)."""
-        x = self.x[t]
-        gx = self.gx[t]
-        np.matmul(x, self.w_ih.T, out=gx)
-        if self.b is not None:
-            gx += self.b
 
-    def forward(self, t: int) -> np.ndarray:
-        """Step ``t`` from ``gx[t]`` (complete); returns the emitted ``h_t (B, Ho)``."""
-        gx = self.gx[t]
-        # The step's per-call preparation (the LSTM scales its gates), on this step's gx only.
-        self.step.prepare_forward(self.p, gx[None], False)
-        prev = tuple(s[t] for s in self.states)
-        new = tuple(s[t + 1] for s in self.states)
-        with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
-            self.step.forward(self.p, gx, prev, new, self.cache, t)
-        return self.states[0][t + 1]
+def check_inputs(config: Seq2SeqConfig, inputs: Seq2SeqInputs
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's ``source (B, S)``, ``source_lengths (B,)`` and ``target_in (B, T)``, checked
+    (:func:`check_source`, and ``target_in`` of the target vocabulary with B rows)."""
+    source, lengths = check_source(config, inputs.source, inputs.source_lengths)
+    target_in = check_tokens("target_in", inputs.target_in, 2, config.target_vocab_size)
+    if target_in.shape[0] != source.shape[0]:
+        raise ShapeError(f"target_in has {target_in.shape[0]} rows but source has "
+                         f"{source.shape[0]}")
+    return source, lengths, target_in
 
-    def start_backward(self) -> None:
-        """Before the backward loop: the gate-gradient buffers ``dgx``/``dgh (T, B, G*H)`` and
-        the step's gradient-free factors of all T steps; zero gradient for the final state."""
-        self.dgx = np.empty_like(self.gx)
-        self.dgh = self.dgx if self.step.shares_gate_grads else np.empty_like(self.gx)
-        self.bcache = self.step.prepare_backward(self.p, self.cache, self._prev(),
-                                                 self._new(), self.dgx)
-        self.dstate: State = tuple(np.zeros_like(s[0]) for s in self.states)
 
-    def _prev(self) -> State:
-        return tuple(s[:-1] for s in self.states)
+def check_targets(config: Seq2SeqConfig, targets: Any, shape: tuple[int, ...],
+                  training: bool) -> np.ndarray:
+    """``targets`` of ``target_in``'s ``shape``, each an id of the target vocabulary or
+    ``IGNORE_INDEX``; in ``training`` at least one not ignored (the mean is over them)."""
+    a = np.asarray(targets)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"targets must be an integer array, got dtype {a.dtype.name}")
+    if a.shape != shape:
+        raise ShapeError(f"targets must have target_in's shape {shape}, got {a.shape}")
+    valid = a != IGNORE_INDEX
+    V = config.target_vocab_size
+    if ((a < 0) | (a >= V))[valid].any():
+        raise ValueError(f"targets must lie in [0, {V}) (or be {IGNORE_INDEX}, ignored)")
+    if training and not valid.any():
+        raise ValueError("every target equals ignore_index: the mean loss is undefined")
+    return a
 
-    def _new(self) -> State:
-        return tuple(s[1:] for s in self.states)
 
-    def backward(self, t: int, dout: np.ndarray) -> np.ndarray:
-        """Step ``t`` back, given ``dout (B, Ho)``, the gradient w.r.t. ``h_t`` from outside the
-        layer; writes ``dgx[t]``/``dgh[t]`` and returns ``dgx[t] (B, G*H)``."""
-        # The gradient reaching h_t is the sum of what comes from outside (the layer above, or
-        # the attention and the output) and what comes back from step t+1 (in dstate[0]).
-        dnew = (self.dstate[0] + dout,) + self.dstate[1:]
-        prev = tuple(s[t] for s in self.states)
-        new = tuple(s[t + 1] for s in self.states)
-        self.dstate = self.step.backward(self.p, dnew, prev, new, self.bcache, t, self.dgx[t],
-                                         self.dgh[t])
-        return self.dgx[t]
+def check_decode_step(config: Seq2SeqConfig, tokens: Any, state: Any, feed: Any, memory: Any,
+                      lengths: Any
+                      ) -> tuple[np.ndarray, State, np.ndarray | None, np.ndarray, np.ndarray]:
+    """The arguments of ``decode_step``, checked: ``tokens (B,)`` of the target vocabulary,
+    ``state`` a tuple of ``(L, B, H)`` arrays (h, and c for the LSTM), ``feed (B, H)`` (with
+    input feeding; None without, unread), ``memory (B, S, H)`` and ``lengths (B,)`` in ``[1,
+    S]``; the floats of the model's dtype, never cast."""
+    tokens = check_tokens("tokens", tokens, 1, config.target_vocab_size)
+    B, H, L, dtype = len(tokens), config.hidden_size, config.num_layers, np.dtype(config.dtype)
+    memory = check_array("memory", memory, dtype.type, (3,))
+    if memory.shape[0] != B or memory.shape[2] != H or memory.shape[1] == 0:
+        raise ShapeError(f"memory must have shape (B={B}, S >= 1, H={H}), got {memory.shape}")
+    lengths = check_lengths(lengths, memory.shape[1], B)
+    names = ("h", "c") if config.cell == "lstm" else ("h",)
+    if not isinstance(state, (tuple, list)) or len(state) != len(names):
+        raise TypeError(f"the decoder state must be a tuple of {len(names)} arrays "
+                        f"({', '.join(names)}), each (L, B, H)")
+    checked = []
+    for name, s in zip(names, state):
+        s = check_array(name, s, dtype.type, (3,))
+        if s.shape != (L, B, H):
+            raise ShapeError(f"{name} must have shape {(L, B, H)}, got {s.shape}")
+        checked.append(s)
+    if config.input_feeding:
+        feed = check_array("feed", feed, dtype.type, (2,))
+        if feed.shape != (B, H):
+            raise ShapeError(f"feed must have shape {(B, H)}, got {feed.shape}")
+    else:
+        feed = None
+    return tokens, tuple(checked), feed, memory, lengths
 
-    def finish_backward(self) -> None:
-        """After the loop: the weight gradients of all T steps, one matrix product each (as
-        ``run_backward``): ``dW_ih += dgx^T x``, ``dW_hh += dgh^T h_prev``, the biases."""
-        T, B, GH = self.dgx.shape
-        dgx2, dgh2 = self.dgx.reshape(T * B, GH), self.dgh.reshape(T * B, GH)
-        h_prev = self.states[0][:-1]
-        g = self.g
-        g["weight_ih"] += dgx2.T @ self.x.reshape(T * B, -1)
-        g["weight_hh"] += dgh2.T @ h_prev.reshape(T * B, -1)
-        if self.p["bias_ih"] is not None:
-            db_ih = dgx2.sum(axis=0)
-            g["bias_ih"] += db_ih
-            g["bias_hh"] += db_ih if self.dgh is self.dgx else dgh2.sum(axis=0)
-        self.step.finish_backward(self.p, g, self.cache, self.dgx, self.dgh, self._prev(),
-                                  self._new())
+
+K = TypeVar("K")
+
+
+class KeyCache(Generic[K]):
+    """The attention's key side of the last memory ``decode_step`` attended over, computed once
+    per memory: a search calls ``decode_step`` with the same memory at every step, and the key
+    projection (a ``B*S x H x H`` product) would otherwise cost more than the step itself.
+
+    Reused only for the same memory object (not modified in place in between, as the
+    attention's contract asks), the same lengths and the same key weights (an optimizer step
+    changes them in place); ``equal`` and ``copy`` compare and copy a weight (NumPy's or
+    torch's), so both twins reuse keys under one rule."""
+
+    def __init__(self, equal: Callable[[Any, Any], bool], copy: Callable[[Any], Any]) -> None:
+        self._equal, self._copy = equal, copy
+        self._last: tuple[Any, np.ndarray, dict[str, Any], K] | None = None
+
+    def get(self, memory: Any, lengths: np.ndarray, weights: Mapping[str, Any],
+            compute: Callable[[], K]) -> K:
+        """The keys of ``memory``: the cached ones while the rule holds, else ``compute()``."""
+        last = self._last
+        if (last is not None and last[0] is memory and np.array_equal(last[1], lengths)
+                and all(self._equal(w, weights[k]) for k, w in last[2].items())):
+            return last[3]
+        keys = compute()
+        self._last = (memory, np.array(lengths, copy=True),
+                      {k: self._copy(w) for k, w in weights.items()}, keys)
+        return keys
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,12 +420,12 @@ class Seq2Seq(TaskModel):
         H, L, dt = config.hidden_size, config.num_layers, config.dtype
         n_states = 2 if config.cell == "lstm" else 1
         streams = iter(np.random.SeedSequence(seed).spawn(8 + 2 * L))
-        cls = _RNNS[config.cell]
+        cls = LAYERS[config.cell]
         # Dropout acts between layers only: with one layer it changes nothing (and would warn).
         dropout = config.dropout if L > 1 else 0.0
         self.encoder_embedding = Embedding(config.vocab_size, config.input_size, dtype=dt,
                                            seed=next(streams))
-        self.encoder = cls(config.input_size, H // 2, num_layers=L, dropout=dropout,
+        self.encoder = cls(config.input_size, direction_size(H), num_layers=L, dropout=dropout,
                            bidirectional=True, dtype=dt, seed=next(streams))
         self.bridges: dict[str, list[Linear]] = {}
         for kind in ("h", "c")[:n_states]:
@@ -317,8 +456,10 @@ class Seq2Seq(TaskModel):
         # Draws dropout masks when the caller gives none (the driver always does).
         self._rng = np.random.default_rng(next(streams))
         self._ctx: dict[str, Any] | None = None
-        # decode_step's key side of the last memory it attended over (see _keys)
-        self._key_cache: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], Keys] | None = None
+        # decode_step's key side of the last memory it attended over, and what it depends on
+        self._key_cache: KeyCache[Keys] = KeyCache(np.array_equal, np.copy)
+        self._key_weights = ([k for k in self.attention.params if k.startswith("key.")]
+                             if self.attention is not None else [])
 
     def train(self, mode: bool = True) -> Seq2Seq:
         super().train(mode)
@@ -326,53 +467,39 @@ class Seq2Seq(TaskModel):
         self.decoder.train(mode)
         return self
 
-    # -- inputs ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _tokens(name: str, a: Any, ndim: int) -> np.ndarray:
-        a = np.asarray(a)
-        if a.dtype.kind not in "iu":
-            raise TypeError(f"{name} must be an integer array, got dtype {a.dtype.name}")
-        if a.ndim != ndim or 0 in a.shape:
-            raise ShapeError(f"{name} must be a non-empty {ndim}-D array, got shape {a.shape}")
-        return a
-
     def _masks(self, S: int, T: int, B: int, given: Sequence[np.ndarray] | None
-               ) -> tuple[list[np.ndarray] | None, list[np.ndarray] | None]:
-        """The encoder's and the decoder's KEEP masks (L-1 each), or None where no dropout
-        applies (evaluation, ``dropout = 0``, one layer). Drawn here when not given."""
-        shapes = self.config.seq2seq_mask_shapes(S, T, B)
-        if not (self.training and shapes):
-            if given:
-                raise ValueError("dropout_masks were given but this call applies no dropout "
-                                 f"(training={self.training}, dropout={self.config.dropout}, "
-                                 f"num_layers={self.config.num_layers})")
-            return None, None
-        if given is None:
-            keep = [self._rng.random(s) >= self.config.dropout for s in shapes]
-        else:
-            keep = [np.asarray(m) for m in given]
-            if [m.shape for m in keep] != shapes:
-                raise ShapeError(f"dropout_masks must have the shapes {shapes} "
-                                 f"(seq2seq_mask_shapes), got {[m.shape for m in keep]}")
-        n = self.config.num_layers - 1
-        return keep[:n], keep[n:]
+               ) -> Seq2SeqMasks | None:
+        """The KEEP masks of a step by where they act, or None where no dropout applies
+        (evaluation, every rate 0). Drawn here, each with its own ``p``, when not given."""
+        if given is None and self.training:
+            given = [self._rng.random(mask.shape) >= mask.p
+                     for mask in self.config.dropout_masks(S, T, B)]
+        return self.config.split_dropout_masks(given, S, T, B, self.training)
+
+    def _scaled(self, keep: np.ndarray | None, p: float) -> np.ndarray | None:
+        """``keep / (1 - p)`` in the model's dtype (None for no mask)."""
+        return None if keep is None else scale_dropout_mask(keep, p, self.dtype)
 
     # -- encoder and bridge ----------------------------------------------------------------
 
-    def _encode(self, source: np.ndarray, lengths: np.ndarray,
-                masks: list[np.ndarray] | None) -> tuple[np.ndarray, State]:
-        """``source (B, S)``, ``lengths (B,)`` -> memory ``M (S, B, H)`` (0 at padded steps)
-        and the decoder's initial states (``(L, B, H)`` each, h then c)::
+    def _encode(self, source: np.ndarray, lengths: np.ndarray, masks: Seq2SeqMasks | None,
+                ctx: dict[str, Any] | None = None) -> tuple[np.ndarray, State]:
+        """``source (B, S)``, ``lengths (B,)`` (checked) -> memory ``M (S, B, H)`` (0 at padded
+        steps) and the decoder's initial states (``(L, B, H)`` each, h then c)::
 
             u[l] = [s_n[2l]; s_n[2l+1]]          (B, H)  both directions' final states
             s0[l] = tanh(u[l] W_b^T + b_b)       bridge_{h,c}.{l}
         """
-        source = self._tokens("source", source, 2)
-        B, S = source.shape
-        lengths = check_lengths(lengths, S, B)
+        B = source.shape[0]
         x = self.encoder_embedding(source.T)                                 # (S, B, Es)
-        memory, finals = Recurrent.forward(self.encoder, x, None, lengths, dropout_masks=masks)
+        if masks is not None:
+            m_src = self._scaled(masks.source_embedding, self.config.embedding_dropout)
+            if m_src is not None:
+                x = x * m_src
+            if ctx is not None:
+                ctx["source_mask"] = m_src
+        between = masks.encoder if masks is not None and masks.encoder else None
+        memory, finals = Recurrent.forward(self.encoder, x, None, lengths, dropout_masks=between)
         L, H = self.config.num_layers, self.config.hidden_size
         init = []
         for kind, f in zip(self.bridges, finals):
@@ -382,18 +509,21 @@ class Seq2Seq(TaskModel):
         return memory, tuple(init)
 
     def _encode_backward(self, dmemory: np.ndarray | None, dinit: State,
-                         init: State) -> None:
-        """Back through the bridges (``du = (ds0 ⊙ (1 - s0^2)) W_b``), the encoder and its
-        embedding, given ``dmemory (S, B, H)`` (or None) and ``dinit`` (``(L, B, H)`` each)."""
+                         ctx: dict[str, Any]) -> None:
+        """Back through the bridges (``du = (ds0 ⊙ (1 - s0^2)) W_b``), the encoder, the source
+        embedding's dropout and the embedding, given ``dmemory (S, B, H)`` (or None) and
+        ``dinit`` (``(L, B, H)`` each)."""
         L, H = self.config.num_layers, self.config.hidden_size
         dfinals = []
-        for kind, ds, s0 in zip(self.bridges, dinit, init):
+        for kind, ds, s0 in zip(self.bridges, dinit, ctx["init"]):
             du = np.stack([b.backward(ds[l] * (1.0 - s0[l] * s0[l]))
                            for l, b in enumerate(self.bridges[kind])])       # (L, B, H)
             B = du.shape[1]
             dfinals.append(du.reshape(L, B, 2, H // 2).transpose(0, 2, 1, 3)
                            .reshape(2 * L, B, H // 2))
         dx, _ = Recurrent.backward(self.encoder, dmemory, tuple(dfinals))
+        if ctx.get("source_mask") is not None:
+            dx = dx * ctx["source_mask"]                                     # the same mask
         self.encoder_embedding.backward(dx)
 
     # -- the training forward and backward ---------------------------------------------------
@@ -402,20 +532,28 @@ class Seq2Seq(TaskModel):
                 dropout_masks: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Teacher-forced logits ``(T, B, Vt)``, TIME-MAJOR, of ``inputs``; keeps what
         :meth:`backward` needs. ``dropout_masks``: the keep masks of
-        ``config.seq2seq_mask_shapes(S, T, B)`` (training mode with dropout; None: drawn)."""
-        source = self._tokens("source", inputs.source, 2)
-        target_in = self._tokens("target_in", inputs.target_in, 2)
+        ``config.dropout_masks(S, T, B)`` (training mode with dropout; None: drawn)."""
+        source, lengths, target_in = check_inputs(self.config, inputs)
         B, S = source.shape
-        if target_in.shape[0] != B:
-            raise ShapeError(f"target_in has {target_in.shape[0]} rows but source has {B}")
-        T = target_in.shape[1]
-        lengths = check_lengths(inputs.source_lengths, S, B)
-        enc_masks, dec_masks = self._masks(S, T, B, dropout_masks)
-        memory, init = self._encode(source, lengths, enc_masks)
+        masks = self._masks(S, target_in.shape[1], B, dropout_masks)
+        return self._forward(source, lengths, target_in, masks)
+
+    def _forward(self, source: np.ndarray, lengths: np.ndarray, target_in: np.ndarray,
+                 masks: Seq2SeqMasks | None) -> np.ndarray:
+        """:meth:`forward` on checked inputs and the masks by where they act."""
+        B, T = target_in.shape
+        ctx: dict[str, Any] = dict(T=T, B=B)
+        memory, init = self._encode(source, lengths, masks, ctx)
         keys = (prepare_keys(self.score_fn, self.attention.params, memory, lengths)
                 if self.attention is not None else None)
         y = self.decoder_embedding(target_in.T)                              # (T, B, Et)
-        ctx: dict[str, Any] = dict(init=init, keys=keys, T=T, B=B)
+        target_mask = hidden = None
+        if masks is not None:
+            target_mask = self._scaled(masks.target_embedding, self.config.embedding_dropout)
+            hidden = self._scaled(masks.hidden, self.config.hidden_dropout)
+            if target_mask is not None:
+                y = y * target_mask
+        ctx.update(init=init, keys=keys, target_mask=target_mask, hidden=hidden)
         # Where the two decoder paths part. Input feeding makes step t's input depend on
         # step t-1's attentional state, so the decoder, the attention and the combine run
         # inside one Python time loop: per step and layer one (B, F) x (F, G*H) input
@@ -424,10 +562,11 @@ class Seq2Seq(TaskModel):
         # and the same again in backward. Without it the decoder is ONE call of the library's
         # layer (input projection of all T steps in one product, its own time loop), then the
         # attention of all T steps in one batched call, and the combine as one product.
+        decoder_masks = masks.decoder if masks is not None else []
         if self.config.input_feeding:
-            feeds = self._decode_fed(y, init, keys, dec_masks, ctx)          # (T, B, H)
+            feeds = self._decode_fed(y, init, keys, decoder_masks, hidden, ctx)   # (T, B, H)
         else:
-            feeds = self._decode_whole(y, init, keys, dec_masks, ctx)
+            feeds = self._decode_whole(y, init, keys, decoder_masks, hidden, ctx)
         logits = self.out(feeds)                           # one product over all T steps
         self._ctx = ctx
         return logits
@@ -441,67 +580,75 @@ class Seq2Seq(TaskModel):
         return np.tanh(ch @ self.combine.params["weight"].T)
 
     def _decode_whole(self, y: np.ndarray, init: State, keys: Keys | None,
-                      masks: list[np.ndarray] | None, ctx: dict[str, Any]) -> np.ndarray:
+                      masks: list[np.ndarray], hidden: np.ndarray | None,
+                      ctx: dict[str, Any]) -> np.ndarray:
         """No input feeding: ``h = decoder(y) (T, B, H)`` as one layer call, then
-        ``c, α = attention(h, M)`` for all T steps at once, ``ã = tanh([c; h] W_c^T)``."""
-        h, _ = Recurrent.forward(self.decoder, y, init, dropout_masks=masks)
-        if self.attention is None or self.combine is None or keys is None:
-            return h
-        c, _, cache = attend_forward(self.score_fn, self.attention.params, h, keys)
-        feeds = np.tanh(self.combine(np.concatenate([c, h], axis=-1)))
-        ctx.update(att_cache=cache, feeds=feeds)
-        return feeds
+        ``c, α = attention(h, M)`` for all T steps at once, ``ã = tanh([c; h] W_c^T)``; returns
+        ``f = ã ⊙ m_hid``."""
+        h, _ = Recurrent.forward(self.decoder, y, init, dropout_masks=masks or None)
+        att = h
+        if self.attention is not None and self.combine is not None and keys is not None:
+            c, _, cache = attend_forward(self.score_fn, self.attention.params, h, keys)
+            att = np.tanh(self.combine(np.concatenate([c, h], axis=-1)))
+            ctx.update(att_cache=cache, att=att)
+        return att if hidden is None else att * hidden
 
     def _decode_fed(self, y: np.ndarray, init: State, keys: Keys | None,
-                    masks: list[np.ndarray] | None, ctx: dict[str, Any]) -> np.ndarray:
-        """Input feeding: step by step, ``u_t = [y_t; ã_{t-1}]`` (ã_{-1} = 0), each layer one
-        step, then attention and combine; returns ``ã (T, B, H)``. Layer l's input at t is
-        layer l-1's ``h_t ⊙ mask_{l-1}[t]`` (scaled keep masks)."""
+                    masks: list[np.ndarray], hidden: np.ndarray | None,
+                    ctx: dict[str, Any]) -> np.ndarray:
+        """Input feeding: step by step, ``u_t = [y_t; f_{t-1}]`` (f_{-1} = 0), each layer one
+        step (a :class:`~numpy_rnn.nn.recurrent.StepRunner` per layer), then attention,
+        combine and the hidden dropout; returns ``f (T, B, H)``. Layer l's input at t is layer
+        l-1's ``h_t ⊙ mask_{l-1}[t]`` (scaled keep masks)."""
         T, B, Et = y.shape
         H, L, dt = self.config.hidden_size, self.config.num_layers, self.dtype
         dec = self.decoder
-        scaled = (None if masks is None else
-                  [scale_dropout_mask(m, self.config.dropout, dt) for m in masks])
-        layers = []
-        for l in range(L):
-            layers.append(_SteppedLayer(dec.step, dec._step_params(l), dec._step_grads(l),
-                                        tuple(s[l] for s in init), T,
-                                        Et + H if l == 0 else H, dt))
-        first = layers[0]
-        first.x[:, :, :Et] = y
-        first.x[0, :, Et:] = 0.0                                     # ã_{-1} = 0
-        w_feed = first.w_ih[:, Et:]                                  # (G*H, H): ã's columns
+        between = [scale_dropout_mask(m, self.config.dropout, dt) for m in masks] or None
+        runs = [StepRunner(dec.step, dec.step_params(l), np.empty((T, B, Et + H if l == 0
+                                                                   else H), dt),
+                           tuple(s[l] for s in init), stepwise=True) for l in range(L)]
+        first = runs[0]
         # Layer 0's embedding part of the input projection, all T steps in one product:
-        # gx = y W_y^T + b; the fed part ã_{t-1} W_a^T is added step by step.
-        np.matmul(y, first.w_ih[:, :Et].T, out=first.gx)
-        if first.b is not None:
-            first.gx += first.b
-        feeds = np.empty((T, B, H), dt)                              # ã_t
+        # gx = y W_y^T + b; the fed part f_{t-1} W_f^T is added step by step.
+        first.project_part(y, slice(0, Et))
+        first.x[0, :, Et:] = 0.0                               # f_{-1} = 0: nothing to add
+        feeds = np.empty((T, B, H), dt)                        # f_t: read by out and step t+1
+        atts = feeds if hidden is None else np.empty_like(feeds)    # ã_t (the same, undropped)
         attend = self.attention is not None and self.combine is not None and keys is not None
-        ch = np.empty((T, B, 2 * H), dt) if attend else None         # [c_t; h_t]
+        ch = np.empty((T, B, 2 * H), dt) if attend else None   # [c_t; h_t]
         caches: list[AttendCache] = []
         for t in range(T):
             if t > 0:
-                first.x[t, :, Et:] = feeds[t - 1]
-                first.gx[t] += feeds[t - 1] @ w_feed.T
-            h = first.forward(t)
-            for l in range(1, L):
-                layer = layers[l]
-                if scaled is not None:
-                    np.multiply(h, scaled[l - 1][t], out=layer.x[t])
-                else:
-                    layer.x[t] = h
-                layer.project(t)
-                h = layer.forward(t)
+                first.add_input(t, feeds[t - 1], slice(Et, None))
+            h = self._stack_step(runs, t, between)
             if attend:
                 assert self.attention is not None and ch is not None and keys is not None
                 c, _, cache = attend_forward(self.score_fn, self.attention.params, h, keys)
                 caches.append(cache)
-                feeds[t] = self._attentional(c, h, ch[t])
+                atts[t] = self._attentional(c, h, ch[t])
             else:
-                feeds[t] = h
-        ctx.update(layers=layers, scaled=scaled, caches=caches, ch=ch, feeds=feeds)
+                atts[t] = h
+            if hidden is not None:
+                np.multiply(atts[t], hidden[t], out=feeds[t])
+        ctx.update(runs=runs, between=between, caches=caches, ch=ch, feeds=feeds, atts=atts)
         return feeds
+
+    @staticmethod
+    def _stack_step(runs: list[StepRunner], t: int, between: list[np.ndarray] | None
+                    ) -> np.ndarray:
+        """Step ``t`` of each decoder layer, bottom to top (layer 0's input complete): layer l
+        reads layer l-1's ``h_t ⊙ mask_{l-1}[t]``; returns the top layer's ``h_t (B, H)``."""
+        with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
+            h = runs[0].forward_step(t)
+            for l in range(1, len(runs)):
+                run = runs[l]
+                if between is not None:
+                    np.multiply(h, between[l - 1][t], out=run.x[t])
+                else:
+                    run.x[t] = h
+                run.project(t)
+                h = run.forward_step(t)
+        return h
 
     def backward(self, dlogits: np.ndarray) -> None:
         """``dlogits (T, B, Vt)`` (time-major) -> every parameter's gradient, ADDED into
@@ -509,58 +656,67 @@ class Seq2Seq(TaskModel):
         if self._ctx is None:
             raise RuntimeError("backward called before forward")
         ctx, self._ctx = self._ctx, None
-        dfeeds = self.out.backward(dlogits)                          # dã (T, B, H), one product
+        dfeeds = self.out.backward(dlogits)                          # df (T, B, H), one product
         if self.config.input_feeding:
-            dinit = self._decode_fed_backward(dfeeds, ctx)
+            dy, dinit = self._decode_fed_backward(dfeeds, ctx)
         else:
-            dinit = self._decode_whole_backward(dfeeds, ctx)
+            dy, dinit = self._decode_whole_backward(dfeeds, ctx)
+        if ctx["target_mask"] is not None:
+            dy = dy * ctx["target_mask"]                             # the same mask
+        self.decoder_embedding.backward(dy)
         dmemory = None
         if self.attention is not None:
             dmemory = keys_backward(self.score_fn, self.attention.params, self.attention.grads,
                                     ctx["keys"])                     # (S, B, H), once
-        self._encode_backward(dmemory, dinit, ctx["init"])
+        self._encode_backward(dmemory, dinit, ctx)
 
-    def _decode_whole_backward(self, da: np.ndarray, ctx: dict[str, Any]) -> State:
-        """``dã (T, B, H)`` -> back through combine, attention (all steps at once) and the
-        decoder layer; returns the gradients w.r.t. its initial states."""
+    def _decode_whole_backward(self, df: np.ndarray, ctx: dict[str, Any]
+                               ) -> tuple[np.ndarray, State]:
+        """``df (T, B, H)`` -> back through the hidden dropout, combine, attention (all steps
+        at once) and the decoder layer; returns the gradients w.r.t. the embedded targets
+        ``(T, B, Et)`` and the decoder's initial states."""
+        da = df if ctx["hidden"] is None else df * ctx["hidden"]     # dã = df ⊙ m_hid
         if self.attention is None or self.combine is None:
             dh = da
         else:
             H = self.config.hidden_size
-            feeds = ctx["feeds"]
-            dz = da * (1.0 - feeds * feeds)                          # ã = tanh(z)
+            att = ctx["att"]
+            dz = da * (1.0 - att * att)                              # ã = tanh(z)
             dch = self.combine.backward(dz)                          # (T, B, 2H)
             dq = attend_backward(self.score_fn, self.attention.params, self.attention.grads,
                                  dch[..., :H], None, ctx["att_cache"])
             assert dq is not None
             dh = dch[..., H:] + dq
         dy, dinit = Recurrent.backward(self.decoder, dh, None)
-        self.decoder_embedding.backward(dy)
-        return dinit
+        return dy, dinit
 
-    def _decode_fed_backward(self, dfeeds: np.ndarray, ctx: dict[str, Any]) -> State:
-        """Back through the input-feeding loop, ``t = T-1 .. 0``. The gradient reaching ã_t
-        is what comes from its logits (``dfeeds[t]``) plus what comes back from step t+1's
-        input (``dã_t += dgx0_{t+1} W_a``); per step: ``dz = dã ⊙ (1 - ã^2)``,
-        ``[dc; dh] = dz W_c``, ``dh += attend_backward(dc)``, then each layer's step from the
-        top (``dh_{l-1} = (dgx_l W_ih_l) ⊙ mask_{l-1}[t]``). Weight gradients after the loop."""
-        layers: list[_SteppedLayer] = ctx["layers"]
-        scaled, caches, ch, feeds = ctx["scaled"], ctx["caches"], ctx["ch"], ctx["feeds"]
+    def _decode_fed_backward(self, dfeeds: np.ndarray, ctx: dict[str, Any]
+                             ) -> tuple[np.ndarray, State]:
+        """Back through the input-feeding loop, ``t = T-1 .. 0``; per step: ``dã = df ⊙
+        m_hid[t]``, ``dz = dã ⊙ (1 - ã^2)``, ``[dc; dh] = dz W_c``, ``dh += attend_backward(dc)``,
+        then each layer's step from the top (``dh_{l-1} = (dgx_l W_ih_l) ⊙ mask_{l-1}[t]``).
+        Weight gradients after the loop. Returns the gradients w.r.t. the embedded targets
+        ``(T, B, Et)`` and the decoder's initial states."""
+        runs: list[StepRunner] = ctx["runs"]
+        between, caches, ch, feeds = ctx["between"], ctx["caches"], ctx["ch"], ctx["feeds"]
+        atts, hidden = ctx["atts"], ctx["hidden"]
         T, B, H = feeds.shape
         Et = self.config.target_input_size
         attend = self.attention is not None and self.combine is not None
-        for layer in layers:
-            layer.start_backward()
-        w_feed = layers[0].w_ih[:, Et:]                              # (G*H, H)
+        for run in runs:
+            run.start_backward()
         dz_all = np.empty_like(feeds) if attend else None            # dz of every step
-        dfed = None                                                  # dã_t from step t+1
+        dfed = None                                                  # df_t from step t+1
         for t in range(T - 1, -1, -1):
-            da = dfeeds[t] if dfed is None else dfeeds[t] + dfed
+            # The gradient reaching f_t is the sum of what comes from its logits (dfeeds[t])
+            # and what comes back from step t+1, whose input it was (dfed).
+            df = dfeeds[t] if dfed is None else dfeeds[t] + dfed
+            da = df if hidden is None else df * hidden[t]            # dã = df ⊙ m_hid
             if attend:
                 assert self.attention is not None and self.combine is not None
                 assert dz_all is not None
                 dz = dz_all[t]
-                np.multiply(feeds[t], feeds[t], out=dz)
+                np.multiply(atts[t], atts[t], out=dz)
                 np.subtract(1.0, dz, out=dz)
                 dz *= da                                             # dz = dã ⊙ (1 - ã^2)
                 dch = dz @ self.combine.params["weight"]             # [dc; dh] (B, 2H)
@@ -569,59 +725,59 @@ class Seq2Seq(TaskModel):
                 dh = dch[:, H:] + dq
             else:
                 dh = da
-            for l in range(len(layers) - 1, 0, -1):
-                dgx = layers[l].backward(t, dh)
-                dh = dgx @ layers[l].w_ih                            # dx_l = dgx W_ih
-                if scaled is not None:
-                    dh *= scaled[l - 1][t]                           # the forward's mask
-            dgx0 = layers[0].backward(t, dh)
-            dfed = dgx0 @ w_feed                                     # to ã_{t-1}
-        for layer in layers:
-            layer.finish_backward()
+            for l in range(len(runs) - 1, 0, -1):
+                dgx = runs[l].backward_step(t, dh)
+                dh = dgx @ runs[l].w_ih                              # dx_l = dgx W_ih
+                if between is not None:
+                    dh *= between[l - 1][t]                          # the forward's mask
+            dgx0 = runs[0].backward_step(t, dh)
+            dfed = dgx0 @ runs[0].w_ih[:, Et:]                       # to f_{t-1}
+        for l, run in enumerate(runs):
+            run.finish_backward(self.decoder.step_grads(l))
         if attend:
             assert self.combine is not None and dz_all is not None and ch is not None
             # dW_c = Σ_t dz_t^T [c_t; h_t], one product for all steps.
             self.combine.grads["weight"] += dz_all.reshape(T * B, H).T @ ch.reshape(T * B,
                                                                                     2 * H)
-        first = layers[0]
+        first = runs[0]
         dy = first.dgx @ first.w_ih[:, :Et]                          # (T, B, Et), one product
-        self.decoder_embedding.backward(dy)
         # What reached each layer's initial state after step 0, as (L, B, H) per state kind.
-        return tuple(np.stack([layer.dstate[j] for layer in layers])
-                     for j in range(len(first.dstate)))
+        dinit = [run.end_backward() for run in runs]
+        return dy, tuple(np.stack(d) for d in zip(*dinit))
 
     def loss_and_backward(self, inputs: Any, targets: np.ndarray, state: State | None = None,
                           dropout_masks: Sequence[np.ndarray] | None = None
                           ) -> tuple[float, State | None]:
         """Training: the mean cross-entropy over the valid tokens of ``targets (B, T)``
-        (``IGNORE_INDEX`` elsewhere); every gradient ADDED into ``grads``. Returns
-        ``(loss, None)``: no state carries over."""
-        logits = self.forward(inputs, dropout_masks)                 # (T, B, Vt)
-        T, B, V = logits.shape
-        targets = self._targets(targets, B, T)
+        (``IGNORE_INDEX`` elsewhere), against targets smoothed by ``config.label_smoothing``;
+        every gradient ADDED into ``grads``. ``dropout_masks``: the driver's keep masks of
+        ``config.dropout_masks(S, T, B)`` (None: drawn here). Returns ``(loss, None)``: no
+        state carries over."""
+        source, lengths, target_in = check_inputs(self.config, inputs)
+        targets = check_targets(self.config, targets, target_in.shape, training=True)
+        B, S = source.shape
+        T = target_in.shape[1]
+        masks = self._masks(S, T, B, dropout_masks)
+        logits = self._forward(source, lengths, target_in, masks)    # (T, B, Vt)
+        V = logits.shape[2]
+        smoothing = self.config.label_smoothing
         loss, dlogits = cross_entropy(logits.reshape(T * B, V), targets.T.reshape(-1),
-                                      ignore_index=IGNORE_INDEX)
+                                      ignore_index=IGNORE_INDEX,
+                                      **({"label_smoothing": smoothing} if smoothing else {}))
         self.backward(dlogits.reshape(T, B, V))
         return loss, None
-
-    def _targets(self, targets: Any, B: int, T: int) -> np.ndarray:
-        targets = self._tokens("targets", targets, 2)
-        if targets.shape != (B, T):
-            raise ShapeError(f"targets must have target_in's shape {(B, T)}, "
-                             f"got {targets.shape}")
-        return targets
 
     # -- evaluation ------------------------------------------------------------------------
 
     def score(self, inputs: Any, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Evaluation, teacher-forced: float64 ``loss_sum (B,)``, each row's summed
-        cross-entropy over its valid target tokens, and ``tokens (B,)`` (float64), their
-        number."""
+        cross-entropy over its valid target tokens (never smoothed), and ``tokens (B,)``
+        (float64), their number."""
         self.eval()
-        logits = self.forward(inputs)
+        source, lengths, target_in = check_inputs(self.config, inputs)
+        targets = check_targets(self.config, targets, target_in.shape, training=False).T
+        logits = self._forward(source, lengths, target_in, None)    # (T, B, Vt)
         self._ctx = None
-        T, B, _ = logits.shape
-        targets = self._targets(targets, B, T).T                     # (T, B)
         logp = log_softmax(logits.astype(np.float64), axis=-1)
         valid = targets != IGNORE_INDEX
         picked = np.take_along_axis(logp, np.where(valid, targets, 0)[..., None],
@@ -632,6 +788,7 @@ class Seq2Seq(TaskModel):
         """Evaluation: ``source (B, S)``, ``lengths (B,)`` -> ``memory (B, S, H)`` and the
         decoder's initial state, a tuple of ``(L, B, H)`` (h, and c for the LSTM)."""
         self.eval()
+        source, lengths = check_source(self.config, source, lengths)
         memory, init = self._encode(source, lengths, None)
         return np.ascontiguousarray(memory.transpose(1, 0, 2)), init
 
@@ -642,76 +799,32 @@ class Seq2Seq(TaskModel):
         (``(L, B, H)`` each), ``feed (B, H)`` = ã_{t-1} (zeros at the first step; not read
         without input feeding), ``memory (B, S, H)``, ``lengths (B,)`` -> float64
         ``log_probs (B, Vt)``, the new state, ``ã_t (B, H)`` and float64 ``alpha (B, S)``
-        (None without attention)."""
+        (None without attention). The decoder stack's step is the library's
+        (:meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`)."""
         self.eval()
-        tokens = self._tokens("tokens", tokens, 1)
-        x = self.decoder_embedding(tokens)                                   # (B, Et)
-        if self.config.input_feeding:
-            feed = check_array("feed", feed, self.dtype, (2,))
-            if feed.shape != (len(tokens), self.config.hidden_size):
-                raise ShapeError(f"feed must have shape {(len(tokens), self.config.hidden_size)}"
-                                 f", got {feed.shape}")
-            x = np.concatenate([x, feed], axis=-1)
-        h, state = self._decoder_step(x, tuple(state))                      # (B, H)
+        tokens, state, fed, memory, lengths = check_decode_step(self.config, tokens, state,
+                                                                feed, memory, lengths)
+        # (B, Et): the embedding's rows (the tokens are checked; nothing is kept for backward)
+        x = self.decoder_embedding.params["weight"][tokens]
+        if fed is not None:                                                  # input feeding
+            x = np.concatenate([x, fed], axis=-1)
+        h, state = self.decoder.forward_step(x, state)                       # (B, H)
         alpha = None
         if self.attention is not None and self.combine is not None:
-            keys = self._keys(check_array("memory", memory, self.dtype, (3,)), lengths)
+            keys = self._keys(memory, lengths)
             c, a, _ = attend_forward(self.score_fn, self.attention.params, h, keys)
-            feed = self._attentional(c, h, np.empty((len(h), 2 * len(h[0])), self.dtype))
+            att = self._attentional(c, h, np.empty((len(h), 2 * len(h[0])), self.dtype))
             alpha = a.astype(np.float64)
         else:
-            feed = h.copy()
-        logits = self.out(feed)
-        return log_softmax(logits.astype(np.float64), axis=-1), state, feed, alpha
-
-    def _decoder_step(self, x: np.ndarray, state: State) -> tuple[np.ndarray, State]:
-        """One step of the decoder stack in evaluation: ``x (B, F)``, ``state`` (``(L, B, H)``
-        each) -> the top layer's ``h (B, H)`` and the new state. The arithmetic of
-        ``Recurrent.forward`` over one time step (``run_forward``: ``x W_ih^T + b_ih``, ``+
-        b_hh`` where the cell folds it in, then the cell's step), in the same order, so the
-        results are the same to the bit; without its machinery for sequences (buffers over
-        time, lengths, dropout), about 50 µs per call, 7% of greedy decoding's time per word
-        at batch 1 (one Xeon core, 2026-12-04). The states are checked as that call checks
-        them."""
-        dec, step = self.decoder, self.decoder.step
-        L, B = self.config.num_layers, len(x)
-        if len(state) != len(step.state_names):
-            raise TypeError(f"the decoder state must be a tuple of {len(step.state_names)} "
-                            f"arrays ({', '.join(step.state_names)}), got {len(state)}")
-        state = tuple(dec._check_state(name, s, (L, B, size))
-                      for name, size, s in zip(step.state_names, step.state_sizes(), state))
-        news = []
-        for l in range(L):
-            p = dict(dec._step_params(l))
-            gx = x @ p["weight_ih"].T                                        # (B, G*H)
-            if p["bias_ih"] is not None:
-                gx += p["bias_ih"]
-            if step.shares_gate_grads and p["bias_hh"] is not None:
-                gx += p["bias_hh"]
-                p["bias_hh"] = None
-            p["weight_hh_T"] = p["weight_hh"].T
-            step.prepare_forward(p, gx[None], False)
-            prev = tuple(s[l] for s in state)
-            new = tuple(np.empty_like(s) for s in prev)
-            with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
-                step.forward(p, gx, prev, new, step.new_cache(1, len(x), self.dtype), 0)
-            news.append(new)
-            x = new[0]
-        return x, tuple(np.stack(s) for s in zip(*news))
+            att = h.copy()
+        logits = self.out(att)
+        return log_softmax(logits.astype(np.float64), axis=-1), state, att, alpha
 
     def _keys(self, memory: np.ndarray, lengths: np.ndarray) -> Keys:
-        """The attention's key side of ``memory (B, S, H)``, computed once per memory: a search
-        calls ``decode_step`` with the same memory at every step, and the key projection (a
-        ``B*S x H x H`` product) would otherwise cost more than the step itself. Reused only
-        for the same memory object (not modified in place in between, as the attention's
-        contract asks), the same lengths and the same key weights."""
+        """The attention's key side of ``memory (B, S, H)``, once per memory (:class:`KeyCache`:
+        the same memory object, lengths and key weights)."""
         assert self.attention is not None
         params = self.attention.params
-        cached = self._key_cache
-        if (cached is not None and cached[0] is memory and np.array_equal(cached[1], lengths)
-                and all(np.array_equal(w, params[k]) for k, w in cached[2].items())):
-            return cached[3]
-        keys = prepare_keys(self.score_fn, params, memory.transpose(1, 0, 2), lengths)
-        weights = {k: v.copy() for k, v in params.items() if k.startswith("key.")}
-        self._key_cache = (memory, np.array(lengths, copy=True), weights, keys)
-        return keys
+        return self._key_cache.get(
+            memory, lengths, {k: params[k] for k in self._key_weights},
+            lambda: prepare_keys(self.score_fn, params, memory.transpose(1, 0, 2), lengths))
