@@ -1,6 +1,6 @@
 """ExponentialMovingAverage against torch's AveragedModel(model,
-multi_avg_fn=get_ema_multi_avg_fn(decay)) update for update (float64 within 1e-12, float32 bit
-for bit), its fused multiply-add against exact rational arithmetic, state dicts, swapped(), errors.
+multi_avg_fn=get_ema_multi_avg_fn(decay)) update for update (float64 within 1e-12, float32 within
+an ulp per update), state dicts, swapped(), errors.
 
 What torch computes: ``update_parameters`` copies the weights at its first call (n_averaged = 0)
 and afterwards calls ``torch._foreach_lerp_(averaged, weights, 1 - decay)``; its lerp is
@@ -10,13 +10,11 @@ multiply-add on the AVX2/AVX512 CPU kernels.
 
 import copy
 import math
-from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from numpy_rnn.nn import Adam, ExponentialMovingAverage, Linear
-from numpy_rnn.nn.optim import _fma_float32
 
 torch = pytest.importorskip("torch")
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn  # noqa: E402
@@ -28,9 +26,6 @@ RTOL64 = 1e-12
 SHAPES = {"weight": (7, 5), "bias": (5,), "kernel": (2, 3, 4), "gain": (1,), "big": (300,)}
 # Both branches of torch's lerp: w = 1 - decay below 0.5 (decay > 0.5) and at or above it.
 DECAYS = [0.999, 0.9, 0.75, 0.5, 0.3, 0.0]
-# Torch's CPU kernels fuse the lerp's multiply-add where the CPU has FMA (AVX2, AVX512); the
-# plain (DEFAULT) kernels may round twice, and there float32 can only agree to an ulp.
-FUSED = torch.backends.cpu.get_cpu_capability() != "DEFAULT"
 
 
 def make_params(dtype, seed=0):
@@ -81,15 +76,15 @@ def test_ema_matches_torch_averaged_model_float64_after_every_update(parity, dec
 
 
 @pytest.mark.parametrize("decay", DECAYS)
-def test_ema_float32_equals_torch_bit_for_bit(parity, decay):
-    """Bit-equal because the update follows torch's fused lerp (``_fma_float32``); within an
-    ulp per update where torch's kernels are not fused."""
+def test_ema_float32_equals_torch_to_an_ulp_per_update(parity, decay):
+    """Torch fuses the lerp's multiply-add, NumPy rounds twice: within an ulp per update (the
+    differences add up over the updates)."""
     params = make_params(np.float32)
     model = torch_twin(params)
     averaged_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
     ema = ExponentialMovingAverage(params, decay)
     rng = np.random.default_rng(2)
-    for _ in range(40):
+    for n in range(1, 41):
         move_weights(params, model, rng)
         averaged_model.update_parameters(model)
         ema.update()
@@ -98,8 +93,10 @@ def test_ema_float32_equals_torch_bit_for_bit(parity, decay):
             assert avg.dtype == np.float32
             msg = parity.check(SUITE, f"d={decay}", k, avg, want, np.float32, "forward")
             assert msg is None, msg
-            if FUSED:
-                np.testing.assert_array_equal(avg, want, err_msg=k)
+            # an ulp of the terms summed (the weights, the average) per update so far
+            scale = max(np.abs(want).max(), np.abs(params[k]).max())
+            np.testing.assert_allclose(avg, want, rtol=0, atol=n * np.spacing(
+                scale, dtype=np.float32), err_msg=k)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
@@ -124,37 +121,6 @@ def test_ema_of_adam_training_matches_torch_step_for_step(parity, dtype):
         msg = parity.check(SUITE, "adam", k, avg,
                            getattr(averaged_model.module, k).detach().numpy(), dtype, "forward")
         assert msg is None, msg
-
-
-def exact_fma_float32(x, y, z):
-    """x*y + z rounded once to float32 (ties to even), from exact rational arithmetic."""
-    exact = Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z))
-    near = np.float32(float(exact))
-    candidates = [np.nextafter(near, np.float32(-np.inf)), near,
-                  np.nextafter(near, np.float32(np.inf))]
-    return min(candidates, key=lambda c: (abs(Fraction(float(c)) - exact),
-                                          int(np.float32(c).view(np.int32)) & 1))
-
-
-def test_fused_multiply_add_rounds_once_as_exact_arithmetic_says():
-    """Random triples at every scale, the float32 subnormal range, and triples built so that
-    the float64 sum lands on a float32 halfway point the exact sum misses (where rounding the
-    float64 result again would be wrong)."""
-    rng = np.random.default_rng(5)
-    n = 1500
-    y = (rng.standard_normal(n) * 10.0 ** rng.uniform(-40, 5, n)).astype(np.float32)
-    z = (rng.standard_normal(n) * 10.0 ** rng.uniform(-40, 5, n)).astype(np.float32)
-    one = 1 + 2**-23
-    y = np.append(y, np.float32([2**-24 * (1 - 2**-23), -(2**-24) * (1 - 2**-23), 2**-70]))
-    z = np.append(z, np.float32([one, -one, 2**-149]))
-    for x in np.float32([1 + 2**-23, 1e-3, -0.75, 0.5]):
-        got = np.empty_like(y)
-        _fma_float32(x, y, z, out=got)
-        want = np.array([exact_fma_float32(x, b, c) for b, c in zip(y, z)], np.float32)
-        np.testing.assert_array_equal(got, want)
-    # The crafted case itself: rounding the float64 result to float32 would give 1 + 2^-22.
-    x, b, c = np.float32(one), np.float32(2**-24 * (1 - 2**-23)), np.float32(one)
-    assert np.float32(np.float64(x) * np.float64(b) + np.float64(c)) != exact_fma_float32(x, b, c)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])

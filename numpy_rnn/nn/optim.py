@@ -460,45 +460,6 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray | None] | Iterable[np.ndarray 
     return total
 
 
-# Bits of a float64: the 29 low bits are those float32 lacks (52 - 23 fraction bits); 1 then
-# 28 zeros there puts a float64 exactly halfway between two float32 values (in their normal range).
-_LOW29 = (1 << 29) - 1
-_HALF29 = 1 << 28
-_TINY32 = float(np.finfo(np.float32).smallest_normal)
-
-
-def _fma_float32(x: np.floating, y: np.ndarray, z: np.ndarray, out: np.ndarray) -> None:
-    """``out = x·y + z`` rounded once to float32, as a fused multiply-add; ``y``, ``z``, ``out``
-    float32 arrays of one shape, ``x`` a float32 scalar.
-
-    NumPy has no fused multiply-add, so it is built in float64. The product of two float32
-    values is exact in float64 (24 + 24 significant bits <= 53), so the float64 sum ``s`` is the
-    float64 nearest to the exact ``x·y + z``, and rounding ``s`` to float32 gives the fused result
-    except where ``s`` lies exactly halfway between two float32 values while ``x·y + z`` does not
-    (the second rounding then breaks a tie that does not exist), or below float32's normal range
-    (where the halfway points are elsewhere). Only those entries, rare, are corrected: TwoSum
-    gives the exact error ``e = x·y + z − s``, and an inexact ``s`` with an even last bit steps
-    one float64 ulp toward it (rounding to odd). From 53 >= 2·24 + 2 bits, rounding that to
-    float32 is correct (Boldo and Melquiond, "When double rounding is odd", 2005).
-    """
-    prod = y.astype(np.float64, order="C")
-    prod *= float(x)                                    # exact
-    z64 = z.astype(np.float64, order="C")
-    s = prod + z64
-    bits = s.view(np.int64)
-    doubt = (bits & _LOW29) == _HALF29
-    doubt |= np.abs(s) < _TINY32
-    idx = np.flatnonzero(doubt)
-    if idx.size:
-        p, c, t = prod.reshape(-1)[idx], z64.reshape(-1)[idx], s.reshape(-1)[idx]
-        cc = t - p                                      # TwoSum: t + e == p + c exactly
-        e = (p - (t - cc)) + (c - cc)
-        odd = (np.abs(e) > 0) & ((t.view(np.int64) & 1) == 0)    # False for a NaN e
-        t[odd] = np.nextafter(t[odd], np.copysign(np.inf, e[odd]))
-        s.reshape(-1)[idx] = t
-    np.copyto(out, s, casting="same_kind")              # the one rounding that counts
-
-
 def _check_decay(decay: Any) -> float:
     decay = _check_number("decay", decay)
     if not 0.0 <= decay < 1.0:
@@ -526,13 +487,13 @@ class ExponentialMovingAverage:
     What torch computes: ``get_ema_multi_avg_fn`` calls ``torch._foreach_lerp_(averaged,
     weights, 1 - decay)``, a lerp with the Python float ``1 − decay`` as its weight, cast to the
     parameter's dtype. Torch's lerp has the two branches above, and its vectorised CPU kernels
-    (AVX2, AVX512; the tests check it) evaluate each as one fused multiply-add: ``θ − θ̄`` is
-    rounded, then ``w·(θ − θ̄) + θ̄`` (or ``(w − 1)·(θ − θ̄) + θ``) is rounded once. Here float32
-    parameters get exactly that (a fused multiply-add built from float64, :func:`_fma_float32`),
-    so float32 averages equal torch's bit for bit; float64 ones round the product and the sum
-    separately (NumPy has no fused multiply-add in float64) and may differ from torch by an ulp
-    per update. The float32 update costs about 10 passes over the weights in float64 (some
-    10 ms per million weights), the float64 one 3 passes.
+    (AVX2, AVX512) evaluate each as one fused multiply-add: ``θ − θ̄`` is rounded, then
+    ``w·(θ − θ̄) + θ̄`` (or ``(w − 1)·(θ − θ̄) + θ``) is rounded once. NumPy has no fused
+    multiply-add, so here the product and the sum are rounded separately: an average may differ
+    from torch's by an ulp after an update (a fused one built from float64 would cost some 20
+    times as much, 50 ms per step for a 3-million-weight model, for no gain in what the average
+    is worth). The update is three passes over the weights, in place, with one scratch buffer
+    per parameter allocated at the first update (about 1 ms per million float32 weights).
 
     ``params`` is a module's ``params`` dict (name -> float32/float64 ndarray), read at every
     :meth:`update`; its names are fixed at construction. ``averaged`` (name -> array of the
@@ -556,6 +517,7 @@ class ExponentialMovingAverage:
         self.averaged: dict[str, np.ndarray] = {name: p.copy() for name, p in params.items()}
         self.n_averaged = 0
         self._kept: dict[str, np.ndarray] = {}   # the model's weights during swapped()
+        self._diff: dict[str, np.ndarray] = {}   # θ − θ̄ of each update, reused
         self._swapped = False
 
     @property
@@ -590,16 +552,15 @@ class ExponentialMovingAverage:
             for _, p, avg in current:
                 np.copyto(avg, p)
         else:
-            for _, p, avg in current:
+            for name, p, avg in current:
                 w = p.dtype.type(1 - self._decay)       # torch casts the lerp weight to the dtype
-                small = abs(w) < 0.5
-                coef, base = (w, avg) if small else (w - 1, p)
-                diff = p - avg                          # rounded, as torch does
-                if p.dtype == np.float32:
-                    _fma_float32(coef, diff, base, out=avg)
-                else:
-                    diff *= coef
-                    np.add(base, diff, out=avg)
+                coef, base = (w, avg) if abs(w) < 0.5 else (w - 1, p)
+                if name not in self._diff:
+                    self._diff[name] = np.empty_like(p)
+                diff = self._diff[name]
+                np.subtract(p, avg, out=diff)           # rounded, as torch does
+                diff *= coef
+                np.add(base, diff, out=avg)
         self.n_averaged += 1
 
     @contextmanager
