@@ -158,26 +158,18 @@ def load_g2p_en(path: Path | None) -> tuple[Any | None, dict[str, Any]]:
 
 def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Load, decode, time; returns the record (see the module's docstring)."""
-    from numpy_rnn.driver.checkpoint import (
-        backend_from_checkpoint,
-        labels_of,
-        load_checkpoint,
-        model_config_of,
-        task_of,
-        vocab_of,
-    )
-    from numpy_rnn.tasks import get_task
+    from numpy_rnn.driver.checkpoint import backend_from_checkpoint, read_checkpoint
     from numpy_rnn.tasks.metrics import error_rates
     from numpy_rnn.tasks.seq2seq import decode_words
 
-    weights, meta = load_checkpoint(args.checkpoint)
-    if task_of(meta) != "seq2seq":
-        raise SystemExit(f"{args.checkpoint}: a {task_of(meta)} checkpoint, not a seq2seq one")
-    config = model_config_of(meta)
+    checkpoint = read_checkpoint(args.checkpoint)
+    weights, meta, task, record = checkpoint
+    if task.name != "seq2seq":
+        raise SystemExit(f"{args.checkpoint}: a {task.name} checkpoint, not a seq2seq one")
+    config = record.config
     model = backend_from_checkpoint(weights, meta, args.backend, "cpu")
-    vocab, labels = vocab_of(meta), labels_of(meta) or ()
-    corpus = get_task("seq2seq").load(meta["data"])
-    assert corpus.pairs is not None
+    vocab, labels = record.vocabularies["source"], record.vocabularies["target"]
+    corpus = task.load_for(record, meta["data"])
     groups = corpus.pairs.test[:args.words] if args.words else corpus.pairs.test
     if not groups:
         raise SystemExit(f"{meta['data']}: no test words")

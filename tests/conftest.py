@@ -146,11 +146,10 @@ def labelled(tmp_path, monkeypatch):
     ``NUMPY_RNN_DATA_DIR`` points at; training draws no loss plots."""
     from labelled import write_labelled_plants
 
-    from numpy_rnn.driver import train as train_mod
 
     write_labelled_plants(tmp_path / "data")
     monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
     return tmp_path / "data"
 
 
@@ -172,11 +171,10 @@ def cli_plants(tmp_path, monkeypatch):
     ``NUMPY_RNN_DATA_DIR`` points at; training draws no loss plots (~1 s per run)."""
     from helpers import write_cli_plants
 
-    from numpy_rnn.driver import train as train_mod
 
     write_cli_plants(tmp_path / "data")
     monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
     return tmp_path / "data"
 
 

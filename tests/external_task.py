@@ -1,6 +1,9 @@
 """A task from outside numpy_rnn, as another package would write it: tag each character of a
 text as a vowel or not (many-to-many), with the library's layers and nothing from the driver.
 
+Its options (:class:`VowelOptions`) add settings the driver has never heard of: ``window``, the
+characters per training window, and ``logit_scale``, a factor on the tagger's logits (a fixed
+inverse temperature, saved in the model's config so that evaluation applies it too).
 ``tests/test_external_task.py`` registers it and trains, resumes, evaluates and splits it
 through the command line, with no change to numpy_rnn.
 """
@@ -15,8 +18,17 @@ import numpy as np
 
 from numpy_rnn.nn import Embedding, Linear, Recurrent, cross_entropy
 from numpy_rnn.tasks.base import Batch, Predictor, Rows, State, Task, TaskModel
+from numpy_rnn.tasks.commands import positive_float, positive_int
 from numpy_rnn.tasks.corpus import Corpus, load_corpus
 from numpy_rnn.tasks.model import ModelConfig, expose, make_rnn
+from numpy_rnn.tasks.options import (
+    RecurrentOptions,
+    TaskOptions,
+    changed,
+    option,
+    require_int,
+    require_number,
+)
 
 VOWELS = frozenset("aeiouAEIOU")
 
@@ -24,6 +36,25 @@ VOWELS = frozenset("aeiouAEIOU")
 @dataclass(frozen=True)
 class VowelConfig(ModelConfig):
     task: ClassVar[str] = "vowels"
+
+    logit_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class VowelOptions(RecurrentOptions):
+    """The tagger's settings: a small stack, and two of its own."""
+
+    hidden_size: int = changed(RecurrentOptions, "hidden_size", 12)
+    num_layers: int = changed(RecurrentOptions, "num_layers", 1)
+    window: int = option(12, "characters per training window (default: {default})",
+                         group="data and batching", type=positive_int)
+    logit_scale: float = option(1.0, "multiply the tagger's logits by this (default: {default})",
+                                type=positive_float)
+
+    def validate(self) -> None:
+        super().validate()
+        require_int("window", self.window)
+        require_number("logit_scale", self.logit_scale, low=0.0, low_open=True)
 
 
 def tags(tokens: np.ndarray, vowel_ids: np.ndarray) -> np.ndarray:
@@ -53,15 +84,15 @@ class Tagger(TaskModel):
                 ) -> np.ndarray:
         out, _ = Recurrent.forward(self.rnn, self.embedding(tokens.T), None,
                                    dropout_masks=masks)
-        return self.out(out).transpose(1, 0, 2)           # (B, T, 2)
+        return self.out(out).transpose(1, 0, 2) * self.config.logit_scale   # (B, T, 2)
 
     def loss_and_backward(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None
                           ) -> tuple[float, State | None]:
         logits = self(inputs, dropout_masks)
         loss, dlogits = cross_entropy(logits.reshape(-1, 2), targets.reshape(-1))
-        dx, _ = Recurrent.backward(self.rnn, self.out.backward(
-            dlogits.reshape(logits.shape).transpose(1, 0, 2)))
+        dlogits = dlogits.reshape(logits.shape) * self.config.logit_scale
+        dx, _ = Recurrent.backward(self.rnn, self.out.backward(dlogits.transpose(1, 0, 2)))
         self.embedding.backward(dx)
         return loss, None
 
@@ -102,23 +133,22 @@ class VowelTask(Task):
     name = "vowels"
     summary = "tag each character as a vowel or not (many-to-many)"
     loss_label = "cross-entropy (nats per character)"
-    reads = frozenset({"seq_len", "embedding_dim"})
-    resume_keys = ("batch_size", "seq_len")
+    options = VowelOptions
+    resume_keys = ("batch_size", "window")
     inference: ClassVar[dict[str, Rows]] = {"tag_logits": Rows((0,), (0,))}
-    train_defaults: ClassVar[dict[str, Any]] = dict(hidden_size=12, num_layers=1, seq_len=12,
-                                                    batch_size=8, steps=30, eval_every=10)
+    train_defaults: ClassVar[dict[str, Any]] = dict(batch_size=8, steps=30, eval_every=10)
 
     def config_class(self) -> type[ModelConfig]:
         return VowelConfig
 
-    def load(self, data: str) -> Corpus:
+    def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         return load_corpus(data)
 
     def model_config(self, settings: Any, corpus: Corpus) -> ModelConfig:
-        return VowelConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
-                           num_layers=settings.num_layers, cell=settings.cell,
-                           embedding_dim=settings.embedding_dim, dropout=settings.dropout,
-                           dtype=settings.dtype)
+        o = settings.options
+        return VowelConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
+                           num_layers=o.num_layers, cell=o.cell, embedding_dim=o.embedding_dim,
+                           dropout=o.dropout, dtype=o.dtype, logit_scale=o.logit_scale)
 
     def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
         assert isinstance(config, VowelConfig)
@@ -129,8 +159,8 @@ class VowelTask(Task):
 
     def batches(self, settings: Any, corpus: Corpus) -> Windows:
         ids = corpus.vocab.encode(corpus.train_text)
-        return Windows(ids, self._vowel_ids(corpus), settings.batch_size, settings.seq_len,
-                       settings.seed)
+        return Windows(ids, self._vowel_ids(corpus), settings.batch_size,
+                       settings.options.window, settings.seed)
 
     def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
         ids = corpus.vocab.encode(corpus.val_text)[None, :]

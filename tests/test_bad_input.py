@@ -161,7 +161,8 @@ def test_junk_in_any_metadata_field_is_refused_in_one_line(lm_run, tmp_path, run
     good = lm_run / "checkpoint.npz"
     with np.load(good) as npz:
         fields = list(json.loads(npz["meta"].tobytes().decode("utf-8")))
-    assert {"optim_config", "optimizer", "train", "labels", "data", "vocab_unit"} <= set(fields)
+    assert {"optim_config", "optimizer", "train", "vocabularies", "options", "model_config",
+            "data", "task"} <= set(fields)
     for field in fields:
         for junk in JUNK:
             out = tmp_path / "edited"
@@ -183,7 +184,9 @@ def test_junk_in_any_metadata_field_is_refused_in_one_line(lm_run, tmp_path, run
     (lambda m: m["train"].__setitem__("carried", []), "carried"),
     (lambda m: m["train"].__setitem__("processes", None), "processes"),
     (lambda m: m["train"]["config"].__setitem__("data", None), "data must be a string"),
-    (lambda m: m.__setitem__("labels", -1), "labels must be a list"),
+    (lambda m: m["vocabularies"].__setitem__("characters", -1),
+     "the vocabulary 'characters' must be a unit and a list of strings"),
+    (lambda m: m["options"].__setitem__("seq_len", 0), "seq_len must be an integer >= 1"),
 ])
 def test_bad_metadata_names_the_file(lm_run, tmp_path, run, edit, fragment):
     out = tmp_path / "edited"

@@ -128,10 +128,11 @@ def test_default_config_is_the_drivers_default_charrnn():
     """``--config default`` measures what ``train`` with no flags trains."""
     from numpy_rnn.driver.train import TrainConfig
     t = TrainConfig()
+    o = t.options
     assert (DEFAULT.cell, DEFAULT.num_layers, DEFAULT.hidden_size, DEFAULT.batch,
-            DEFAULT.seq_len, DEFAULT.dtype) == (t.cell, t.num_layers, t.hidden_size,
-                                                t.batch_size, t.seq_len, t.dtype)
-    assert t.embedding_dim is None and DEFAULT.input_size == DEFAULT.vocab == 30  # plants' 30
+            DEFAULT.seq_len, DEFAULT.dtype) == (o.cell, o.num_layers, o.hidden_size,
+                                                t.batch_size, o.seq_len, o.dtype)
+    assert o.embedding_dim is None and DEFAULT.input_size == DEFAULT.vocab == 30  # plants' 30
     assert select_configs(Selection(config="default")) == [DEFAULT]
     assert select_configs(Selection(config="default", dtypes=("float64",))) == []
     with pytest.raises(ValueError, match="unknown config set"):
@@ -141,11 +142,11 @@ def test_default_config_is_the_drivers_default_charrnn():
 def test_seq2seq_config_is_the_tasks_default_recipe():
     """``--config seq2seq`` measures what ``train --task seq2seq`` with no flags trains."""
     from benchmarks.workloads import _seq2seq_config
-    from numpy_rnn.tasks.seq2seq import Seq2SeqTask
-    d = Seq2SeqTask.train_defaults
+    from numpy_rnn.driver.config import TrainConfig
+    d = TrainConfig.for_task("seq2seq")
     assert (SEQ2SEQ.cell, SEQ2SEQ.num_layers, SEQ2SEQ.hidden_size, SEQ2SEQ.batch,
-            SEQ2SEQ.dtype) == ("lstm", d["num_layers"], d["hidden_size"], d["batch_size"],
-                               d["dtype"])
+            SEQ2SEQ.dtype) == (d.options.cell, d.options.num_layers, d.options.hidden_size,
+                               d.batch_size, d.options.dtype)
     m = _seq2seq_config(SEQ2SEQ)
     assert (m.attention, m.input_feeding, m.input_size, m.target_input_size) == (
         "general", True, 256, 256)

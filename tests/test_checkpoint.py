@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,12 +15,14 @@ from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
 from numpy_rnn.driver.checkpoint import (
     CheckpointError,
     backend_from_checkpoint,
-    check_compatible,
     load_checkpoint,
     make_meta,
+    read_checkpoint,
     read_meta,
     save_checkpoint,
 )
+from numpy_rnn.tasks import get_task
+from numpy_rnn.tasks.base import RecordError
 from numpy_rnn.tasks.corpus import Vocabulary
 from numpy_rnn.tasks.lm import CharRNN
 from numpy_rnn.tasks.model import ModelConfig
@@ -41,10 +44,15 @@ def _trained_backend(cls=NumpyBackend, config=CONFIG, steps=2, seed=0):
     return backend
 
 
+def _meta(config, vocab=VOCAB, **kw):
+    """A language model checkpoint's metadata for ``config`` and the characters ``vocab``."""
+    return make_meta(get_task("lm"), config, SimpleNamespace(vocab=vocab), source="plants", **kw)
+
+
 def _save(path, backend, step=2, train=None):
-    meta = make_meta(backend.config, VOCAB, step=step, data="plants", backend=backend.name,
-                     optimizer=backend.optimizer_state_dict(), optim_config=backend.optim,
-                     train=train)
+    meta = _meta(backend.config, step=step, backend=backend.name,
+                 optimizer=backend.optimizer_state_dict(), optim_config=backend.optim,
+                 train=train)
     return save_checkpoint(path, backend.state_dict(), meta)
 
 
@@ -80,8 +88,8 @@ def test_round_trip_restores_weights_optimizer_and_training_state(tmp_path):
         np.testing.assert_array_equal(weights[k], w)
         assert weights[k].dtype == w.dtype
     assert meta["step"] == 2 and meta["format_version"] == ckpt.FORMAT_VERSION
-    assert ckpt.model_config_of(meta) == CONFIG
-    assert ckpt.vocab_of(meta) == VOCAB
+    record = read_checkpoint(path).record
+    assert record.config == CONFIG and record.vocabularies == {"characters": VOCAB}
     want_opt = backend.optimizer_state_dict()
     got_opt = meta["optimizer"]
     assert got_opt["optimizer"] == want_opt["optimizer"]
@@ -116,7 +124,7 @@ def test_file_layout_is_plain_npz_without_pickle(tmp_path):
     assert "optim/decoder.bias/exp_avg_sq" in keys
     assert meta["format"] == "numpy_rnn.checkpoint"       # the format's name, not a module path
     assert meta["model_config"]["hidden_size"] == 8
-    assert meta["vocab"] == list(VOCAB.chars)
+    assert meta["vocabularies"]["characters"] == {"unit": "chars", "entries": list(VOCAB.chars)}
     assert read_meta(path)["step"] == 2
 
 
@@ -206,7 +214,7 @@ def test_npy_array_and_foreign_npz_are_refused(tmp_path):
 
 def test_newer_format_version_is_refused(tmp_path):
     backend = _trained_backend()
-    meta = make_meta(CONFIG, VOCAB, step=1, data="plants")
+    meta = _meta(CONFIG, step=1)
     meta["format_version"] = ckpt.FORMAT_VERSION + 1
     path = save_checkpoint(tmp_path / "c.npz", backend.state_dict(), meta)
     with pytest.raises(CheckpointError, match=r"newer|upgrade"):
@@ -217,36 +225,36 @@ def test_weights_that_do_not_fit_the_recorded_config_are_refused(tmp_path):
     backend = _trained_backend()
     bigger = ModelConfig(vocab_size=len(VOCAB), hidden_size=12, num_layers=2, dtype="float64")
     path = save_checkpoint(tmp_path / "c.npz", backend.state_dict(),
-                           make_meta(bigger, VOCAB, step=1, data="plants"))
+                           _meta(bigger, step=1))
     with pytest.raises(CheckpointError, match="shape"):
         load_checkpoint(path)
     weights = backend.state_dict()
     del weights["decoder.bias"]
     path = save_checkpoint(tmp_path / "d.npz", weights,
-                           make_meta(CONFIG, VOCAB, step=1, data="plants"))
+                           _meta(CONFIG, step=1))
     with pytest.raises(CheckpointError, match=r"decoder\.bias"):
         load_checkpoint(path)
 
 
 def test_vocabulary_size_must_match_the_config(tmp_path):
     backend = _trained_backend()
-    meta = make_meta(CONFIG, VOCAB, step=1, data="plants")
-    meta["vocab"] = meta["vocab"][:-1]
+    meta = _meta(CONFIG, step=1)
+    meta["vocabularies"]["characters"]["entries"] = meta["vocabularies"]["characters"][
+        "entries"][:-1]
     path = save_checkpoint(tmp_path / "c.npz", backend.state_dict(), meta)
     with pytest.raises(CheckpointError, match="vocab"):
         load_checkpoint(path)
 
 
-def test_checkpoint_for_another_config_or_vocabulary_is_refused(tmp_path):
+def test_data_with_another_vocabulary_is_refused_naming_what_differs(tmp_path):
     path = _save(tmp_path / "c.npz", _trained_backend())
-    other = ModelConfig(vocab_size=len(VOCAB), hidden_size=16, num_layers=2, dtype="float64")
-    with pytest.raises(CheckpointError, match="hidden_size=8") as e:
-        load_checkpoint(path, config=other)
+    checkpoint = read_checkpoint(path)
+    lm = checkpoint.task
+    other = SimpleNamespace(vocab=Vocabulary.from_text("\n abcdefgz"))
+    with pytest.raises(RecordError, match=r"another vocabulary .*'h'.*'z'") as e:
+        lm.check_data(checkpoint.record, other, path)
     _assert_clear(e, path)
-    with pytest.raises(CheckpointError, match="vocabulary"):
-        load_checkpoint(path, vocab=Vocabulary.from_text("\n abcdefgz"))
-    _, meta = load_checkpoint(path, config=CONFIG, vocab=VOCAB)        # the right ones pass
-    check_compatible(meta, path, config=CONFIG, vocab=VOCAB)
+    lm.check_data(checkpoint.record, SimpleNamespace(vocab=VOCAB), path)   # the right one
 
 
 def test_non_finite_weights_are_refused(tmp_path):
@@ -254,7 +262,7 @@ def test_non_finite_weights_are_refused(tmp_path):
     weights = backend.state_dict()
     weights["decoder.bias"][0] = np.nan
     path = save_checkpoint(tmp_path / "c.npz", weights,
-                           make_meta(CONFIG, VOCAB, step=1, data="plants"))
+                           _meta(CONFIG, step=1))
     with pytest.raises(CheckpointError, match="NaN"):
         load_checkpoint(path)
 

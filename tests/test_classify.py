@@ -175,7 +175,8 @@ def test_a_checkpoint_predicts_the_same_in_both_backends(labelled, tmp_path):
     np.testing.assert_allclose(got[0][0], got[1][0], rtol=0, atol=1e-12)
     for wa, wb in zip(got[0][1], got[1][1]):
         np.testing.assert_allclose(wa, wb, rtol=0, atol=1e-12)
-    assert meta["task"] == "classify" and meta["labels"] == list(corpus.labels)
+    assert meta["task"] == "classify"
+    assert meta["vocabularies"]["labels"]["entries"] == list(corpus.labels)
 
 
 def test_resume_equals_an_uninterrupted_run_and_crosses_backends(labelled, tmp_path):

@@ -20,6 +20,7 @@ from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.backend import NumpyBackend, StepResult
 from numpy_rnn.driver.checkpoint import load_checkpoint
 from numpy_rnn.driver.cli import main
+from numpy_rnn.tasks.lm import NOTEBOOK
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,19 +100,21 @@ def test_help_explains_every_flag(run, command, flags):
 def test_train_defaults_are_the_measured_recipe():
     # The README's "What the default run reaches" measures exactly these settings.
     d = train_mod.TrainConfig()
-    assert (d.cell, d.num_layers, d.hidden_size, d.embedding_dim, d.dropout, d.seq_len) == \
+    o = d.options
+    assert (o.cell, o.num_layers, o.hidden_size, o.embedding_dim, o.dropout, o.seq_len) == \
         ("lstm", 2, 256, None, 0.1, 150)
-    assert (d.batch_size, d.schedule, d.stream_groups, d.dtype, d.steps, d.eval_every) == \
+    assert (d.batch_size, o.schedule, o.stream_groups, o.dtype, d.steps, d.eval_every) == \
         (32, "stream", 10, "float32", 2200, 275)
     assert (d.lr, d.lr_decay, d.lr_final, d.lr_decay_steps, d.clip) == \
         (0.003, "cosine", 0.1, 2200, 5.0)
 
 
 def test_notebook_preset_is_the_original_run():
-    c = train_mod.TrainConfig(**train_mod.NOTEBOOK)
-    assert (c.cell, c.num_layers, c.hidden_size, c.embedding_dim, c.dropout, c.dtype) == \
+    c = train_mod.TrainConfig(**NOTEBOOK)
+    o = c.options
+    assert (o.cell, o.num_layers, o.hidden_size, o.embedding_dim, o.dropout, o.dtype) == \
         ("lstm", 3, 512, None, 0.0, "float64")
-    assert (c.batch_size, c.seq_len, c.schedule, c.steps, c.lr, c.lr_decay, c.clip) == \
+    assert (c.batch_size, o.seq_len, o.schedule, c.steps, c.lr, c.lr_decay, c.clip) == \
         (1, 150, "random", 700, 0.002, "none", None)
 
 
@@ -125,11 +128,12 @@ def test_train_notebook_flag_applies_the_preset_and_lets_flags_override(monkeypa
     monkeypatch.setattr(cli_mod, "train", fake_train)
     assert main(["train", "--notebook", "--steps", "5", "--out", "x"]) == 0
     c = seen["config"]
-    assert (c.num_layers, c.hidden_size, c.dtype, c.schedule, c.batch_size, c.clip) == \
+    o = c.options
+    assert (o.num_layers, o.hidden_size, o.dtype, o.schedule, c.batch_size, c.clip) == \
         (3, 512, "float64", "random", 1, None)
     assert c.steps == 5
     assert main(["train", "--stream-groups", "3", "--out", "x"]) == 0
-    assert seen["config"].stream_groups == 3
+    assert seen["config"].options.stream_groups == 3
 
 
 def test_train_notebook_with_resume_is_a_one_line_error(capsys):

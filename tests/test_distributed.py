@@ -65,7 +65,7 @@ NAMES: dict[str, Any] = dict(hidden_size=8, num_layers=2, dropout=0.2, batch_siz
 
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch):
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
 
 
 @pytest.fixture

@@ -69,10 +69,56 @@ def test_an_outside_task_splits_into_micro_batches_as_the_plain_step(vowels, tmp
                                rtol=1e-12, atol=0)
 
 
+def test_an_outside_task_brings_settings_the_driver_never_heard_of(vowels, tmp_path, capsys):
+    """--window and --logit-scale are the task's own options: the command line takes them,
+    the run's checkpoint keeps them, a resumed run continues with them exactly, evaluation uses
+    the scale (kept in the model's config), and they reach Python the same way."""
+    from numpy_rnn.driver.config import TrainConfig
+
+    flags = ("--window", "10", "--logit-scale", "2.5", "--steps", "20")
+    assert main(train_args(vowels, tmp_path / "scaled", *flags)) == 0
+    scaled = losses(tmp_path / "scaled")
+    assert main(train_args(vowels, tmp_path / "plain", "--window", "10", "--steps", "20")) == 0
+    assert scaled != losses(tmp_path / "plain")                         # the knob acts
+    _, meta = load_checkpoint(tmp_path / "scaled" / "checkpoint.npz")
+    assert meta["options"]["logit_scale"] == 2.5 and meta["options"]["window"] == 10
+    assert meta["model_config"]["logit_scale"] == 2.5
+    assert "window" not in meta["train"]["config"]
+
+    assert main(train_args(vowels, tmp_path / "resumed", *flags[:4], "--steps", "12")) == 0
+    assert main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--steps", "20",
+                 "--quiet"]) == 0
+    assert losses(tmp_path / "resumed") == scaled                       # exactly
+    assert main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--steps", "30",
+                 "--window", "x"]) == 2                                 # parsed as its type
+    assert main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--steps", "30",
+                 "--window", "11", "--quiet"]) == 2                     # batching must match
+    assert "window 10 (asked for 11)" in capsys.readouterr().err
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "scaled" / "checkpoint.npz"),
+                 "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    last = json.loads((tmp_path / "scaled" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert got["val_loss"] == pytest.approx(last["val_loss"], rel=1e-12)
+
+    config = TrainConfig.for_task("vowels", logit_scale=3.0, steps=5)
+    assert config.options.logit_scale == 3.0 and config.options.window == 12
+    with pytest.raises(ValueError, match="logit_scale"):
+        TrainConfig.for_task("vowels", logit_scale=-1.0)
+    with pytest.raises(TypeError, match="my_knob"):
+        TrainConfig.for_task("vowels", my_knob=3)
+    assert main(["train", "--window", "4", "--out", str(tmp_path / "lm")]) == 2
+    assert "--window does not apply to --task lm (an option of vowels)" in \
+        capsys.readouterr().err
+
+
 def test_an_outside_task_has_its_own_help(vowels, capsys):
     assert main(["train", "--task", "vowels", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     assert "units per recurrent layer (default: 12)" in text
+    assert "characters per training window (default: 12)" in text
+    assert "multiply the tagger's logits by this (default: 1.0)" in text
     assert "vowels" in text
     assert "--pooling" not in text                       # another task's flag
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -64,6 +65,62 @@ def test_the_public_names_stay_where_they_were():
     from numpy_rnn.train import TrainConfig, train  # noqa: F401 - the old spelling works
     assert nr.LSTM is importlib.import_module("numpy_rnn.nn.recurrent").LSTM
     assert callable(nr.gradcheck)                        # the function, not its module
+
+
+#: What the driver may import of the tasks: the registry (the package) and the interfaces and
+#: shared parts every task is built on, never a task's own module.
+DRIVER_MAY_IMPORT = {"numpy_rnn.tasks", "numpy_rnn.tasks.base", "numpy_rnn.tasks.commands",
+                     "numpy_rnn.tasks.corpus", "numpy_rnn.tasks.model",
+                     "numpy_rnn.tasks.options", "numpy_rnn.tasks.sizes"}
+
+
+def all_imports(path: Path, package: str = "numpy_rnn.driver") -> set[str]:
+    """Every module a file of ``package`` imports, at run time or for annotations, inside
+    functions too."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            # "from ..tasks import lm" imports the module numpy_rnn.tasks.lm
+            names.update(f"{module}.{alias.name}" for alias in node.names
+                         if importlib.util.find_spec(module) is not None
+                         and _is_module(f"{module}.{alias.name}"))
+    return names
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def test_the_driver_imports_the_task_registry_and_interfaces_only():
+    """Read from the syntax tree: the driver knows the tasks through ``numpy_rnn.tasks`` (the
+    registry) and the interfaces (``tasks/base.py`` and the like), never a task's module."""
+    hits = [f"{path.name} imports {name}"
+            for path in sorted((PACKAGE / "driver").glob("*.py"))
+            for name in sorted(all_imports(path, "numpy_rnn.driver"))
+            if name.startswith("numpy_rnn.tasks") and name not in DRIVER_MAY_IMPORT]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_layout_check_sees_a_task_module_imported_any_way(tmp_path):
+    probe = tmp_path / "probe.py"
+    for line in ("from ..tasks.lm import NOTEBOOK", "from ..tasks import lm",
+                 "import numpy_rnn.tasks.seq2seq.model",
+                 "def f():\n    from ..tasks.classify import POOLINGS"):
+        probe.write_text(line + "\n", encoding="utf-8")
+        found = {n for n in all_imports(probe) if n.startswith("numpy_rnn.tasks")}
+        assert found - DRIVER_MAY_IMPORT, (line, found)
 
 
 def test_the_driver_names_no_task():

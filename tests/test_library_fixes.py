@@ -166,7 +166,7 @@ def test_plot_losses_writes_the_given_y_label(tmp_path, monkeypatch):
 
 def test_training_the_classifier_plots_its_loss_label(labelled, tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: calls.append(k))
     config = train_mod.TrainConfig.for_task(
         "classify", hidden_size=8, num_layers=1, batch_size=16, steps=2, eval_every=2,
         sample_every=2, num_eval_samples=1, dtype="float64", attention_size=6,

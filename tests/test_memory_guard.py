@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from benchmarks.memory import held_bytes
-from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.backend import NumpyBackend, OptimConfig
 from numpy_rnn.driver.checkpoint import load_checkpoint
 from numpy_rnn.driver.cli import main
@@ -24,15 +23,18 @@ from numpy_rnn.driver.memory import (
     MemoryLimitError,
     available_bytes,
     check_fits,
-    estimate_training_bytes,
-    parameter_count,
 )
 from numpy_rnn.nn import GRU, LSTM, RNN, held_for_backward
 from numpy_rnn.tasks import get_task
-from numpy_rnn.tasks.classify import ClassifierConfig
-from numpy_rnn.tasks.conditional import ConditionalConfig
 from numpy_rnn.tasks.corpus import MAX_NAME_LENGTH, MAX_VOCAB, load_corpus, load_labelled_corpus
+from numpy_rnn.tasks.lm import CharRNN
 from numpy_rnn.tasks.model import ModelConfig
+from numpy_rnn.tasks.sizes import training_estimate
+
+
+def estimate_training_bytes(config: ModelConfig, B: int, T: int):
+    """The language model's training estimate of ``config`` on ``(B, T)`` windows."""
+    return training_estimate(config, CharRNN.parameter_count(config), B, T)
 
 TINY = ["--hidden-size", "16", "--num-layers", "1", "--seq-len", "16", "--batch-size", "4",
         "--eval-every", "5", "--sample-every", "5", "--dtype", "float64", "--quiet"]
@@ -58,7 +60,7 @@ def plants(tmp_path, monkeypatch):
     (data / "plants.data").write_text("\n".join(plant_lines()) + "\n", encoding="utf-8")
     monkeypatch.setenv("NUMPY_RNN_DATA_DIR", str(data))
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "16G")      # the same answer on every machine
-    monkeypatch.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
     return data
 
 
@@ -251,19 +253,6 @@ def test_held_for_backward_is_what_the_layer_holds(cell, proj_size, bidirectiona
     parts = held_for_backward(cell, T, B, F, H, L, np.float32, bidirectional=bidirectional,
                               proj_size=proj_size, dropout=dropout, masked=masked)
     assert held == sum(parts.values()), parts
-
-
-@pytest.mark.parametrize("config", [
-    ModelConfig(vocab_size=7, hidden_size=5, num_layers=2, cell="gru", embedding_dim=3),
-    ClassifierConfig(vocab_size=7, hidden_size=5, num_layers=2, cell="lstm", num_labels=4,
-                     attention_size=6),
-    ClassifierConfig(vocab_size=7, hidden_size=5, num_layers=1, cell="rnn", num_labels=4,
-                     bidirectional=False, pooling="last"),
-    ConditionalConfig(vocab_size=7, hidden_size=5, num_layers=3, cell="lstm", num_labels=4),
-], ids=["lm", "classify-attention", "classify-last", "conditional"])
-def test_parameter_count_is_the_built_models(config):
-    model = get_task(config.task).build(config, seed=0)
-    assert parameter_count(config) == sum(p.size for p in model.params.values())
 
 
 def test_the_training_estimate_bounds_a_measured_step_within_a_factor_of_four():

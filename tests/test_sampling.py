@@ -4,6 +4,7 @@ labels, and the same text from both backends given the same checkpoint and seed.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from numpy_rnn.driver.checkpoint import (
     make_meta,
     save_checkpoint,
 )
+from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.corpus import Corpus, Vocabulary
 from numpy_rnn.tasks.lm import CharRNN
 from numpy_rnn.tasks.model import ModelConfig
@@ -218,7 +220,8 @@ def test_both_backends_write_the_same_text_from_one_checkpoint(tmp_path):
     try:
         be = make_backend()
         path = save_checkpoint(tmp_path / "c.npz", be.state_dict(),
-                               make_meta(be.config, VOCAB, step=0, data="plants"))
+                               make_meta(get_task("lm"), be.config,
+                                         SimpleNamespace(vocab=VOCAB), step=0, source="plants"))
         weights, meta = load_checkpoint(path)
         out = {}
         for name in ("numpy", "torch"):

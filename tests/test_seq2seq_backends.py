@@ -20,8 +20,7 @@ import numpy as np
 import pytest
 from helpers import read_metrics
 
-from numpy_rnn.driver import train as train_mod
-from numpy_rnn.driver.checkpoint import backend_from_checkpoint, load_checkpoint, vocab_of
+from numpy_rnn.driver.checkpoint import backend_from_checkpoint, load_checkpoint, read_checkpoint
 from numpy_rnn.driver.cli import main
 from numpy_rnn.driver.train import TrainConfig, resume_config, train
 from numpy_rnn.tasks import get_task
@@ -63,7 +62,7 @@ def pairs(tmp_path_factory) -> Path:
 def no_plots() -> Iterator[None]:
     """Training draws no loss curves (matplotlib alone would cost seconds)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+        mp.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
         yield
 
 
@@ -117,7 +116,8 @@ def predictors(checkpoint: Path) -> list[Any]:
 
 
 def sources(words: list[str], checkpoint: Path) -> tuple[np.ndarray, np.ndarray]:
-    return encode_sources([tuple(w) for w in words], vocab_of(load_checkpoint(checkpoint)[1]))
+    return encode_sources([tuple(w) for w in words],
+                          read_checkpoint(checkpoint).record.vocabularies["source"])
 
 
 def assert_same_hypotheses(got: list[Hypothesis], want: list[Hypothesis]) -> None:

@@ -28,10 +28,9 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def _train(pairs: Path, out: Path, *flags: str) -> Path:
-    from numpy_rnn.driver import train as train_mod
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+        mp.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
         assert main(["train", "--task", "seq2seq", "--data", str(pairs), "--out", str(out),
                      *TINY, *flags]) == 0
     return out
@@ -153,16 +152,17 @@ def _untrained(attention: str, input_feeding: bool, seed: int) -> Seq2Seq:
 def models(checkpoint) -> list[tuple[Seq2Seq, np.ndarray, np.ndarray]]:
     """Models with each score and decoder path, with sources of uneven lengths: the trained
     one's (general, input feeding) and untrained ones."""
-    from numpy_rnn.driver.checkpoint import load_checkpoint, model_config_of, vocab_of
+    from numpy_rnn.driver.checkpoint import read_checkpoint
     from numpy_rnn.tasks.seq2seq import encode_sources
 
-    weights, meta = load_checkpoint(checkpoint)
-    config = model_config_of(meta)
+    loaded = read_checkpoint(checkpoint)
+    config = loaded.config
     assert isinstance(config, Seq2SeqConfig)
     trained = Seq2Seq(config, seed=0)
-    trained.load_state_dict(weights)
+    trained.load_state_dict(loaded.weights)
     words = ["abcdefg", "a", "gfe", "bbaac", "dg"]
-    source, lengths = encode_sources([tuple(w) for w in words], vocab_of(meta))
+    source, lengths = encode_sources([tuple(w) for w in words],
+                                     loaded.record.vocabularies["source"])
     toy = (np.array([[3, 4, 5, 6, 7], [2, 0, 0, 0, 0], [5, 5, 1, 0, 0]]), np.array([5, 1, 3]))
     return [(trained, source, lengths)] + [
         (_untrained(attention, fed, seed), *toy)

@@ -17,17 +17,25 @@ import numpy as np
 import pytest
 from helpers import assert_user_error, read_losses
 
-from numpy_rnn.driver.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    read_meta,
-    vocab_of,
-)
+from numpy_rnn.driver.checkpoint import CheckpointError, read_checkpoint, read_meta
 from numpy_rnn.driver.train import TrainConfig
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.corpus import TokenVocabulary, Vocabulary
 from numpy_rnn.tasks.pairs import load_pairs
 from numpy_rnn.tasks.seq2seq import PAD_CHAR, PAD_TOKEN, encode_sources
+from numpy_rnn.tasks.seq2seq.task import Seq2SeqOptions
+
+
+def as_version_1(meta: dict) -> dict:
+    """The metadata ``meta`` (format 2) as numpy_rnn wrote it before the tasks recorded their
+    own parts (format 1): one ``vocab`` (the sources') with its ``vocab_unit``, the target
+    tokens as ``labels``, every setting in one flat training config."""
+    old = {k: v for k, v in meta.items() if k not in ("vocabularies", "options")}
+    old["format_version"] = 1
+    source, target = meta["vocabularies"]["source"], meta["vocabularies"]["target"]
+    old.update(vocab=source["entries"], vocab_unit=source["unit"], labels=target["entries"])
+    old["train"] = dict(meta["train"], config={**meta["train"]["config"], **meta["options"]})
+    return old
 
 TINY = ["--hidden-size", "16", "--batch-size", "8", "--dtype", "float64", "--lr", "0.01",
         "--quiet", "--length-buckets", "0"]
@@ -54,11 +62,10 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def _train(pairs: Path, out: Path, *flags: str) -> None:
-    from numpy_rnn.driver import train as train_mod
     from numpy_rnn.driver.cli import main
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+        mp.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
         assert main(["train", "--task", "seq2seq", "--data", str(pairs), "--out", str(out),
                      *TINY, *flags]) == 0
 
@@ -80,49 +87,50 @@ def checkpoint(run_dir) -> Path:
 
 
 def test_word_sources_get_a_sorted_token_vocabulary_with_pad_first(pairs):
-    corpus = get_task("seq2seq").load(str(pairs), source_tokens="words", target_tokens="words")
-    assert isinstance(corpus.vocab, TokenVocabulary)
-    assert corpus.vocab.chars == (PAD_TOKEN, *sorted(WORDS)) and PAD_TOKEN == ""
-    assert corpus.labels == tuple(sorted(WORDS.values()))
+    corpus = get_task("seq2seq").load(str(pairs), Seq2SeqOptions(source_tokens="words",
+                                                                  target_tokens="words"))
+    assert isinstance(corpus.source_vocab, TokenVocabulary)
+    assert corpus.source_vocab.chars == (PAD_TOKEN, *sorted(WORDS)) and PAD_TOKEN == ""
+    assert corpus.target_vocab == tuple(sorted(WORDS.values()))
     # the split is load_pairs's: by the hash of the source's words joined by one space
     split = load_pairs(pairs, source_tokens="words", target_tokens="words")
     assert corpus.pairs is not None and corpus.pairs.test == split.test and split.test
-    ids, lengths = encode_sources([("two", "one"), ("seven",)], corpus.vocab)
-    index = {w: i for i, w in enumerate(corpus.vocab.chars)}
+    ids, lengths = encode_sources([("two", "one"), ("seven",)], corpus.source_vocab)
+    index = {w: i for i, w in enumerate(corpus.source_vocab.chars)}
     np.testing.assert_array_equal(ids, [[index["two"], index["one"]], [index["seven"], 0]])
     np.testing.assert_array_equal(lengths, [2, 1])
-    assert corpus.train_text.splitlines()[0].count(" ") == len(corpus.pairs.train[0][0]) - 1
 
 
 def test_the_checkpoint_records_the_tokens_and_the_units(checkpoint):
     meta = read_meta(checkpoint)
-    assert meta["vocab_unit"] == "words"
-    assert meta["vocab"] == ["", *sorted(WORDS)]
-    assert meta["labels"] == sorted(WORDS.values())
-    config = meta["train"]["config"]
-    assert (config["source_tokens"], config["target_tokens"]) == ("words", "words")
-    _, loaded = load_checkpoint(checkpoint)
-    assert vocab_of(loaded) == TokenVocabulary(("", *sorted(WORDS)))
+    assert meta["vocabularies"] == {
+        "source": {"unit": "words", "entries": ["", *sorted(WORDS)]},
+        "target": {"unit": "tokens", "entries": sorted(WORDS.values())}}
+    options = meta["options"]
+    assert (options["source_tokens"], options["target_tokens"]) == ("words", "words")
+    loaded = read_checkpoint(checkpoint)
+    source = loaded.record.vocabularies["source"]
+    assert source == TokenVocabulary(("", *sorted(WORDS)))
     # read again as its run read it: the same ids, whatever the defaults
-    corpus = get_task("seq2seq").load_for(loaded)
-    assert corpus.vocab == vocab_of(loaded)
+    corpus = loaded.task.load_for(loaded.record, loaded.meta["data"])
+    assert corpus.source_vocab == source
 
 
 @pytest.mark.parametrize("unit, fragment", [
-    ("letters", "vocab_unit must be 'chars' or 'words'"),
-    (["words"], "vocab_unit must be"),
-    ("chars", "bad model config or vocabulary"),     # words are not single characters
+    ("letters", "the vocabulary 'source' has an unknown unit 'letters'"),
+    (["words"], "the vocabulary 'source' has an unknown unit"),
+    ("chars", "the vocabulary 'source' is damaged"),     # words are not single characters
 ])
 def test_a_bad_vocab_unit_is_a_one_line_checkpoint_error(checkpoint, tmp_path, unit, fragment):
     with np.load(checkpoint) as npz:
         arrays = {k: npz[k] for k in npz.files}
     meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
-    meta["vocab_unit"] = unit
+    meta["vocabularies"]["source"]["unit"] = unit
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     path = tmp_path / "edited.npz"
     np.savez(path, **arrays)
     with pytest.raises(CheckpointError, match=fragment) as info:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
@@ -176,12 +184,11 @@ def test_resume_continues_exactly(pairs, run_dir, tmp_path):
     _train(pairs, out, *WORD_FLAGS, "--steps", "6", "--eval-every", "6")
     from numpy_rnn.driver.cli import main
     with pytest.MonkeyPatch.context() as mp:
-        from numpy_rnn.driver import train as train_mod
-        mp.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+        mp.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
         assert main(["train", "--out", str(out), "--resume", "--steps", "12", "--quiet"]) == 0
     assert read_losses(out) == read_losses(run_dir)
-    assert read_meta(out / "checkpoint.npz")["vocab"] == read_meta(run_dir / "checkpoint.npz")[
-        "vocab"]
+    assert read_meta(out / "checkpoint.npz")["vocabularies"] == read_meta(
+        run_dir / "checkpoint.npz")["vocabularies"]
 
 
 def test_the_units_are_settings_of_a_new_run(run_dir, run):
@@ -205,8 +212,8 @@ def test_the_flags_are_refused_for_other_tasks_and_with_cmudict(run, tmp_path):
     assert_user_error(*run("train", "--task", "lm", "--source-tokens", "words", "--out",
                            tmp_path / "lm")[::2], "--source-tokens does not apply to --task lm")
     with pytest.raises(ValueError, match="--data cmudict is read as letters"):
-        get_task("seq2seq").load("cmudict", source_tokens="words")
-    with pytest.raises(ValueError, match="target_tokens must be 'chars' or 'words'"):
+        get_task("seq2seq").load("cmudict", Seq2SeqOptions(source_tokens="words"))
+    with pytest.raises(ValueError, match="target_tokens must be one of chars, words"):
         TrainConfig.for_task("seq2seq", target_tokens="bytes")
 
 
@@ -215,7 +222,7 @@ def test_the_flags_are_refused_for_other_tasks_and_with_cmudict(run, tmp_path):
 
 def test_char_defaults_are_unchanged(pairs, tmp_path):
     config = TrainConfig.for_task("seq2seq")
-    assert (config.source_tokens, config.target_tokens) == ("chars", "words")
+    assert (config.options.source_tokens, config.options.target_tokens) == ("chars", "words")
     # a file of spelled-out words read as before: letters in, space-separated tokens out
     path = tmp_path / "lexicon.tsv"
     path.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in
@@ -226,10 +233,9 @@ def test_char_defaults_are_unchanged(pairs, tmp_path):
                     encoding="utf-8")
     task = get_task("seq2seq")
     corpus = task.load(str(path))
-    assert type(corpus.vocab) is Vocabulary and corpus.vocab.chars[0] == PAD_CHAR
-    assert corpus.pairs is not None and corpus.pairs.target_unit == "words"
-    assert task.load_as(str(path), {}) == corpus
-    assert task.load_as(str(path), config.to_json()) == corpus
+    assert type(corpus.source_vocab) is Vocabulary and corpus.source_vocab.chars[0] == PAD_CHAR
+    assert corpus.pairs.target_unit == "words"
+    assert task.load(str(path), config.options) == corpus
 
 
 def test_a_char_checkpoint_without_the_new_field_loads_as_characters(pairs, tmp_path, run):
@@ -247,14 +253,14 @@ def test_a_char_checkpoint_without_the_new_field_loads_as_characters(pairs, tmp_
     old.parent.mkdir()
     with np.load(out / "checkpoint.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
-    meta = json.loads(arrays["meta"].tobytes().decode("utf-8"))
+    meta = as_version_1(json.loads(arrays["meta"].tobytes().decode("utf-8")))
     assert meta.pop("vocab_unit") == "chars"
     for key in ("source_tokens", "target_tokens"):     # a run saved before the flags existed
         del meta["train"]["config"][key]
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
     np.savez(old, **arrays)
-    _, loaded = load_checkpoint(old)
-    assert type(vocab_of(loaded)) is Vocabulary and vocab_of(loaded).chars[0] == PAD_CHAR
+    source = read_checkpoint(old).record.vocabularies["source"]
+    assert type(source) is Vocabulary and source.chars[0] == PAD_CHAR
     status, out_text, err = run("translate", "--checkpoint", old, "--beam", "1", "abc")
     assert status == 0, err
     assert out_text.startswith("abc\t")
@@ -262,8 +268,7 @@ def test_a_char_checkpoint_without_the_new_field_loads_as_characters(pairs, tmp_
     assert status == 0, err
     shutil.copy(out / "metrics.jsonl", old.parent / "metrics.jsonl")
     with pytest.MonkeyPatch.context() as mp:
-        from numpy_rnn.driver import train as train_mod
-        mp.setattr(train_mod, "plot_losses", lambda *a, **k: None)
+        mp.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
         status, _, err = run("train", "--out", old.parent, "--resume", "--steps", "3")
     assert status == 0, err
-    assert read_meta(old)["vocab_unit"] == "chars"
+    assert read_meta(old)["vocabularies"]["source"]["unit"] == "chars"   # written anew

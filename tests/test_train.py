@@ -19,7 +19,6 @@ from numpy_rnn.driver import backend as backend_mod
 from numpy_rnn.driver import train as train_mod
 from numpy_rnn.driver.backend import NumpyBackend, StepResult
 from numpy_rnn.driver.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from numpy_rnn.driver.evaluate import validation_loss
 from numpy_rnn.driver.train import (
     TrainConfig,
     TrainingDiverged,
@@ -28,8 +27,9 @@ from numpy_rnn.driver.train import (
     train,
 )
 from numpy_rnn.nn.losses import cross_entropy
+from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.corpus import load_corpus
-from numpy_rnn.tasks.lm import CharRNN
+from numpy_rnn.tasks.lm import CharRNN, validation_loss
 from numpy_rnn.tasks.lm_batches import NameStreamBatcher, StreamBatcher, validation_segments
 
 
@@ -196,7 +196,8 @@ def test_initial_weights_come_from_the_seed(plants, tmp_path, monkeypatch):
     monkeypatch.setattr(NumpyBackend, "train_step", spy)
     config = tiny(tmp_path / "out", steps=1, seed=42)
     train(config)
-    want = CharRNN(config.model_config(len(load_corpus("plants").vocab)), seed=42).state_dict()
+    want = CharRNN(get_task("lm").model_config(config, load_corpus("plants")),
+                   seed=42).state_dict()
     for k, w in want.items():
         np.testing.assert_array_equal(seen["weights"][k], w)
 
@@ -223,7 +224,8 @@ def test_run_writes_metrics_checkpoints_and_plot(plants, tmp_path):
 
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["step"] == 25 and meta["data"] == "plants"
-    assert meta["train"]["config"]["hidden_size"] == 16
+    assert meta["options"]["hidden_size"] == 16 and meta["train"]["config"]["steps"] == 25
+    assert "hidden_size" not in meta["train"]["config"]      # the loop's and the task's apart
     _, best = load_checkpoint(out / "best.npz")
     assert best["step"] == summary.best_step
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -289,7 +291,7 @@ def test_lr_is_constant_without_decay(plants, tmp_path):
 
 def test_validation_loss_is_the_mean_over_segments_run_from_zero(plants):
     corpus = load_corpus("plants")
-    config = tiny(Path("unused")).model_config(len(corpus.vocab))
+    config = get_task("lm").model_config(tiny(Path("unused")), corpus)
     backend = NumpyBackend(config, backend_mod.OptimConfig())
     backend.load_state_dict(CharRNN(config, seed=3).state_dict())
     inputs, targets = validation_segments(corpus.vocab.encode(corpus.val_text))
@@ -374,7 +376,7 @@ def test_stream_schedule_deals_the_training_names_into_random_groups(plants, tmp
         config = tiny(tmp_path / f"g{groups}", schedule="stream", batch_size=8, steps=40,
                       seed=7, stream_groups=groups)
         train(config)
-        want = NameStreamBatcher(names, 8, config.seq_len, groups=groups, seed=7)
+        want = NameStreamBatcher(names, 8, config.options.seq_len, groups=groups, seed=7)
         assert want.chunks_per_epoch < 40
         for got in seen:
             np.testing.assert_array_equal(got, next(want).inputs)
@@ -389,12 +391,14 @@ def test_resume_with_other_stream_groups_is_refused_and_old_runs_keep_file_order
     train(tiny(out, steps=5, **kw))
     with pytest.raises(CheckpointError, match="stream_groups 10 \\(asked for 3\\)"):
         train(resume_config(out, {"steps": 10, "stream_groups": 3}))
-    # A run saved before --stream-groups existed streamed the file order: it resumes so.
+    # A run saved before --stream-groups existed streamed the file order: it resumes so. (Its
+    # settings were one flat config then, the task's among the loop's.)
     train(tiny(tmp_path / "old", steps=5, stream_groups=1, **kw))
     weights, meta = load_checkpoint(tmp_path / "old" / "checkpoint.npz")
+    meta["train"]["config"].update(meta.pop("options"))
     del meta["train"]["config"]["stream_groups"]
     save_checkpoint(tmp_path / "old" / "checkpoint.npz", weights, meta)
-    assert resume_config(tmp_path / "old", {"steps": 10}).stream_groups == 1
+    assert resume_config(tmp_path / "old", {"steps": 10}).options.stream_groups == 1
     with pytest.raises(CheckpointError, match="stream_groups 1"):
         train(dataclasses.replace(resume_config(tmp_path / "old", {"steps": 10}),
                                   stream_groups=10))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from numpy_rnn.driver.backend import (
     Backend,
@@ -31,6 +32,7 @@ from numpy_rnn.driver.backend import (
     make_optimizer,
 )
 from numpy_rnn.driver.distributed import THREAD_VARIABLES, Engine
+from numpy_rnn.nn.optim import ExponentialMovingAverage
 from numpy_rnn.nn.recurrent import scale_dropout_mask
 from numpy_rnn.tasks import get_task
 from numpy_rnn.tasks.base import State
@@ -139,6 +141,12 @@ class TorchBackend(Backend):
         self._named = list(self.model.named_parameters())
         self._params = [p for _, p in self._named]
         self.optimizer = _make_torch_optimizer(optim, self._params)
+        # The weights' moving average, torch's own: AveragedModel with the EMA update, called
+        # after every optimizer step as its documentation shows (the NumPy backend's
+        # numpy_rnn.nn.ExponentialMovingAverage computes the same).
+        self.ema: AveragedModel | None = None
+        if optim.ema > 0:
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(optim.ema))
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -219,17 +227,37 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = float(lr)
 
+    # -- the weights' moving average --------------------------------------------------------------
+
+    def ema_state_dict(self) -> dict[str, Any] | None:
+        if self.ema is None:
+            return None
+        return {"decay": float(self.optim.ema), "n_averaged": int(self.ema.n_averaged.item()),
+                "averaged": to_numpy_state(self.ema.module)}
+
+    def load_ema_state_dict(self, state: dict[str, Any]) -> None:
+        if self.ema is None:
+            raise ValueError("this backend keeps no moving average of the weights (ema=0)")
+        # Checked as the NumPy backend checks it (same errors), on a stand-in of this model.
+        stand_in = ExponentialMovingAverage(
+            {name: np.zeros(tuple(p.shape), dtype=self._np_dtype) for name, p in self._named},
+            self.optim.ema)
+        stand_in.load_state_dict(state)
+        load_numpy_state(self.ema.module, stand_in.averaged)
+        self.ema.n_averaged.fill_(stand_in.n_averaged)
+
     # -- the computations -------------------------------------------------------------------------
 
     def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
-        check_dropout_masks(self.config, inputs, targets, dropout_masks)
+        declared = check_dropout_masks(self.config, inputs, targets, dropout_masks)
         masks = None
         if dropout_masks:
-            # The driver's keep masks, scaled by the same function as the NumPy backend's, so
-            # both multiply by exactly the same numbers.
-            masks = [torch.as_tensor(scale_dropout_mask(m, self.config.dropout, self._np_dtype),
-                                     device=self.device) for m in dropout_masks]
+            # The driver's keep masks, each scaled with its own drop probability by the same
+            # function as the NumPy models', so both multiply by exactly the same numbers.
+            masks = [torch.as_tensor(scale_dropout_mask(m, d.p, self._np_dtype),
+                                     device=self.device)
+                     for m, d in zip(dropout_masks, declared)]
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, final = self.model.train_loss(inputs, targets, state, masks)
@@ -266,6 +294,8 @@ class TorchBackend(Backend):
             norm = torch.nn.utils.get_total_norm([p.grad for p in self._params
                                                   if p.grad is not None])
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         return float(norm.item())
 
     def _method(self, name: str) -> Any:

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .._install import install_hint
-from ..nn.optim import SGD, Adam, AdamW, Optimizer, clip_grad_norm
+from ..nn.optim import SGD, Adam, AdamW, ExponentialMovingAverage, Optimizer, clip_grad_norm
 from ..tasks import get_task
-from ..tasks.base import Batch, State, TaskModel
+from ..tasks.base import Batch, DropoutMask, State, TaskModel
 from ..tasks.model import ModelConfig
 
 
@@ -41,6 +42,7 @@ class OptimConfig:
     weight_decay: float = 0.0
     momentum: float = 0.0
     clip: float | None = 5.0         # max global gradient norm; None: no clipping
+    ema: float = 0.0                 # decay of the weights' moving average; 0: none
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "adamw", "sgd"):
@@ -49,6 +51,8 @@ class OptimConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be > 0 (or None for no clipping), got {self.clip!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0: no moving average), got {self.ema!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +104,42 @@ class Backend(ABC):
     @abstractmethod
     def set_lr(self, lr: float) -> None:
         """Change the learning rate before the next step (lr schedules)."""
+
+    # -- the weights' moving average (OptimConfig.ema > 0), updated after every step ------------
+
+    @abstractmethod
+    def ema_state_dict(self) -> dict[str, Any] | None:
+        """The moving average's state, ``{"decay", "n_averaged", "averaged": {name: array}}``
+        (:meth:`numpy_rnn.nn.optim.ExponentialMovingAverage.state_dict`'s format, arrays in the
+        model dtype under the state-dict names), or None without one."""
+
+    @abstractmethod
+    def load_ema_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the moving average written by either backend (a resumed run continues it
+        exactly)."""
+
+    def averaged_state_dict(self) -> dict[str, np.ndarray] | None:
+        """The averaged weights (what validation, ``best.npz`` and evaluation use), or None
+        without a moving average."""
+        state = self.ema_state_dict()
+        if state is None or not state["n_averaged"]:      # no step averaged yet
+            return None
+        return dict(state["averaged"])
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        """Within the block the model holds the averaged weights (nothing changes without a
+        moving average); its own are put back, bit for bit, on leaving it."""
+        averaged = self.averaged_state_dict()
+        if averaged is None:
+            yield
+            return
+        own = self.state_dict()
+        self.load_state_dict(averaged)
+        try:
+            yield
+        finally:
+            self.load_state_dict(own)
 
     def train_step(self, inputs: Any, targets: np.ndarray, state: State | None,
                    dropout_masks: Sequence[np.ndarray] | None = None) -> StepResult:
@@ -168,17 +208,19 @@ class Backend(ABC):
 
 
 def check_dropout_masks(config: ModelConfig, inputs: Any, targets: np.ndarray,
-                        masks: Sequence[np.ndarray] | None) -> None:
+                        masks: Sequence[np.ndarray] | None) -> list[DropoutMask]:
     """Raise ``ValueError`` unless ``masks`` are what a training step on ``inputs`` and
     ``targets`` needs: exactly the shapes its task asks for (``Task.dropout_masks``; None when
-    there are none). The driver draws them; a backend never falls back on random draws of its
-    own."""
+    there are none); returns the task's declarations (each with its drop probability). The
+    driver draws them; a backend never falls back on random draws of its own."""
     batch = Batch(inputs, np.asarray(targets))
-    want = [m.shape for m in get_task(config.task).dropout_masks(config, batch)]
+    declared = get_task(config.task).dropout_masks(config, batch)
+    want = [m.shape for m in declared]
     got = [] if masks is None else [np.shape(m) for m in masks]
     if got != want:
         raise ValueError(f"train_step needs the driver's dropout masks: {len(want)} of shape "
                          f"{want[0] if want else None}, got {got}")
+    return declared
 
 
 def make_optimizer(optim: OptimConfig, params: dict[str, np.ndarray],
@@ -204,6 +246,8 @@ class NumpyBackend(Backend):
         # Placeholder weights (seed 0): the driver loads its own.
         self.model: TaskModel = get_task(config.task).build(config, seed=0)
         self.optimizer = make_optimizer(optim, self.model.params, self.model.grads)
+        self.ema = (ExponentialMovingAverage(self.model.params, optim.ema) if optim.ema > 0
+                    else None)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
@@ -219,6 +263,22 @@ class NumpyBackend(Backend):
 
     def set_lr(self, lr: float) -> None:
         self.optimizer.lr = lr
+
+    def ema_state_dict(self) -> dict[str, Any] | None:
+        return None if self.ema is None else self.ema.state_dict()
+
+    def load_ema_state_dict(self, state: dict[str, Any]) -> None:
+        if self.ema is None:
+            raise ValueError("this backend keeps no moving average of the weights (ema=0)")
+        self.ema.load_state_dict(state)
+
+    @contextmanager
+    def averaged(self) -> Iterator[None]:
+        if self.ema is None or self.ema.n_averaged == 0:
+            yield
+            return
+        with self.ema.swapped():          # in place: no copy of the model beyond its own
+            yield
 
     def compute_gradients(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None = None) -> GradResult:
@@ -256,6 +316,8 @@ class NumpyBackend(Backend):
         else:
             norm = clip_grad_norm(self.model.grads, np.inf)  # norm only: coef is exactly 1
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         return norm
 
 

@@ -6,10 +6,13 @@ A checkpoint is an ``.npz`` archive (no pickle anywhere, so loading one never ru
 * ``optim/<param>/<slot>``   the optimizer's arrays (Adam's ``exp_avg``, ``exp_avg_sq``);
 * ``train/...``              other arrays of a training run (the hidden state carried between
                              stream batches);
-* ``meta``                   UTF-8 JSON as a uint8 array: format version, model config,
-                             vocabulary, step, optimizer hyperparameters and step counts, the
-                             driver's RNG state and batcher position. Inside the JSON an array is
-                             written as ``{"__ndarray__": "<key in the archive>"}``.
+* ``meta``                   UTF-8 JSON as a uint8 array: format version, the task's part (its
+                             model config, vocabularies and options, written and read by the task:
+                             ``Task.record``, ``Task.read_record``), step, optimizer
+                             hyperparameters and step counts, and the training state (the loop's
+                             settings, the driver's RNG state and batcher position). Inside the
+                             JSON an array is written as ``{"__ndarray__": "<key in the
+                             archive>"}``.
 
 Everything crosses the backend boundary as NumPy arrays in numpy_rnn's formats
 (:mod:`numpy_rnn.driver.backend`), which is what makes the file independent of the backend that
@@ -18,53 +21,63 @@ wrote it: train in torch, sample in NumPy, and back.
 Writes are atomic: the archive goes to a temporary file in the same directory, is fsynced and
 then renamed over the target, so a process killed mid-write leaves the previous checkpoint intact.
 Reads validate everything (archive integrity, format version, keys, shapes against the model
-config, vocabulary size) and raise :class:`CheckpointError` with a one-line message naming the
-file.
+config, the task's part) and raise :class:`CheckpointError` with a one-line message naming the
+file. :func:`read_checkpoint` returns it all from one call: the weights, the metadata, the task
+and its record.
+
+Format versions: 1 kept one character ``vocab`` (and ``labels``) for every task and every setting
+in one flat training config; 2 (written now) keeps each task's vocabularies under its own names
+(seq2seq's ``source`` and ``target``) and the task's options apart from the loop's settings.
+Version 1 files are still read, resumed and evaluated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
 import zipfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..tasks import LEGACY_TASK, get_task
-from ..tasks.corpus import TokenVocabulary, Vocabulary, fsync_dir
+from ..tasks import LEGACY_TASK, find_task, get_task
+from ..tasks.base import RecordError, Task, TaskRecord
+from ..tasks.corpus import fsync_dir
 from ..tasks.model import ModelConfig
+from ..tasks.options import TaskOptions
+from ..tasks.sizes import model_estimate
 from .backend import Backend, OptimConfig, get_backend
-from .memory import check_fits, estimate_model_bytes
+from .memory import check_fits
 
 __all__ = [
     "BEST_NAME",
     "CHECKPOINT_NAME",
     "FORMAT_VERSION",
+    "Checkpoint",
     "CheckpointError",
     "backend_from_checkpoint",
-    "check_compatible",
     "check_weights",
-    "labels_of",
     "load_checkpoint",
     "make_meta",
-    "model_config_of",
+    "read_checkpoint",
     "read_meta",
+    "record_of",
     "save_checkpoint",
     "task_of",
-    "vocab_of",
-    "vocab_unit_of",
 ]
 
 FORMAT_NAME = "numpy_rnn.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.npz"   # the latest state of a run, in its output directory
-BEST_NAME = "best.npz"               # the state with the lowest validation loss so far
+BEST_NAME = "best.npz"               # the state with the best validation metric so far (the
+                                     # task's: the lowest loss, the classifier's highest micro-AP,
+                                     # seq2seq's lowest WER)
 
 _ARRAY_REF = "__ndarray__"
 
@@ -78,32 +91,28 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-def make_meta(config: ModelConfig, vocab: Vocabulary, *, step: int, data: str,
-              backend: str | None = None, optimizer: Mapping[str, Any] | None = None,
+def make_meta(task: Task, config: ModelConfig, data: Any, *, step: int, source: str,
+              options: TaskOptions | None = None, backend: str | None = None,
+              optimizer: Mapping[str, Any] | None = None,
               optim_config: OptimConfig | None = None,
-              train: Mapping[str, Any] | None = None,
-              labels: Sequence[str] | None = None) -> dict[str, Any]:
+              train: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The metadata of a checkpoint.
 
-    config, vocab: the model (its ``task`` is recorded too) and its characters (or tokens: a
-    :class:`TokenVocabulary`, recorded as ``vocab_unit`` ``"words"``). labels: the
-    label vocabulary of a task that has one (the sorted region codes), in the order of the
-    model's label axis. step: optimizer steps taken so far.
-    data: the corpus it was trained on ("plants" or a file path), the default for ``evaluate``.
-    backend: the backend that wrote it (informative only). optimizer: the backend's
-    ``optimizer_state_dict()`` (arrays are moved to ``optim/<param>/<slot>``), or None.
-    train: whatever else a training run needs to resume exactly (arrays allowed), or None.
+    task, config, data, options: the task's part, written by the task (``Task.record``): the
+    model's config, the vocabularies ``data`` has for it, and the run's ``options`` (None: none).
+    step: optimizer steps taken so far. source: the corpus it was trained on (a name the task
+    knows, or a file path), the default for ``evaluate``. backend: the backend that wrote it
+    (informative only). optimizer: the backend's ``optimizer_state_dict()`` (arrays are moved
+    to ``optim/<param>/<slot>``), or None. train: whatever else a training run needs to resume
+    exactly (arrays allowed), or None.
     """
     return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "task": config.task,
-        "model_config": config.to_json(),
-        "vocab": vocab.to_json(),
-        "vocab_unit": vocab.unit,
-        "labels": list(labels) if labels is not None else None,
+        "task": task.name,
+        **task.record(config, data, options),
         "step": int(step),
-        "data": str(data),
+        "data": str(source),
         "backend": backend,
         "optim_config": optim_config.to_json() if optim_config is not None else None,
         "optimizer": optimizer,
@@ -120,39 +129,20 @@ def task_of(meta: Mapping[str, Any]) -> str:
     return task
 
 
-def model_config_of(meta: Mapping[str, Any]) -> ModelConfig:
-    """The model config recorded in a (validated) checkpoint's metadata, of its task's class."""
-    return get_task(task_of(meta)).config_class().from_json(meta["model_config"])
-
-
-def labels_of(meta: Mapping[str, Any]) -> tuple[str, ...] | None:
-    """The label vocabulary recorded in a checkpoint, or None for a task without labels."""
-    labels = meta.get("labels")
-    return None if labels is None else tuple(labels)
-
-
-#: The vocabulary classes by ``vocab_unit``: characters (also when not recorded: checkpoints
-#: saved before words existed) or whitespace-free tokens.
-_VOCABULARIES: dict[str, type[Vocabulary]] = {"chars": Vocabulary, "words": TokenVocabulary}
-_UNIT_NAMES = {"chars": "characters", "words": "tokens"}
-
-
-def vocab_unit_of(meta: Mapping[str, Any]) -> str:
-    """What a checkpoint's vocabulary holds: ``"chars"`` (also when not recorded) or
-    ``"words"``; ``CheckpointError`` for anything else."""
-    unit = meta.get("vocab_unit")
-    if unit is None:
-        return "chars"
-    if not isinstance(unit, str) or unit not in _VOCABULARIES:
-        raise CheckpointError(f"vocab_unit must be 'chars' or 'words' (or absent), got "
-                              f"{_one_line(repr(unit))[:80]}")
-    return unit
-
-
-def vocab_of(meta: Mapping[str, Any]) -> Vocabulary:
-    """The vocabulary recorded in a (validated) checkpoint's metadata: a :class:`Vocabulary`
-    of characters, or a :class:`TokenVocabulary` when its ``vocab_unit`` is ``"words"``."""
-    return _VOCABULARIES[vocab_unit_of(meta)].from_json(meta["vocab"])
+def record_of(meta: Mapping[str, Any], path: str | os.PathLike[str] = "checkpoint"
+              ) -> tuple[Task, TaskRecord]:
+    """A checkpoint's task and its part of the metadata, read by that task in one call
+    (``Task.read_record``); ``CheckpointError`` naming ``path`` and what is wrong."""
+    name = task_of(meta)
+    task = find_task(name)
+    if task is None:
+        raise CheckpointError(f"{path} is a checkpoint of the task {name!r}, which this "
+                              "numpy_rnn does not have (a task from another package? install "
+                              "and register it)")
+    try:
+        return task, task.read_record(meta)
+    except RecordError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def _pack(obj: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
@@ -359,18 +349,28 @@ def check_weights(weights: Mapping[str, np.ndarray], config: ModelConfig,
             raise CheckpointError(f"{where}: {k} holds NaN or infinite values")
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None = None,
-                    vocab: Vocabulary | None = None
-                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read and validate a checkpoint: returns ``(weights, meta)``.
+class Checkpoint(NamedTuple):
+    """A checkpoint read whole (:func:`read_checkpoint`): its ``weights`` by state-dict name, its
+    ``meta`` (every array reference resolved), its ``task`` and the task's ``record`` of it
+    (model config, vocabularies, options)."""
 
-    ``weights`` maps state-dict names to arrays; ``meta`` is the metadata with every array
-    reference resolved (the optimizer state is back in ``Optimizer.state_dict`` format).
-    With ``config`` and/or ``vocab``, the checkpoint must be for exactly that model and those
-    characters (:func:`check_compatible`).
+    weights: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    task: Task
+    record: TaskRecord
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.record.config
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Read and validate a checkpoint in one call: its weights, metadata, task and record.
 
     Raises :class:`CheckpointError` (a ``ValueError``) for a missing, truncated, corrupted or
-    unknown file, a newer format, or weights that do not fit the recorded config.
+    unknown file, a newer format, a damaged task part, or weights that do not fit the recorded
+    config. A model too big to build is refused before its weights are checked (the memory
+    guard, with the task's own count of its parameters).
     """
     path = Path(path)
     arrays = _read_arrays(path)
@@ -379,48 +379,41 @@ def load_checkpoint(path: str | os.PathLike[str], *, config: ModelConfig | None 
         meta = _unpack(meta, arrays)
     except KeyError as exc:
         raise CheckpointError(f"{path}: {_one_line(exc.args[0])}") from exc
-    try:
-        vocab_unit_of(meta)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    try:
-        model_config = model_config_of(meta)
-        chars = vocab_of(meta)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad model config or vocabulary: {_one_line(exc)}"
-                              ) from exc
-    if len(chars) != model_config.vocab_size:
-        raise CheckpointError(f"{path}: the vocabulary has {len(chars)} "
-                              f"{_UNIT_NAMES[chars.unit]} but the model config says "
-                              f"vocab_size={model_config.vocab_size}")
-    labels = meta.get("labels")
-    if labels is not None and not (isinstance(labels, list)
-                                   and all(isinstance(c, str) for c in labels)):
-        raise CheckpointError(f"{path}: labels must be a list of codes or null, got "
-                              f"{_one_line(repr(labels))[:80]}")
+    task, record = record_of(meta, path)
+    config = record.config
     if not isinstance(meta.get("data"), str):
         raise CheckpointError(f"{path}: data must be the corpus name or path, got "
                               f"{_one_line(repr(meta.get('data')))[:80]}")
-    num_labels = getattr(model_config, "num_labels", None)
-    if num_labels is not None and (
-            not isinstance(labels, list) or len(labels) != num_labels
-            or not all(isinstance(c, str) and c for c in labels) or labels != sorted(set(labels))):
-        raise CheckpointError(f"{path}: a {model_config.task} model needs its label vocabulary "
-                              f"({num_labels} sorted, distinct codes), got {labels!r}")
     step = meta.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"{path}: step must be an integer >= 0, got {step!r}")
     why = (_bad_optim_config(meta.get("optim_config"))
-           or _bad_train_state(meta.get("train"), 2 if model_config.cell == "lstm" else 1))
+           or _bad_train_state(meta.get("train"), 2 if config.cell == "lstm" else 1))
     if why:
         raise CheckpointError(f"{path}: {why}")
     weights = {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}
     # check_weights builds a model of the recorded config: refuse one too big to build first.
-    check_fits(estimate_model_bytes(model_config, f"{path}: its model needs"),
-               "its model config is damaged, or it needs a machine with more memory")
-    check_weights(weights, model_config, where=str(path))
-    check_compatible(meta, path, config=config, vocab=vocab)
-    return weights, meta
+    check_fits(model_estimate(config, task.parameter_count(config), f"{path}: its model needs"))
+    check_weights(weights, config, where=str(path))
+    ema = (meta.get("train") or {}).get("ema")
+    if ema is not None:
+        if not (isinstance(ema.get("n_averaged"), int) and isinstance(ema.get("averaged"), dict)):
+            raise CheckpointError(f"{path}: the moving average of the weights needs n_averaged "
+                                  "and the averaged weights")
+        check_weights(ema["averaged"], config, where=f"{path} (its moving average)")
+    return Checkpoint(weights, meta, task, record)
+
+
+def load_checkpoint(path: str | os.PathLike[str]
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and validate a checkpoint: ``(weights, meta)`` (:func:`read_checkpoint` has its
+    task and record as well).
+
+    ``weights`` maps state-dict names to arrays; ``meta`` is the metadata with every array
+    reference resolved (the optimizer state is back in ``Optimizer.state_dict`` format).
+    """
+    checkpoint = read_checkpoint(path)
+    return checkpoint.weights, checkpoint.meta
 
 
 def _is_number(x: Any) -> bool:
@@ -454,7 +447,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
     "config": (dict,), "backend": (str,), "batches": (dict,), "dropout_rng": (dict,),
     "data_rng": (dict,), "batcher": (dict,), "carried": (list,),
     "best_val_loss": (int, float), "best_step": (int,), "processes": (int,),
-    "micro_batches": (int,),
+    "micro_batches": (int,), "ema": (dict,),
 }
 
 
@@ -483,44 +476,24 @@ def _bad_train_state(state: Any, num_states: int) -> str | None:
     return None
 
 
-def check_compatible(meta: Mapping[str, Any], path: str | os.PathLike[str], *,
-                     config: ModelConfig | None = None, vocab: Vocabulary | None = None) -> None:
-    """Raise ``CheckpointError`` when the checkpoint's model or characters differ from
-    ``config``/``vocab`` (when given), naming every field that differs."""
-    if vocab is not None:
-        theirs = vocab_of(meta)
-        if theirs != vocab:
-            only_ckpt = sorted(set(theirs.chars) - set(vocab.chars))
-            only_data = sorted(set(vocab.chars) - set(theirs.chars))
-            if theirs.unit != vocab.unit:
-                raise CheckpointError(
-                    f"checkpoint {path} reads {_UNIT_NAMES[theirs.unit]}, this corpus is read "
-                    f"as {_UNIT_NAMES[vocab.unit]}")
-            raise CheckpointError(
-                f"checkpoint {path} was trained on another vocabulary ({len(theirs)} "
-                f"{_UNIT_NAMES[vocab.unit]} vs {len(vocab)} in this corpus; only in the "
-                f"checkpoint: {only_ckpt[:10]}, only "
-                f"in the corpus: {only_data[:10]})")
-    if config is not None:
-        theirs_cfg = model_config_of(meta).to_json()
-        ours = config.to_json()
-        diffs = [f"{k}={theirs_cfg[k]!r} (asked for {ours[k]!r})" for k in ours
-                 if theirs_cfg.get(k) != ours[k]]
-        if diffs:
-            raise CheckpointError(f"checkpoint {path} is for another model: "
-                                  + ", ".join(diffs))
-
-
 def backend_from_checkpoint(weights: Mapping[str, np.ndarray], meta: Mapping[str, Any],
                             backend: str = "numpy", device: str = "cpu") -> Backend:
-    """A backend (by name) holding the checkpoint's model, ready for ``logits`` (sampling,
-    evaluation). The optimizer state is not loaded."""
-    config = model_config_of(meta)
+    """A backend (by name) holding the checkpoint's model, ready for its inference methods
+    (``Task.inference``: sampling, evaluation, decoding): its weights, or the moving average of
+    them when its run kept one (``train --ema``; the weights it validated and chose ``best.npz``
+    with). The optimizer state is not loaded."""
+    _, record = record_of(meta)
+    config = record.config
+    train = meta.get("train")
+    ema = train.get("ema") if isinstance(train, Mapping) else None
+    if isinstance(ema, Mapping) and ema.get("n_averaged"):
+        weights = ema["averaged"]
     try:
         optim = (OptimConfig.from_json(meta["optim_config"]) if meta.get("optim_config")
                  else OptimConfig())
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"bad optim_config in the checkpoint: {_one_line(exc)}") from exc
-    model = get_backend(backend)(config, optim, device)
+    # Inference keeps no moving average of its own.
+    model = get_backend(backend)(config, dataclasses.replace(optim, ema=0.0), device)
     model.load_state_dict(dict(weights))
     return model

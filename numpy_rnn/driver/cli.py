@@ -37,7 +37,6 @@ from ..tasks import (
 )
 from ..tasks.commands import (
     Command,
-    Option,
     dropout_rate,
     nonnegative_float,
     nonnegative_int,
@@ -45,8 +44,10 @@ from ..tasks.commands import (
     positive_int,
     unit_interval,
 )
-from ..tasks.corpus import DataError, Vocabulary
-from ..tasks.model import CELLS, ModelConfig
+from ..tasks.corpus import DataError
+from ..tasks.model import ModelConfig
+from ..tasks.options import Flag, Preset, flags
+from ..tasks.sizes import MemoryEstimate
 from .backend import BACKENDS
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -54,28 +55,20 @@ from .checkpoint import (
     atomic_write,
     backend_from_checkpoint,
     check_weights,
-    labels_of,
     load_checkpoint,
     make_meta,
     read_meta,
     save_checkpoint,
     task_of,
-    vocab_of,
 )
+from .config import LOOP_FIELDS, TrainConfig
 from .distributed import FollowerExit, get_engine
 from .evaluate import evaluate_checkpoint
-from .memory import check_fits, estimate_sampling_bytes
+from .memory import check_fits
+from .resume import resume_config
 from .rundir import run_lock
 from .stops import Interrupted, exit_status, output_gone, silence_stdout, tolerate_closed_output
-from .train import (
-    DTYPES,
-    LR_DECAYS,
-    OPTIMIZERS,
-    TrainConfig,
-    TrainingDiverged,
-    resume_config,
-    train,
-)
+from .train import TrainingDiverged, train
 
 __all__ = ["PROG", "build_parser", "dropout_rate", "main", "nonnegative_float",
            "nonnegative_int", "positive_float", "positive_int", "unit_interval"]
@@ -109,8 +102,10 @@ def build_parser(prog: str = PROG, task: str | None = None) -> argparse.Argument
     load_entry_points()
     parser = _Parser(
         prog=prog,
-        description="A character-level RNN in NumPy (or torch) that learns plant names and "
-                    "invents new ones.",
+        description="Recurrent networks (RNN, GRU, LSTM) written in NumPy, with a torch twin: "
+                    "train a task (--task: a character language model of plant names, a "
+                    "classifier, a conditional generator, sequence to sequence), evaluate it and "
+                    "use it (sample, predict, translate).",
         epilog="examples:\n"
                f"  {prog} train --out runs/plants\n"
                f"  {prog} train --out runs/plants --resume --steps 3000\n"
@@ -131,72 +126,13 @@ def build_parser(prog: str = PROG, task: str | None = None) -> argparse.Argument
     return parser
 
 
-# ---- train: every default is TrainConfig's with the task's recipe on top; SUPPRESS tells
-# explicit flags from defaults, so that --resume takes the saved run's settings and only the
-# flags given override them.
+# ---- train: every default is the task's recipe (TrainConfig's fields with Task.train_defaults
+# on top, the task's options dataclass); SUPPRESS tells explicit flags from defaults, so that
+# --resume takes the saved run's settings and only the flags given override them.
 
-#: The common flags of ``train``, by group: (flag, argparse keywords, help with ``{default}``).
-_COMMON: dict[str, list[tuple[str, dict[str, Any], str]]] = {
-    "model": [
-        ("--cell", dict(choices=CELLS),
-         "recurrent cell: lstm, gru or a plain tanh rnn (default: {default})"),
-        ("--hidden-size", dict(type=positive_int),
-         "units per recurrent layer (default: {default})"),
-        ("--num-layers", dict(type=positive_int), "stacked recurrent layers (default: {default})"),
-        ("--embedding-dim", dict(type=positive_int),
-         "width of the character embedding (default: the vocabulary size, as in the notebook)"),
-        ("--dropout", dict(type=dropout_rate),
-         "dropout between recurrent layers, in [0, 1) (default: {default})"),
-        ("--dtype", dict(choices=DTYPES),
-         "floating-point precision of weights and arithmetic; float32 is about twice as fast "
-         "(default: {default})"),
-    ],
-    "data and batching": [
-        ("--data", {},
-         "'plants' for the plant-name corpus (found in $NUMPY_RNN_DATA_DIR or data/, downloaded "
-         "once if missing), or the path of any UTF-8 text file (default: {default})"),
-        ("--batch-size", dict(type=positive_int), "windows per step (default: {default})"),
-    ],
-    "optimisation": [
-        ("--steps", dict(type=positive_int),
-         "total optimizer steps of the run; with --resume, the step to continue up to "
-         "(default: {default})"),
-        ("--optimizer", dict(choices=OPTIMIZERS),
-         "adam, adamw (decoupled weight decay) or sgd, as torch.optim's, in both backends "
-         "(default: {default})"),
-        ("--weight-decay", dict(type=nonnegative_float),
-         "weight decay: an L2 term with adam and sgd, decoupled with adamw (default: {default})"),
-        ("--lr", dict(type=positive_float), "learning rate (default: {default})"),
-        ("--lr-decay", dict(choices=LR_DECAYS),
-         "learning-rate schedule from --lr at the first step to --lr x --lr-final at step "
-         "--lr-decay-steps, constant after it: none, cosine or linear (default: {default})"),
-        ("--lr-decay-steps", dict(type=positive_int),
-         "the step at which the decay reaches --lr x --lr-final; independent of the run length, "
-         "so a run resumed to more steps stays exact (default: {default})"),
-        ("--lr-final", dict(type=unit_interval),
-         "final learning rate as a fraction of --lr, with --lr-decay (default: {default})"),
-        ("--clip", dict(type=nonnegative_float),
-         "clip the global gradient norm to this value; 0 turns clipping off "
-         "(default: {default})"),
-        ("--grad-accum", dict(type=positive_int, metavar="K"),
-         "cut each step's batch into K micro-batches of --batch-size / K, add their gradients "
-         "(each weighted by its share of the loss terms) and take one step: the same step in "
-         "less memory. Under mpiexec or torchrun, micro-batches per process; a run saved by P "
-         "processes resumes in one with --grad-accum P (default: {default})"),
-    ],
-    "run": [
-        ("--seed", dict(type=nonnegative_int),
-         "seed of the initial weights, the random windows and the sampled names; the same seed "
-         "is the same start in both backends (default: {default})"),
-        ("--out", {}, "output directory of the run (default: {default})"),
-        ("--eval-every", dict(type=positive_int),
-         "measure the validation loss and save a checkpoint every N steps (and at the last) "
-         "(default: {default})"),
-        ("--sample-every", dict(type=positive_int),
-         "print a few sampled names every N steps (and at the last) (default: {default})"),
-    ],
-}
-#: The flags of how ``train`` runs, after every task's own ``run`` flags.
+#: The sections of ``train --help``, in order (a task's options may add their own after them).
+_GROUPS = ("model", "data and batching", "optimisation", "run")
+#: The flags of how ``train`` runs, after every other ``run`` flag.
 _RUN_LAST: list[tuple[str, dict[str, Any], str]] = [
     ("--resume", dict(action="store_true"),
      "continue the run in OUT from its checkpoint up to --steps, exactly as if it had not "
@@ -210,14 +146,6 @@ _RUN_LAST: list[tuple[str, dict[str, Any], str]] = [
 _EVALUATE_POSITION = 30
 
 
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
-
-
-def _flag(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
 def _shown(value: Any) -> str:
     """A default as ``--help`` shows it: on/off for a switch, None as none."""
     if isinstance(value, bool):
@@ -225,35 +153,36 @@ def _shown(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _train_options() -> dict[str, tuple[Option, list[str]]]:
-    """Every task's own ``train`` options by field: the first declaration, and the tasks that
-    declare one of that name."""
-    options: dict[str, tuple[Option, list[str]]] = {}
-    for task in TASKS.values():
-        for option in task.train_options:
-            options.setdefault(option.dest, (option, []))[1].append(task.name)
-    return options
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _task_fields() -> frozenset[str]:
-    """``TrainConfig`` fields (and preset flags) that only some tasks read: a flag for one
-    the run's task does not read is refused."""
-    fields: set[str] = set(_train_options())
-    for task in TASKS.values():
-        fields |= task.reads
-    return frozenset(fields)
+def _other_tasks_flags(task: Task) -> dict[str, tuple[Flag | Preset, list[str]]]:
+    """Every flag of the other tasks' options and presets that ``task`` does not have, by
+    dest: the first declaration, and the tasks that have it."""
+    own = {f.name for f in flags(task.options)} | {p.dest for p in task.presets}
+    found: dict[str, tuple[Flag | Preset, list[str]]] = {}
+    for other in TASKS.values():
+        if other is task:
+            continue
+        theirs: list[tuple[str, Flag | Preset]] = [(f.name, f) for f in flags(other.options)]
+        theirs += [(p.dest, p) for p in other.presets]
+        for name, f in theirs:
+            if name not in own:
+                found.setdefault(name, (f, []))[1].append(other.name)
+    return found
 
 
 def _add_train_parser(sub: Any, task: Task) -> None:
     S = argparse.SUPPRESS
-    defaults = TrainConfig.for_task(task.name)
+    loop = TrainConfig.for_task(task.name)
 
-    def add(group: Any, flag: str, kwargs: dict[str, Any], text: str) -> None:
-        text = task.flag_help.get(_dest(flag), text)
-        value = getattr(defaults, _dest(flag), None)
-        if _dest(flag) == "clip" and value is None:
-            value = 0
-        group.add_argument(flag, default=S, **kwargs, help=text.format(default=_shown(value)))
+    def add(group: Any, f: Flag, default: Any) -> None:
+        text = task.flag_help.get(f.name, f.help) if f.name in LOOP_FIELDS else f.help
+        if f.name == "clip" and default is None:
+            default = 0
+        group.add_argument(f.flag, default=S, **f.argparse,
+                           help=text.format(default=_shown(default)))
 
     tasks = "; ".join(f"{t.name}: {t.summary}" for t in TASKS.values())
     t = sub.add_parser("train", help="train a model (or continue one with --resume)",
@@ -262,31 +191,33 @@ def _add_train_parser(sub: Any, task: Task) -> None:
                                    "few examples. Writes OUT/checkpoint.npz, OUT/best.npz, "
                                    "OUT/metrics.jsonl, OUT/loss.png. The defaults shown are "
                                    f"{task.name}'s: each task has its own measured recipe (see "
-                                   f"README.md); train --task NAME --help shows NAME's.")
+                                   f"README.md) and its own flags (its options, "
+                                   f"{task.options.__name__}); train --task NAME --help shows "
+                                   "NAME's.")
     t.add_argument("--task", choices=tuple(TASKS), default=S,
                    help=f"{tasks} (default: {DEFAULT_TASK})")
-    own = {option.dest: option for option in task.train_options}
-    groups = {}
-    for title, flags in _COMMON.items():
-        groups[title] = g = t.add_argument_group(title)
-        if title == "run":
-            _add_backend_flags(g, default=S)
-        for flag, kwargs, text in flags:
-            add(g, flag, kwargs, text)
-        for option in own.values():
-            if option.group == title:
-                add(g, option.flag, option.kwargs, option.help)
-    for option in own.values():
-        if option.group not in groups:
-            groups[option.group] = g = t.add_argument_group(option.group)
-            add(g, option.flag, option.kwargs, option.help)
+    own = flags(task.options)
+    groups: dict[str, Any] = {}
+    for title in _GROUPS + tuple(f.group for f in own) + tuple(p.group for p in task.presets):
+        if title not in groups:
+            groups[title] = t.add_argument_group(title)
+    _add_backend_flags(groups["run"], default=S)
+    for f in own:                                  # the task's own, with its defaults
+        add(groups[f.group], f, getattr(loop.options, f.name))
+    for f in flags(TrainConfig):                   # the loop's, with the task's recipe
+        add(groups[f.group], f, getattr(loop, f.name))
+    for preset in task.presets:
+        groups[preset.group].add_argument(preset.flag, action="store_true", default=S,
+                                          help=preset.help)
     for flag, kwargs, text in _RUN_LAST:
-        add(groups["run"], flag, kwargs, text)
+        groups["run"].add_argument(flag, default=S, **kwargs, help=text)
     # Other tasks' flags are parsed (and checked) too, unlisted: _cmd_train refuses them with
-    # one line saying they do not apply to this task.
-    for dest, (option, _) in _train_options().items():
-        if dest not in own:
-            t.add_argument(option.flag, default=S, **option.kwargs, help=S)
+    # one line saying which tasks they belong to.
+    for other, _ in _other_tasks_flags(task).values():
+        if isinstance(other, Flag):
+            t.add_argument(other.flag, default=S, **other.argparse, help=S)
+        else:
+            t.add_argument(other.flag, action="store_true", default=S, help=S)
     t.set_defaults(func=_cmd_train)
 
 
@@ -389,35 +320,42 @@ def _train_task(argv: Sequence[str]) -> str | None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
-    if overrides.get("clip") == 0:
-        overrides["clip"] = None
-    out = overrides.get("out", TrainConfig().out)
-    options = _train_options()
-    if overrides.get("resume"):
-        for dest in overrides:
-            if dest in options and options[dest][0].new_run:
-                raise ValueError(f"{_flag(dest)} picks the settings of a new run; --resume "
-                                 "takes the saved run's: give one of them")
-    if overrides.get("resume") and overrides.get("overwrite"):
+    settings = {k: v for k, v in vars(args).items() if k not in ("command", "func")}
+    if settings.get("clip") == 0:
+        settings["clip"] = None
+    out = settings.get("out", TrainConfig().out)
+    resume = settings.get("resume", False)
+    if resume and settings.get("overwrite"):
         raise ValueError("--resume continues the run in OUT; --overwrite replaces it: give one "
                          "of them")
-    if overrides.get("resume") and "task" not in overrides:
+    if resume:
+        # Settings of a new run (any task's), refused before the checkpoint is read.
+        new_run = {f.name for f in flags(TrainConfig) if f.new_run}
+        for other in TASKS.values():
+            new_run |= {f.name for f in flags(other.options) if f.new_run}
+            new_run |= {p.dest for p in other.presets}
+        for dest in settings:
+            if dest in new_run:
+                raise ValueError(f"{_flag(dest)} picks the settings of a new run; --resume "
+                                 "takes the saved run's: give one of them")
+    if resume and "task" not in settings:
         task = get_task(resume_config(out).task)   # a resumed run keeps its task
     else:
-        task = get_task(overrides.get("task", DEFAULT_TASK))
-    reads = task.reads | {option.dest for option in task.train_options}
-    foreign = sorted(_flag(k) for k in overrides if k in _task_fields() - reads)
-    if foreign:
-        raise ValueError(f"{', '.join(foreign)} do{'es' if len(foreign) == 1 else ''} not "
-                         f"apply to --task {task.name}")
-    for option in task.train_options:
-        if option.preset is not None and overrides.pop(option.dest, False):
-            overrides = {**option.preset, **overrides}
-    if overrides.get("resume"):
-        config = resume_config(out, overrides)
+        task = get_task(settings.get("task", DEFAULT_TASK))
+    foreign = _other_tasks_flags(task)
+    given = sorted(k for k in settings if k in foreign)
+    if given:
+        owners = sorted({name for k in given for name in foreign[k][1]})
+        raise ValueError(f"{', '.join(_flag(k) for k in given)} "
+                         f"do{'es' if len(given) == 1 else ''} not apply to --task {task.name} "
+                         f"(an option of {' and '.join(owners)})")
+    for preset in task.presets:
+        if settings.pop(preset.dest, False):
+            settings = {**preset.settings, **settings}
+    if resume:
+        config = resume_config(out, settings)
     else:
-        config = TrainConfig.for_task(**{"task": task.name, **overrides})
+        config = TrainConfig.for_task(**{"task": task.name, **settings})
     engine = get_engine()
     # A closed standard output (train ... | head) or a hung-up terminal loses log lines, never
     # the run: training goes on and writes its checkpoints.
@@ -436,8 +374,6 @@ class _Services:
 
     read_meta = staticmethod(read_meta)
     task_of = staticmethod(task_of)
-    vocab_of = staticmethod(vocab_of)
-    labels_of = staticmethod(labels_of)
     atomic_write = staticmethod(atomic_write)
 
     @staticmethod
@@ -448,10 +384,8 @@ class _Services:
         return backend, meta
 
     @staticmethod
-    def check_sampling_fits(config: ModelConfig, num_samples: int, max_length: int,
-                            prime_length: int, advice: str) -> None:
-        check_fits(estimate_sampling_bytes(config, num_samples, max_length, prime_length),
-                   advice)
+    def check_fits(estimate: MemoryEstimate) -> None:
+        check_fits(estimate)
 
     @staticmethod
     def check_weights(state: dict[str, np.ndarray], config: ModelConfig, where: str) -> None:
@@ -459,14 +393,15 @@ class _Services:
 
     @staticmethod
     def write_checkpoint(path: Path, state: dict[str, np.ndarray], config: ModelConfig,
-                         vocab: Vocabulary, *, data: str, backend: str,
+                         data: Any, *, source: str, backend: str,
                          check: Callable[[], None]) -> Path:
         # The lock of the directory written into: a training run there (whose checkpoint this
         # would replace) holds it, and gets the directory to itself.
+        task = get_task(config.task)
         with run_lock(path.parent):
             check()
-            return save_checkpoint(path, state, make_meta(config, vocab, step=0, data=data,
-                                                          backend=backend))
+            return save_checkpoint(path, state, make_meta(task, config, data, step=0,
+                                                          source=source, backend=backend))
 
     @staticmethod
     def checkpoint_error(message: str) -> Exception:
@@ -567,8 +502,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error(_one_line(exc))
         return 2
     except MemoryError as exc:
-        _error("out of memory" + (f": {_one_line(exc)}" if str(exc) else "") + "; a smaller "
-               "model, batch or --num-samples needs less")
+        _error("out of memory" + (f": {_one_line(exc)}" if str(exc) else "") + "; "
+               + _less(args))
         return 2
     except Interrupted as exc:      # a second stop signal: forced at once
         _error(f"stopped by {signal.Signals(exc.signum).name} at once (a second signal): the "
@@ -577,6 +512,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return exit_status(signal.SIGINT)
+
+
+def _less(args: argparse.Namespace) -> str:
+    """What a command that ran out of memory can ask for less of: its own flags that size it."""
+    sizing = [flag for dest, flag in (("hidden_size", "--hidden-size"),
+                                      ("batch_size", "--batch-size"), ("beam", "--beam"),
+                                      ("num_samples", "--num-samples"),
+                                      ("max_length", "--max-length"))
+              if getattr(args, dest, None) is not None]
+    if args.command == "train":
+        sizing = ["--hidden-size", "--batch-size"]
+    return (f"a smaller {' or '.join(sizing)} needs less" if sizing
+            else "it needs a machine with more memory")
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

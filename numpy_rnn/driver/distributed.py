@@ -3,8 +3,8 @@
 A step's batch of B rows (sequences, names) is cut into M micro-batches of consecutive rows
 (:func:`row_bounds`). Each micro-batch's gradient is that of the task's mean loss on its rows;
 weighted by its share of the batch's loss terms (the task's ``loss_terms``: characters for the
-language model, (name, label) pairs for the classifier, valid characters for the conditional
-generator) and summed, they give the gradient of the mean over the whole batch, whatever the
+language model, (name, label) pairs for the classifier, valid characters or target tokens for
+the generators) and summed, they give the gradient of the mean over the whole batch, whatever the
 micro-batches' sizes: accumulation computes the plain step, to rounding. The sum is clipped
 and the optimizer takes one step.
 

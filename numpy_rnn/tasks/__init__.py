@@ -11,6 +11,7 @@ from .base import Batch, BatchSource, Predictor, Task, TaskModel
 from .classify import ClassifyTask
 from .conditional import ConditionalTask
 from .lm import LanguageModelTask
+from .options import TaskOptions
 from .seq2seq import Seq2SeqTask
 
 #: Every task, by the name ``train --task`` and the checkpoints use: the built-in ones, then
@@ -31,14 +32,22 @@ class TaskRegistryError(ValueError):
     """A task that cannot be added: a duplicate name, not a Task, or a broken entry point."""
 
 
-def register_task(task: Task | type[Task]) -> Task:
+def register_task(task: Task | type[Task], options: type[TaskOptions] | None = None) -> Task:
     """Add ``task`` (a :class:`Task` instance, or a subclass to instantiate) to :data:`TASKS`,
     so that ``train --task NAME`` trains it and its checkpoints load; returns the instance.
-    ``TaskRegistryError`` when another task has the name already."""
+    ``options``: the dataclass of the task's own settings (a
+    :class:`~numpy_rnn.tasks.options.TaskOptions`), as fairseq's
+    ``register_task(name, dataclass=...)`` takes it, when the class does not name it itself
+    (:attr:`Task.options`). ``TaskRegistryError`` when another task has the name already."""
     if isinstance(task, type) and issubclass(task, Task):
         task = task()
     if not isinstance(task, Task):
         raise TaskRegistryError(f"register_task needs a numpy_rnn.tasks.Task, got {task!r}")
+    if options is not None:
+        if not (isinstance(options, type) and issubclass(options, TaskOptions)):
+            raise TaskRegistryError(f"options must be a TaskOptions dataclass, got {options!r}")
+        # The class's own attribute, as a subclass would declare it: this instance's only.
+        object.__setattr__(task, "options", options)
     name = getattr(task, "name", None)
     if not isinstance(name, str) or not name:
         raise TaskRegistryError(f"{type(task).__name__} has no name: set the class attribute "

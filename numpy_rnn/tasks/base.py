@@ -2,21 +2,23 @@
 
 The driver (:mod:`numpy_rnn.driver.train`) runs one loop for every task:
 
-1. ``task.load(data)`` reads the corpus (and its labels, for the tasks that need them), with
-   the settings of the run that say how (:attr:`Task.load_keys`, through ``load_as``);
-2. ``task.model_config(settings, corpus)`` fixes the model, ``task.build(config, seed)`` makes
+1. ``task.load(data, options)`` reads the corpus as the task's options say (:attr:`Task.options`,
+   the dataclass of the task's own settings);
+2. ``task.model_config(settings, data)`` fixes the model, ``task.build(config, seed)`` makes
    the NumPy model with the run's initial weights (both backends start from them);
-3. ``task.batches(settings, corpus)`` yields :class:`Batch` es: what the model reads, what the
+3. ``task.batches(settings, data)`` yields :class:`Batch` es: what the model reads, what the
    loss compares it with, and whether the recurrent state carries over from the last batch;
 4. a backend takes one optimizer step per batch (:meth:`TaskModel.loss_and_backward` in NumPy,
    the same computation in torch);
-5. every ``eval_every`` steps ``task.validate(model, corpus)`` measures the validation metrics
-   (``val_loss`` is the one the best checkpoint is chosen by) and ``task.log_samples`` prints a
-   few examples.
+5. every ``eval_every`` steps ``task.validate(model, data)`` measures the validation metrics
+   (:attr:`Task.best_metric` chooses the best checkpoint) and ``task.log_samples`` prints a few
+   examples;
+6. a checkpoint holds the task's part, written by :meth:`Task.record` and read back in one call
+   by :meth:`Task.read_record`: the model's config, its vocabularies, the task's options.
 
-A task never imports the driver: the settings it reads are the driver's ``TrainConfig``, named
-in annotations only, and it talks to a trained model through :class:`Predictor`, which every
-backend satisfies.
+A task never imports the driver: the settings it reads are the driver's ``TrainConfig`` (its
+:attr:`options` are the task's own), named in annotations only, and it talks to a trained model
+through :class:`Predictor`, which every backend satisfies.
 """
 
 from __future__ import annotations
@@ -28,19 +30,22 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 import numpy as np
 
 from ..nn.module import Module
+from .corpus import TokenVocabulary, Vocabulary
+from .options import Preset, RecurrentOptions, TaskOptions
 
 if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run time
     from argparse import ArgumentParser, Namespace
 
-    from ..driver.train import TrainConfig
-    from .commands import Command, Option, Services
-    from .corpus import Corpus
+    from ..driver.config import TrainConfig
+    from .commands import Command, Services
     from .model import ModelConfig
+    from .sizes import MemoryEstimate
 
 State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
-__all__ = ["Batch", "BatchSource", "DropoutMask", "Predictor", "Rows", "State", "Task",
-           "TaskModel", "tokens_of"]
+__all__ = ["Batch", "BatchSource", "Data", "DropoutMask", "Predictor", "RecordError", "Rows",
+           "State", "Task", "TaskModel", "TaskRecord", "labels_problem", "tokens_of",
+           "vocabulary_from_json", "vocabulary_to_json"]
 
 
 class Batch(NamedTuple):
@@ -72,6 +77,26 @@ class DropoutMask(NamedTuple):
 def tokens_of(inputs: Any) -> np.ndarray:
     """The ``(B, T)`` token array of a batch's inputs (the inputs, or their ``tokens``)."""
     return inputs if isinstance(inputs, np.ndarray) else inputs.tokens
+
+
+class Data(Protocol):
+    """What the driver reads of a task's data (a corpus, a set of pairs): where it came from,
+    a line for the log, and a digest that every process of a data-parallel job compares. The
+    rest of it only its task reads."""
+
+    @property
+    def source(self) -> Any:
+        """The file (or the name) the data was read from."""
+        ...
+
+    def describe(self) -> str:
+        """One line for the log: what was read, how much of it, its vocabularies."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A digest of everything a run reads of it (texts, vocabularies), to check that every
+        process of a job read the same."""
+        ...
 
 
 class BatchSource(Protocol):
@@ -118,6 +143,57 @@ class Rows(NamedTuple):
     returns: tuple[int | None, ...] | int
 
 
+class RecordError(ValueError):
+    """A checkpoint's task part (model config, vocabularies, options) is missing, damaged or
+    does not fit the data it is used with; the message is one line naming what."""
+
+
+#: Vocabularies as a record holds them: a ``Vocabulary`` of characters (unit ``chars``), a
+#: ``TokenVocabulary`` of words (``words``), or a tuple of tokens or labels (``tokens``).
+_UNITS: dict[str, type[Vocabulary]] = {"chars": Vocabulary, "words": TokenVocabulary}
+
+
+def vocabulary_to_json(vocabulary: Vocabulary | Sequence[str]) -> dict[str, Any]:
+    """``{"unit": ..., "entries": [...]}``: a vocabulary as a checkpoint saves it."""
+    if isinstance(vocabulary, Vocabulary):
+        return {"unit": vocabulary.unit, "entries": vocabulary.to_json()}
+    return {"unit": "tokens", "entries": list(vocabulary)}
+
+
+def vocabulary_from_json(saved: Any, name: str) -> Vocabulary | tuple[str, ...]:
+    """The vocabulary ``name`` a checkpoint saved (:func:`vocabulary_to_json`);
+    ``RecordError`` naming it when it is not one."""
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("entries"), list) or not all(
+            isinstance(e, str) for e in saved["entries"]):
+        raise RecordError(f"the vocabulary {name!r} must be a unit and a list of strings")
+    unit = saved.get("unit")
+    try:
+        if isinstance(unit, str) and unit in _UNITS:
+            return _UNITS[unit].from_json(saved["entries"])
+        if isinstance(unit, str) and unit == "tokens":
+            entries = tuple(saved["entries"])
+            if len(set(entries)) != len(entries):
+                raise ValueError("its entries are not distinct")
+            return entries
+    except ValueError as exc:
+        raise RecordError(f"the vocabulary {name!r} is damaged: {exc}") from None
+    raise RecordError(f"the vocabulary {name!r} has an unknown unit {unit!r} (chars, words or "
+                      "tokens)")
+
+
+class TaskRecord(NamedTuple):
+    """A checkpoint's task part, as its task reads it in one call (:meth:`Task.read_record`):
+    the model's ``config``, its ``vocabularies`` by name (the language model's
+    ``{"characters": Vocabulary}``, seq2seq's ``source`` and ``target``, ...; a
+    :class:`Vocabulary` or a tuple of tokens each) and the ``options`` of the run that trained it
+    (None for a checkpoint saved without them: converted, or written before options existed
+    and without training state)."""
+
+    config: ModelConfig
+    vocabularies: dict[str, Vocabulary | tuple[str, ...]]
+    options: TaskOptions | None
+
+
 class TaskModel(Module):
     """A task's model in NumPy: one training step's computation, and evaluation methods.
 
@@ -140,17 +216,21 @@ class Task(ABC):
 
     #: The name on the command line (``train --task NAME``) and in checkpoints.
     name: ClassVar[str]
-    #: ``TrainConfig`` fields whose defaults differ for this task (the measured recipe).
+    #: The dataclass of this task's own settings (its ``train`` flags, defaults and checks):
+    #: :class:`numpy_rnn.tasks.options.TaskOptions`; a run's are ``TrainConfig.options``.
+    options: ClassVar[type[TaskOptions]] = RecurrentOptions
+    #: Flags that stand for several settings at once (``--notebook``, ``--stress``).
+    presets: ClassVar[tuple[Preset, ...]] = ()
+    #: The training loop's settings (``TrainConfig`` fields) of this task's measured recipe,
+    #: where they differ from the loop's defaults; its other settings are :attr:`options`'.
     train_defaults: ClassVar[dict[str, Any]] = {}
-    #: ``TrainConfig`` fields only some tasks read; a flag for one this task does not read is
-    #: refused on the command line.
-    reads: ClassVar[frozenset[str]] = frozenset()
-    #: ``TrainConfig`` fields a resumed run must share with the checkpoint (the batching).
+    #: Settings (the loop's or the task's) a resumed run must share with the checkpoint, since
+    #: they fix what the saved batching state means.
     resume_keys: ClassVar[tuple[str, ...]] = ("batch_size",)
-    #: ``TrainConfig`` fields that say how :meth:`load` reads a corpus (seq2seq's token units),
-    #: given to it as keyword arguments by :meth:`load_as`: from the run's settings in
-    #: training, from the settings its checkpoint saved afterwards (:meth:`load_for`).
-    load_keys: ClassVar[tuple[str, ...]] = ()
+    #: The task's settings a checkpoint written before they existed is read with (instead of
+    #: the options' defaults, which are today's recipe): the language model's
+    #: ``stream_groups=1``, the file order its runs streamed in.
+    legacy_settings: ClassVar[dict[str, Any]] = {}
     #: The evaluation methods of this task's models (NumPy and torch, same names and
     #: arguments), with where their batch rows are; called through ``Predictor.infer``.
     inference: ClassVar[dict[str, Rows]] = {}
@@ -171,10 +251,7 @@ class Task(ABC):
     article: ClassVar[str] = "a"
     #: What the task learns, in a line, for ``train --task``'s help.
     summary: ClassVar[str] = ""
-    #: The ``train`` flags of this task's own (fields of :attr:`reads`), shown in ``train
-    #: --task NAME --help`` with this task's defaults; another task's are refused.
-    train_options: ClassVar[tuple[Option, ...]] = ()
-    #: Help texts of common ``train`` flags that read otherwise for this task, by
+    #: Help texts of the loop's ``train`` flags that read otherwise for this task, by
     #: ``TrainConfig`` field; ``{default}`` stands for this task's default.
     flag_help: ClassVar[dict[str, str]] = {}
     #: What ``evaluate`` measures for this task, and the keys of its ``--json``, for its help.
@@ -217,6 +294,154 @@ class Task(ABC):
         and the lines printed after :meth:`describe_evaluation`."""
         return []
 
+    # -- the data -------------------------------------------------------------------------
+
+    @abstractmethod
+    def load(self, data: str, options: TaskOptions | None = None) -> Data:
+        """The data ``data`` (a corpus name or a file path), read as ``options`` (this task's
+        :attr:`options`; None: their defaults) say and checked for what this task needs."""
+
+    def load_for(self, record: TaskRecord, data: str) -> Data:
+        """The data ``data`` read as the run of a checkpoint's ``record`` read its own (its
+        options; the defaults when it saved none)."""
+        return self.load(data, record.options or self.options())
+
+    def vocabularies(self, data: Any) -> dict[str, Vocabulary | tuple[str, ...]]:
+        """The vocabularies this task's model reads and writes, by name, as ``data`` has them
+        (compared with a checkpoint's by :meth:`check_data`). Default: a corpus's characters,
+        ``{"characters": data.vocab}``."""
+        return {"characters": data.vocab}
+
+    # -- the model ------------------------------------------------------------------------
+
+    @abstractmethod
+    def config_class(self) -> type[ModelConfig]:
+        """The model config dataclass of this task (saved in its checkpoints)."""
+
+    @abstractmethod
+    def model_config(self, settings: TrainConfig, data: Any) -> ModelConfig:
+        """The model the run trains, from its settings and the data's vocabularies."""
+
+    @abstractmethod
+    def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
+        """The NumPy model of ``config`` with the initial weights of ``seed``."""
+
+    def parameter_count(self, config: ModelConfig) -> int:
+        """How many parameters the model of ``config`` has, counted from its shapes without
+        building it (the memory guard asks before anything is allocated). Default: the built
+        model's count (the built-in tasks count from the shapes, tested equal to it)."""
+        return sum(int(p.size) for p in self.build(config, 0).params.values())
+
+    # -- what a checkpoint holds of the task -----------------------------------------------
+
+    def record(self, config: ModelConfig, data: Any, options: TaskOptions | None
+               ) -> dict[str, Any]:
+        """The task's part of a checkpoint's metadata: the model's config, its vocabularies
+        (:meth:`vocabularies` of ``data``) and the run's ``options`` (None: none)."""
+        return {"model_config": config.to_json(),
+                "vocabularies": {name: vocabulary_to_json(v)
+                                 for name, v in self.vocabularies(data).items()},
+                "options": options.to_json() if options is not None else None}
+
+    def read_record(self, meta: Mapping[str, Any]) -> TaskRecord:
+        """A checkpoint's task part (:meth:`record`), read and checked in one call: the model
+        config of :meth:`config_class`, every vocabulary, the options. ``RecordError`` naming
+        what is missing or damaged (a vocabulary whose size is not the model's, say).
+        Checkpoints written before the tasks had records of their own (a ``vocab`` and
+        ``labels``, the settings in the training config) are read as well
+        (:meth:`legacy_vocabularies`)."""
+        try:
+            config = self.config_class().from_json(meta["model_config"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RecordError(f"bad model config: {_one_line(exc)}") from exc
+        saved = meta.get("vocabularies")
+        if saved is None:
+            vocabularies = self.legacy_vocabularies(meta)
+        elif isinstance(saved, Mapping):
+            vocabularies = {name: vocabulary_from_json(v, name) for name, v in saved.items()}
+        else:
+            raise RecordError(f"the vocabularies must be a mapping, got {type(saved).__name__}")
+        problem = self.record_problem(config, vocabularies)
+        if problem:
+            raise RecordError(problem)
+        return TaskRecord(config, vocabularies, self._saved_options(meta))
+
+    def legacy_vocabularies(self, meta: Mapping[str, Any]
+                            ) -> dict[str, Vocabulary | tuple[str, ...]]:
+        """The vocabularies of a checkpoint written before the tasks recorded their own (its
+        ``vocab``, read as ``vocab_unit`` says, and its ``labels``), under this task's names.
+        Default: the characters (and ``labels`` when the model has a label axis)."""
+        vocabularies: dict[str, Vocabulary | tuple[str, ...]] = {
+            "characters": _legacy_vocab(meta)}
+        labels = meta.get("labels")
+        if "labels" in self.vocabulary_names() and labels is not None:
+            vocabularies["labels"] = _labels(labels)
+        return vocabularies
+
+    def vocabulary_names(self) -> tuple[str, ...]:
+        """The names of the vocabularies this task's checkpoints hold (default: the
+        characters)."""
+        return ("characters",)
+
+    def record_problem(self, config: ModelConfig,
+                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+        """What keeps a checkpoint's ``config`` and ``vocabularies`` from fitting together (a
+        missing vocabulary, a size that is not the model's), or None. Default: every one of
+        :meth:`vocabulary_names` present, the characters ``vocab_size`` long."""
+        missing = [n for n in self.vocabulary_names() if n not in vocabularies]
+        if missing:
+            return f"the vocabularies lack {', '.join(missing)}"
+        chars = vocabularies.get("characters")
+        if chars is not None and len(chars) != config.vocab_size:
+            unit = "tokens" if isinstance(chars, TokenVocabulary) else "characters"
+            return (f"the vocabulary has {len(chars)} {unit} but the model config says "
+                    f"vocab_size={config.vocab_size}")
+        return None
+
+    def _saved_options(self, meta: Mapping[str, Any]) -> TaskOptions | None:
+        """The options a checkpoint saved (``options``), or those of its training config when
+        it predates them (every setting then sat in one flat config, other tasks' too)."""
+        saved = meta.get("options")
+        legacy = False
+        if saved is None:
+            train = meta.get("train")
+            saved = train.get("config") if isinstance(train, Mapping) else None
+            legacy = True
+        if saved is None:
+            return None
+        if not isinstance(saved, Mapping):
+            raise RecordError(f"the task's options must be a mapping, got "
+                              f"{type(saved).__name__}")
+        try:
+            if legacy:
+                names = set(self.options.__dataclass_fields__)
+                return self.options.from_json({**self.legacy_settings, **{
+                    k: v for k, v in saved.items() if k in names}})
+            return self.options.from_json(dict(saved))
+        except (TypeError, ValueError) as exc:
+            raise RecordError(f"bad {self.name} options: {_one_line(exc)}") from exc
+
+    def check_data(self, record: TaskRecord, data: Any, path: Any) -> None:
+        """``RecordError`` unless ``data`` has every vocabulary of the checkpoint ``path``'s
+        ``record`` (other characters, tokens or labels would give the model's layers another
+        meaning), naming the one that differs and how."""
+        ours = self.vocabularies(data)
+        for name, theirs in record.vocabularies.items():
+            mine = ours.get(name)
+            if mine is None or _entries(mine) == _entries(theirs):
+                continue
+            if isinstance(mine, Vocabulary) and isinstance(theirs, Vocabulary) \
+                    and mine.unit != theirs.unit:
+                raise RecordError(f"checkpoint {path} reads {_unit_name(theirs)}, this corpus is "
+                                  f"read as {_unit_name(mine)}")
+            only_ckpt = sorted(set(_entries(theirs)) - set(_entries(mine)))
+            only_data = sorted(set(_entries(mine)) - set(_entries(theirs)))
+            what = "vocabulary" if name == "characters" else f"{name} vocabulary"
+            raise RecordError(
+                f"checkpoint {path} was trained on another {what} ({len(theirs)} "
+                f"{_unit_name(theirs)} vs {len(mine)} in this data; only in the checkpoint: "
+                f"{only_ckpt[:10]}, only in the data: {only_data[:10]})")
+
     # -- training hooks that the driver calls ----------------------------------------------
 
     def training_state_problem(self, state: dict[str, Any], settings: TrainConfig) -> str | None:
@@ -225,51 +450,30 @@ class Task(ABC):
         position"``), or None when nothing does."""
         return None
 
-    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
-        """The largest batch a training step reads, for the memory guard: rows, time steps,
-        and whether the rows are padded sequences run with their lengths."""
-        return settings.batch_size, settings.seq_len, False
+    def training_memory(self, config: ModelConfig, settings: TrainConfig,
+                        data: Any) -> MemoryEstimate:
+        """What a training step of ``config``'s model on this task's batches of ``data`` holds
+        at its peak, by part (the memory guard refuses a run that cannot fit before
+        allocating). Default: a recurrent stack over windows of ``settings.options.seq_len``
+        and a head over the vocabulary (:func:`numpy_rnn.tasks.sizes.training_estimate`)."""
+        from .sizes import training_estimate
+
+        return training_estimate(config, self.parameter_count(config), settings.batch_size,
+                                 getattr(settings.options, "seq_len", 1))
+
+    def evaluation_memory(self, config: ModelConfig, data: Any,
+                          **options: Any) -> MemoryEstimate | None:
+        """What ``evaluate`` of ``config``'s model on ``data`` (with the task's ``evaluate``
+        ``options``) holds beyond loading the checkpoint, for the memory guard; None: nothing
+        that depends on a flag (the default)."""
+        return None
 
     @abstractmethod
-    def config_class(self) -> type[ModelConfig]:
-        """The model config dataclass of this task (saved in its checkpoints)."""
-
-    @abstractmethod
-    def load(self, data: str) -> Corpus:
-        """The corpus ``data`` ("plants" or a file path), checked for what this task needs.
-        A task with :attr:`load_keys` takes them as keyword arguments, with defaults."""
-
-    def load_as(self, data: str, settings: Mapping[str, Any] | None = None) -> Corpus:
-        """The corpus ``data`` read as a run with ``settings`` reads it: :meth:`load` with the
-        :attr:`load_keys` of ``settings`` (``TrainConfig`` fields by name, as
-        ``TrainConfig.to_json`` gives them and a checkpoint saves them) as keyword arguments;
-        those ``settings`` lacks (all, when None) keep ``load``'s defaults."""
-        options = {k: settings[k] for k in self.load_keys if settings is not None and k in settings}
-        return self.load(data, **options)
-
-    def load_for(self, meta: Mapping[str, Any], data: str | None = None) -> Corpus:
-        """The corpus of a checkpoint (its metadata ``meta``): ``data``, by default the one it
-        was trained on, read as its run read it (:meth:`load_as` with the training settings
-        it saved, ``meta["train"]["config"]``; a checkpoint without them: the defaults)."""
-        train = meta.get("train")
-        settings = train.get("config") if isinstance(train, Mapping) else None
-        return self.load_as(meta["data"] if data is None else data,
-                            settings if isinstance(settings, Mapping) else None)
-
-    @abstractmethod
-    def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
-        """The model the run trains, from its settings and the corpus' vocabulary (and labels)."""
-
-    @abstractmethod
-    def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
-        """The NumPy model of ``config`` with the initial weights of ``seed``."""
-
-    @abstractmethod
-    def batches(self, settings: TrainConfig, corpus: Corpus) -> BatchSource:
+    def batches(self, settings: TrainConfig, data: Any) -> BatchSource:
         """The training batches of a run, a deterministic function of the settings' seed."""
 
     @abstractmethod
-    def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+    def validate(self, model: Predictor, data: Any) -> dict[str, float]:
         """The validation metrics: ``val_loss`` always, and :attr:`best_metric` (which chooses
         the best checkpoint)."""
 
@@ -287,7 +491,7 @@ class Task(ABC):
         return [DropoutMask(shape, 1, config.dropout)
                 for shape in config.dropout_mask_shapes(T, B)]
 
-    def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
+    def log_samples(self, model: Predictor, data: Any, settings: TrainConfig,
                     step: int) -> list[str]:
         """A few lines of examples for the training log (none by default)."""
         return []
@@ -296,12 +500,60 @@ class Task(ABC):
         """The validation part of a progress line."""
         return f"validation {metrics['val_loss']:.4f}"
 
-    def evaluate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
+    def evaluate(self, model: Predictor, data: Any) -> dict[str, float]:
         """What ``evaluate`` reports: the validation metrics, and whatever else the task adds.
         A task with ``evaluate`` flags of its own takes them as keyword arguments here, with
         defaults (:meth:`evaluate_options`)."""
-        return self.validate(model, corpus)
+        return self.validate(model, data)
 
     def describe_evaluation(self, metrics: dict[str, float]) -> str:
         """What ``evaluate`` prints (without ``--json``)."""
         return self.describe_validation(metrics)
+
+
+def labels_problem(config: ModelConfig,
+                   vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+    """What keeps a model with a label axis (``config.num_labels``) from fitting its checkpoint's
+    ``labels`` vocabulary: it must be that many sorted, distinct, non-empty codes."""
+    labels = vocabularies.get("labels")
+    num_labels = getattr(config, "num_labels", None)
+    if not isinstance(labels, tuple) or len(labels) != num_labels or not all(labels) \
+            or list(labels) != sorted(set(labels)):
+        return (f"a {config.task} model needs its label vocabulary ({num_labels} sorted, "
+                f"distinct codes), got {labels!r}"[:300])
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _entries(vocabulary: Vocabulary | Sequence[str]) -> tuple[str, ...]:
+    return tuple(vocabulary.chars) if isinstance(vocabulary, Vocabulary) else tuple(vocabulary)
+
+
+def _unit_name(vocabulary: Vocabulary | Sequence[str]) -> str:
+    if isinstance(vocabulary, TokenVocabulary):
+        return "tokens"
+    return "characters" if isinstance(vocabulary, Vocabulary) else "entries"
+
+
+def _legacy_vocab(meta: Mapping[str, Any]) -> Vocabulary:
+    """A checkpoint's ``vocab`` as its ``vocab_unit`` (characters when absent) says."""
+    unit = meta.get("vocab_unit") or "chars"
+    if unit not in _UNITS:
+        raise RecordError(f"vocab_unit must be 'chars' or 'words' (or absent), got "
+                          f"{' '.join(repr(unit).split())[:80]}")
+    try:
+        return _UNITS[unit].from_json(meta["vocab"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"bad vocabulary: {_one_line(exc)}") from exc
+
+
+def _labels(labels: Any) -> tuple[str, ...]:
+    """A checkpoint's ``labels`` list as a tuple; ``RecordError`` when it is not one of
+    strings."""
+    if not (isinstance(labels, list) and all(isinstance(c, str) for c in labels)):
+        raise RecordError(f"labels must be a list of codes or null, got "
+                          f"{' '.join(repr(labels).split())[:80]}")
+    return tuple(labels)

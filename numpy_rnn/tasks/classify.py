@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
@@ -37,17 +37,26 @@ from ..nn.attention import AttentionPooling
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import binary_cross_entropy_with_logits
 from ..nn.recurrent import Recurrent, scale_dropout_mask
-from .base import Batch, Predictor, Rows, State, Task, TaskModel
-from .commands import PREDICT, Option, Services, positive_int, read_names
+from .base import Batch, Predictor, Rows, State, Task, TaskModel, labels_problem
+from .commands import PREDICT, Services, positive_int, read_names
 from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .metrics import label_average_precisions, micro_average_precision
 from .model import ModelConfig, expose, make_rnn
-from .names import NameBatches, pad, padded_batch_shape
+from .names import NameBatches, longest_name, names_advice, pad
+from .options import (
+    RecurrentOptions,
+    TaskOptions,
+    changed,
+    option,
+    require_choice,
+    require_int,
+)
+from .sizes import MemoryEstimate, recurrent_parameters, training_estimate
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-    from ..driver.train import TrainConfig
+    from ..driver.config import TrainConfig
 
 __all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyTask",
            "NameInputs", "plot_attention", "predict_names", "text_colours"]
@@ -66,7 +75,6 @@ class ClassifierConfig(ModelConfig):
     directions and the pooling."""
 
     task: ClassVar[str] = "classify"
-    head: ClassVar[str] = "labels"
 
     num_labels: int = 1
     bidirectional: bool = True
@@ -134,6 +142,19 @@ class Classifier(TaskModel):
         self._final_shape: tuple[int, ...] = (0,)   # of the last forward's h_n (last pooling)
         self._keep: np.ndarray | None = None          # the input's scaled dropout mask
         self._rng = np.random.default_rng(s_dec.spawn(1)[0])  # its own draws, masks not given
+
+    @staticmethod
+    def parameter_count(config: ClassifierConfig) -> int:
+        """The parameters of the model of ``config``, from the shapes: the embedding, the stack,
+        the attention pooling's ``proj (A, D*H)``, its bias and ``score (1, A)``, the decoder
+        ``(R, D*H)`` and its bias."""
+        D, H, R, A = config.num_directions, config.hidden_size, config.num_labels, \
+            config.attention_size
+        n = config.vocab_size * config.input_size + recurrent_parameters(
+            config.cell, config.input_size, H, config.num_layers, D)
+        if config.pooling == "attention":
+            n += A * D * H + A + A
+        return n + D * H * R + R
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
@@ -327,18 +348,34 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
 # The command line: the classifier's train flags and predict
 # --------------------------------------------------------------------------------------------
 
-CLASSIFY_OPTIONS = (
-    Option("--pooling", kwargs=dict(choices=POOLINGS),
-           help="attention (learned weights over the characters, drawn by predict --plot) or "
-                "last (the final states of both directions) (default: {default})"),
-    Option("--bidirectional", kwargs=dict(action=argparse.BooleanOptionalAction),
-           help="read each name in both directions (default: {default})"),
-    Option("--attention-size", kwargs=dict(type=positive_int),
-           help="hidden width of the attention's scoring layer (default: {default})"),
-)
+@dataclass(frozen=True)
+class ClassifyOptions(RecurrentOptions):
+    """The classifier's own settings: the model's (with this task's recipe as defaults), its
+    directions and its pooling."""
+
+    hidden_size: int = changed(RecurrentOptions, "hidden_size", 128)
+    num_layers: int = changed(RecurrentOptions, "num_layers", 1)
+    dropout: float = changed(RecurrentOptions, "dropout", 0.0,
+                             help="dropout on the embedded characters the stack reads and "
+                                  "between its layers, in [0, 1) (default: {default})")
+    bidirectional: bool = option(True, "read each name in both directions "
+                                       "(default: {default})",
+                                 action=argparse.BooleanOptionalAction)
+    pooling: str = option("attention", "attention (learned weights over the characters, drawn "
+                                       "by predict --plot) or last (the final states of both "
+                                       "directions) (default: {default})", choices=POOLINGS)
+    attention_size: int = option(64, "hidden width of the attention's scoring layer "
+                                     "(default: {default})", type=positive_int)
+
+    def validate(self) -> None:
+        super().validate()
+        if not isinstance(self.bidirectional, bool):
+            raise TypeError(f"bidirectional must be a bool, got {self.bidirectional!r}")
+        require_choice("pooling", self.pooling, POOLINGS)
+        require_int("attention_size", self.attention_size)
 
 
-def predict(args: Namespace, services: Services) -> int:
+def predict(task: Task, args: Namespace, services: Services) -> int:
     """``predict``: each name with its most likely labels (or all, as JSON), and with
     ``--plot`` the attention over its characters."""
     names = read_names(args.names)
@@ -346,8 +383,10 @@ def predict(args: Namespace, services: Services) -> int:
         raise ValueError(f"--plot draws a row per name: give at most {MAX_PLOT_ROWS} names, "
                          f"got {len(names)}")
     model, meta = services.load(args.checkpoint, args)
-    codes = services.labels_of(meta) or ()
-    probs, weights = predict_names(model, services.vocab_of(meta), names)  # checks every name
+    vocabularies = task.read_record(meta).vocabularies
+    codes, vocab = vocabularies["labels"], vocabularies["characters"]
+    assert isinstance(vocab, Vocabulary) and isinstance(codes, tuple)
+    probs, weights = predict_names(model, vocab, names)  # checks every name
     if args.plot is not None:
         if any(w is None for w in weights):
             raise ValueError("this classifier pools the last states: it has no attention to "
@@ -376,18 +415,15 @@ class ClassifyTask(Task):
     loss_label = "binary cross-entropy (nats per name-region pair)"
     # classify(tokens (B, T), lengths (B,)) -> (logits (B, R), attention (B, T) or None)
     inference: ClassVar[dict[str, Rows]] = {"classify": Rows((0, 0), (0, 0))}
-    reads = frozenset({"pooling", "bidirectional", "attention_size", "embedding_dim"})
+    options = ClassifyOptions
     resume_keys = ("batch_size",)
     summary = "a name -> the labels after it (many-to-one)"
     evaluation_help = ("mean binary cross-entropy, micro and macro average precision and a few "
                        "regions' AP")
     evaluation_json = '{"val_loss", "micro_ap", "macro_ap", "ap_hi", ...}'
-    train_options = CLASSIFY_OPTIONS
     flag_help: ClassVar[dict[str, str]] = {
         "batch_size": "names per step, each padded to the longest of its batch "
                       "(default: {default})",
-        "dropout": "dropout on the embedded characters the stack reads and between its "
-                   "layers, in [0, 1) (default: {default})",
         "eval_every": "measure the validation metrics (the best checkpoint keeps the best "
                       "micro-AP) and save a checkpoint every N steps (and at the last) "
                       "(default: {default})",
@@ -403,8 +439,7 @@ class ClassifyTask(Task):
     higher_is_better = True
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
     train_defaults: ClassVar[dict[str, Any]] = dict(
-        hidden_size=128, num_layers=1, dropout=0.0, dtype="float32", batch_size=64,
-        steps=16000, lr=1e-2, lr_decay="cosine", lr_final=0.05, lr_decay_steps=16000,
+        batch_size=64, steps=16000, lr=1e-2, lr_decay="cosine", lr_final=0.05, lr_decay_steps=16000,
         optimizer="adamw", weight_decay=0.05, eval_every=2000, sample_every=4000,
         num_eval_samples=3)
 
@@ -426,7 +461,7 @@ class ClassifyTask(Task):
                                  f"only, at most {MAX_PLOT_ROWS} names)")
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
-        return predict(args, services)
+        return predict(self, args, services)
 
     def refusal(self, command: str, path: str, served_by: str) -> str | None:
         if command != "sample":
@@ -434,29 +469,60 @@ class ClassifyTask(Task):
         return (f"{path} is a classifier: it reads names and writes labels, it cannot sample; "
                 f"use predict (or sample from {served_by} checkpoint)")
 
-    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
-        return padded_batch_shape(settings.batch_size, corpus.train_names, settings.seq_len)
+    def training_memory(self, config: ModelConfig, settings: TrainConfig,
+                        corpus: Corpus) -> MemoryEstimate:
+        """Batches of names padded to the longest training name (and the newline before it),
+        run with their lengths; the head keeps the attention's batch-major copy of the outputs,
+        its ``Z`` and ``tanh(Z)`` ``(B, T, A)`` (and with dropout the input's mask and the
+        dropped input)."""
+        assert isinstance(config, ClassifierConfig)
+        B, T = settings.batch_size, longest_name(corpus.train_names) + 1
+        n, D, H, A = np.dtype(config.dtype).itemsize, config.num_directions, \
+            config.hidden_size, config.attention_size
+        drop = 2 * config.input_size if config.dropout else 0
+        return training_estimate(config, self.parameter_count(config), B, T, masked=True,
+                                 directions=D, head_held=n * T * B * (D * H + 2 * A + drop),
+                                 head_transient=n * T * B * (A + D * H),
+                                 advice=names_advice(T - 1))
 
-    def load(self, data: str) -> Corpus:
+    def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         return load_labelled_corpus(data)
+
+    def vocabularies(self, corpus: Corpus) -> dict[str, Vocabulary | tuple[str, ...]]:
+        assert corpus.labels is not None
+        return {"characters": corpus.vocab, "labels": corpus.labels}
+
+    def vocabulary_names(self) -> tuple[str, ...]:
+        return ("characters", "labels")
+
+    def record_problem(self, config: ModelConfig,
+                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+        return super().record_problem(config, vocabularies) or labels_problem(
+            config, vocabularies)
 
     def model_config(self, settings: TrainConfig, corpus: Corpus) -> ClassifierConfig:
         assert corpus.labels is not None
-        return ClassifierConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
-                                num_layers=settings.num_layers, cell=settings.cell,
-                                embedding_dim=settings.embedding_dim, dropout=settings.dropout,
-                                dtype=settings.dtype, num_labels=len(corpus.labels),
-                                bidirectional=settings.bidirectional, pooling=settings.pooling,
-                                attention_size=settings.attention_size)
+        o = settings.options
+        assert isinstance(o, ClassifyOptions)
+        return ClassifierConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
+                                num_layers=o.num_layers, cell=o.cell,
+                                embedding_dim=o.embedding_dim, dropout=o.dropout, dtype=o.dtype,
+                                num_labels=len(corpus.labels), bidirectional=o.bidirectional,
+                                pooling=o.pooling, attention_size=o.attention_size)
 
     def build(self, config: ModelConfig, seed: int | None) -> Classifier:
         assert isinstance(config, ClassifierConfig)
         return Classifier(config, seed=seed)
 
+    def parameter_count(self, config: ModelConfig) -> int:
+        assert isinstance(config, ClassifierConfig)
+        return Classifier.parameter_count(config)
+
     def batches(self, settings: TrainConfig, corpus: Corpus) -> NameBatches:
         assert corpus.train_names is not None and corpus.train_targets is not None
         encoded = [corpus.vocab.encode(n) for n in corpus.train_names]
-        targets = corpus.train_targets.astype(settings.dtype)
+        assert isinstance(settings.options, ClassifyOptions)
+        targets = corpus.train_targets.astype(settings.options.dtype)
 
         def make(indices: np.ndarray, epoch: int) -> Batch:
             tokens, lengths = pad([encoded[i] for i in indices])

@@ -1,8 +1,8 @@
 """What a task brings to the command line: its ``train`` flags, and its inference commands.
 
 The driver's command line (:mod:`numpy_rnn.driver.cli`) names no task. It builds ``train``'s
-parser from the common flags and the flags of the task asked for (:attr:`Task.train_options`,
-shown with :attr:`Task.train_defaults`), and each inference command (``sample``, ``predict``,
+parser from the loop's settings and the task's options dataclasses (:mod:`.options`, shown with
+the task's recipe), and each inference command (``sample``, ``predict``,
 ``convert``, ...) from the :class:`Command` it is and from every task that serves it
 (:attr:`Task.commands`, :meth:`Task.add_command_arguments`). It runs a command by handing it to
 the task of the checkpoint (:meth:`Task.run_command`), with the driver's services
@@ -21,7 +21,7 @@ import math
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,10 +29,10 @@ import numpy as np
 
 if TYPE_CHECKING:
     from .base import Predictor, Task
-    from .corpus import Vocabulary
     from .model import ModelConfig
+    from .sizes import MemoryEstimate
 
-__all__ = ["PREDICT", "SAMPLE", "SAMPLE_RULE", "Command", "Option", "Services",
+__all__ = ["PREDICT", "SAMPLE", "SAMPLE_RULE", "Command", "Services",
            "dropout_rate", "nonnegative_float", "nonnegative_int", "png_file",
            "positive_float", "positive_int", "read_names", "read_prime", "read_stdin",
            "run_sample", "unit_interval"]
@@ -114,31 +114,6 @@ def png_file(text: str) -> Path:
     return path
 
 
-# -- a task's train flags -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Option:
-    """One ``train`` flag of a task: ``flag`` (``--pooling``) sets the ``TrainConfig`` field of
-    the same name (``pooling``); ``group`` is the section of ``train --help`` it is listed in
-    (``model``, ``data and batching``, ``optimisation`` or ``run``); ``help`` may say
-    ``{default}``, replaced by the task's default of the field; ``kwargs`` go to argparse's
-    ``add_argument`` (``type``, ``choices``, ``action``, ``metavar``). ``new_run``: a setting of
-    a new run only, refused with ``--resume``. ``preset``: a flag that stands for these
-    ``TrainConfig`` fields (flags given with it still override them)."""
-
-    flag: str
-    help: str
-    group: str = "model"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    new_run: bool = False
-    preset: dict[str, Any] | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.flag.lstrip("-").replace("-", "_")
-
-
 # -- inference commands -------------------------------------------------------------------------
 
 
@@ -161,7 +136,8 @@ class Command:
 
 class Services(Protocol):
     """What the driver lends a task's command: checkpoints, the memory guard and file writing
-    (a task never imports the driver)."""
+    (a task never imports the driver). A task reads its own part of a checkpoint's metadata
+    (``Task.read_record``)."""
 
     def read_meta(self, path: str | Path) -> dict[str, Any]:
         """A checkpoint's metadata, validated (``CheckpointError`` otherwise)."""
@@ -177,17 +153,9 @@ class Services(Protocol):
         metadata."""
         ...
 
-    def vocab_of(self, meta: dict[str, Any]) -> Vocabulary:
-        """The vocabulary recorded in a checkpoint."""
-        ...
-
-    def labels_of(self, meta: dict[str, Any]) -> tuple[str, ...] | None:
-        """The label vocabulary recorded in a checkpoint (None: the task has none)."""
-        ...
-
-    def check_sampling_fits(self, config: ModelConfig, num_samples: int, max_length: int,
-                            prime_length: int, advice: str) -> None:
-        """Refuse (``MemoryLimitError``) sampling that cannot fit in memory."""
+    def check_fits(self, estimate: MemoryEstimate) -> None:
+        """Refuse (``MemoryLimitError``, naming the estimate's advice) what cannot fit in
+        memory."""
         ...
 
     def atomic_write(self, path: Path, mode: str, write: Callable[[Any], None]) -> None:
@@ -200,11 +168,12 @@ class Services(Protocol):
         ...
 
     def write_checkpoint(self, path: Path, state: dict[str, np.ndarray], config: ModelConfig,
-                         vocab: Vocabulary, *, data: str, backend: str,
+                         data: Any, *, source: str, backend: str,
                          check: Callable[[], None]) -> Path:
-        """Save a checkpoint of ``state`` (checked against ``config``) at step 0, holding the
-        run lock of its directory; ``check`` runs under the lock first (refusing, say, a file
-        there). Returns the path written."""
+        """Save a checkpoint of ``state`` (checked against ``config``; the vocabularies those of
+        ``data``) at step 0, ``source`` its corpus, holding the run lock of its directory;
+        ``check`` runs under the lock first (refusing, say, a file there). Returns the path
+        written."""
         ...
 
     def checkpoint_error(self, message: str) -> Exception:
@@ -283,15 +252,17 @@ def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
     the samples (and with ``--label`` whether each is a training, a validation or a new name).
     ``names_only``: the task generates names, each ending at its newline (``--stop
     newline``)."""
+    from .corpus import Corpus
     from .sampling import tag_names
+    from .sizes import sampling_estimate
 
     prime = read_prime(args)
     if names_only and args.stop == "length":
         raise ValueError(f"{with_article_of(task)} model generates names: it stops at the end of "
                          "each name (--stop newline)")
     model, meta = services.load(args.checkpoint, args)
-    services.check_sampling_fits(model.config, args.num_samples, args.max_length, len(prime),
-                                 "choose a smaller --num-samples or --max-length")
+    services.check_fits(sampling_estimate(model.config, task.parameter_count(model.config),
+                                          args.num_samples, args.max_length, len(prime)))
     stop = args.stop
     if stop == "auto":
         stop = "newline" if meta.get("data") == "plants" or names_only else "length"
@@ -301,7 +272,10 @@ def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
                        prime=prime, max_length=args.max_length)
     tags = None
     if args.label:
-        corpus = task.load_for(meta, args.data)
+        record = task.read_record(meta)
+        corpus = task.load_for(record, meta["data"] if args.data is None else args.data)
+        task.check_data(record, corpus, args.checkpoint)
+        assert isinstance(corpus, Corpus)
         tags = tag_names(samples, corpus)
     # Names are one per line; texts contain newlines themselves, so a rule line separates them.
     sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"

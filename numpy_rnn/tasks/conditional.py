@@ -22,7 +22,7 @@ model's (``encoder``, ``rnn``, ``decoder``) and ``condition.weight``, ``conditio
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -31,26 +31,27 @@ import numpy as np
 from ..nn.dense import Linear
 from ..nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ..nn.recurrent import Recurrent
-from .base import Batch, Predictor, Rows, State, Task
+from .base import Batch, Predictor, Rows, State, Task, labels_problem
 from .commands import (
     SAMPLE,
-    Option,
     Services,
     dropout_rate,
     nonnegative_int,
     positive_int,
     run_sample,
 )
-from .corpus import Corpus, load_labelled_corpus
+from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .lm import CharRNN
 from .model import ModelConfig, expose
-from .names import NameBatches, pad, padded_batch_shape
+from .names import NameBatches, longest_name, names_advice, pad
+from .options import RecurrentOptions, TaskOptions, option, require_rate
 from .sampling import sample, tag_names
+from .sizes import MemoryEstimate, training_estimate
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-    from ..driver.train import TrainConfig
+    from ..driver.config import TrainConfig
 
 __all__ = ["JUDGED_LABELS", "ConditionalCharRNN", "ConditionalConfig", "ConditionalInputs",
            "ConditionalTask", "conditions_for", "judge", "sample_conditioned"]
@@ -68,7 +69,6 @@ class ConditionalConfig(ModelConfig):
     labels the condition vector has."""
 
     task: ClassVar[str] = "conditional"
-    conditioned: ClassVar[bool] = True
 
     num_labels: int = 1
 
@@ -77,6 +77,21 @@ class ConditionalConfig(ModelConfig):
         if isinstance(self.num_labels, bool) or not isinstance(self.num_labels, (int, np.integer)) \
                 or self.num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, got {self.num_labels!r}")
+
+
+@dataclass(frozen=True)
+class ConditionalOptions(RecurrentOptions):
+    """The conditional generator's own settings: the model's (the language model's recipe)
+    and the share of names it is shown without their labels."""
+
+    label_dropout: float = option(0.1, "the share of training names shown with no labels each "
+                                       "epoch, so the model also generates with none given, in "
+                                       "[0, 1) (default: {default})", group="data and batching",
+                                  type=dropout_rate)
+
+    def validate(self) -> None:
+        super().validate()
+        require_rate("label_dropout", self.label_dropout)
 
 
 class ConditionalInputs(NamedTuple):
@@ -104,6 +119,14 @@ class ConditionalCharRNN(CharRNN):
                                 dtype=config.dtype, seed=cond)
         expose(self, {"condition": self.condition})
         self._h0: np.ndarray | None = None
+
+    @staticmethod
+    def parameter_count(config: ModelConfig) -> int:
+        """The language model's parameters and the condition's Linear ``(L*H, R)`` with its
+        bias."""
+        assert isinstance(config, ConditionalConfig)
+        LH = config.num_layers * config.hidden_size
+        return CharRNN.parameter_count(config) + config.num_labels * LH + LH
 
     def _initial(self, conditions: np.ndarray) -> tuple[State, np.ndarray]:
         """h0 = tanh(conditions W_c^T + b_c) as ``(L, B, H)`` (and c0 = 0): the state, and h0."""
@@ -235,16 +258,11 @@ class ConditionalTask(Task):
     # initial_state(conditions (B, R)) -> state; logits as the language model's
     inference: ClassVar[dict[str, Rows]] = {"initial_state": Rows((0,), 1),
                                             "logits": Rows((0, 1), (0, 1))}
-    reads = frozenset({"label_dropout", "embedding_dim"})
+    options = ConditionalOptions
     resume_keys = ("batch_size", "label_dropout")
     summary = "labels -> a name (one-to-many)"
     evaluation_help = "nats per character with the true regions and with none"
     evaluation_json = '{"val_loss", "val_loss_no_labels", ...}'
-    train_options = (
-        Option("--label-dropout", group="data and batching", kwargs=dict(type=dropout_rate),
-               help="the share of training names shown with no labels each epoch, so the "
-                    "model also generates with none given, in [0, 1) (default: {default})"),
-    )
     flag_help: ClassVar[dict[str, str]] = {
         "batch_size": "names per step, each padded to the longest of its batch "
                       "(default: {default})",
@@ -252,8 +270,7 @@ class ConditionalTask(Task):
     commands = (SAMPLE,)
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
     train_defaults: ClassVar[dict[str, Any]] = dict(
-        hidden_size=256, num_layers=2, dropout=0.1, dtype="float32", batch_size=64,
-        steps=10000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=10000,
+        batch_size=64, steps=10000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=10000,
         eval_every=1000, sample_every=2000, num_eval_samples=4)
 
 
@@ -294,8 +311,8 @@ class ConditionalTask(Task):
 
         def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
                      stop_at_newline: bool, **options: Any) -> list[str]:
-            return sample_conditioned(model, services.vocab_of(meta),
-                                      services.labels_of(meta) or (), codes, args.num_samples,
+            vocab, labels = self.vocabularies_of(meta)
+            return sample_conditioned(model, vocab, labels, codes, args.num_samples,
                                       rng, model.config.dtype, **options)
 
         return run_sample(self, args, services, generate=generate, names_only=True)
@@ -304,14 +321,19 @@ class ConditionalTask(Task):
                           services: Services) -> list[str]:
         if args.judge is None:
             return []
+        from .classify import ClassifyTask  # the other task, as a judge
+
         generator, meta = services.load(args.checkpoint, args)
         classifier, c_meta = services.load(args.judge, args)
-        if services.vocab_of(c_meta) != services.vocab_of(meta):
+        vocab, labels = self.vocabularies_of(meta)
+        judged = ClassifyTask().read_record(c_meta).vocabularies
+        if judged["characters"] != vocab:
             raise services.checkpoint_error(f"{args.judge} reads another vocabulary than "
                                             f"{args.checkpoint} writes: train both on one "
                                             "corpus")
-        rows = judge(generator, classifier, services.vocab_of(meta),
-                     services.labels_of(meta) or (), services.labels_of(c_meta) or (),
+        judge_labels = judged["labels"]
+        assert isinstance(judge_labels, tuple)
+        rows = judge(generator, classifier, vocab, labels, judge_labels,
                      generator.config.dtype, num_samples=args.judge_samples, seed=args.seed)
         metrics["judge"] = rows
         return [f"classifier's mean probability of the region, {args.judge_samples} names each:",
@@ -319,10 +341,37 @@ class ConditionalTask(Task):
             f"{row['region']:<8}{row['conditioned']:>15.3f}{row['unconditioned']:>12.3f}"
             for row in rows]
 
-    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
-        return padded_batch_shape(settings.batch_size, corpus.train_names, settings.seq_len)
+    def training_memory(self, config: ModelConfig, settings: TrainConfig,
+                        corpus: Corpus) -> MemoryEstimate:
+        """The language model's step over names padded to the longest training name (with
+        the newline before it), run with their lengths."""
+        T = longest_name(corpus.train_names) + 1
+        return training_estimate(config, self.parameter_count(config), settings.batch_size, T,
+                                 masked=True, advice=names_advice(T - 1))
 
-    def load(self, data: str) -> Corpus:
+    def vocabularies(self, corpus: Corpus) -> dict[str, Vocabulary | tuple[str, ...]]:
+        assert corpus.labels is not None
+        return {"characters": corpus.vocab, "labels": corpus.labels}
+
+    def vocabulary_names(self) -> tuple[str, ...]:
+        return ("characters", "labels")
+
+    def record_problem(self, config: ModelConfig,
+                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+        return super().record_problem(config, vocabularies) or labels_problem(
+            config, vocabularies)
+
+    def parameter_count(self, config: ModelConfig) -> int:
+        return ConditionalCharRNN.parameter_count(config)
+
+    def vocabularies_of(self, meta: dict[str, Any]) -> tuple[Vocabulary, tuple[str, ...]]:
+        """A checkpoint's characters and labels (its record's)."""
+        vocabularies = self.read_record(meta).vocabularies
+        vocab, labels = vocabularies["characters"], vocabularies["labels"]
+        assert isinstance(vocab, Vocabulary) and isinstance(labels, tuple)
+        return vocab, labels
+
+    def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         corpus = load_labelled_corpus(data)
         if "\n" not in corpus.vocab.chars:          # always there: names end with a newline
             raise ValueError("the vocabulary has no newline to start and end the names with")
@@ -330,10 +379,12 @@ class ConditionalTask(Task):
 
     def model_config(self, settings: TrainConfig, corpus: Corpus) -> ConditionalConfig:
         assert corpus.labels is not None
-        return ConditionalConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
-                                 num_layers=settings.num_layers, cell=settings.cell,
-                                 embedding_dim=settings.embedding_dim, dropout=settings.dropout,
-                                 dtype=settings.dtype, num_labels=len(corpus.labels))
+        o = settings.options
+        assert isinstance(o, ConditionalOptions)
+        return ConditionalConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
+                                 num_layers=o.num_layers, cell=o.cell,
+                                 embedding_dim=o.embedding_dim, dropout=o.dropout, dtype=o.dtype,
+                                 num_labels=len(corpus.labels))
 
     def build(self, config: ModelConfig, seed: int | None) -> ConditionalCharRNN:
         assert isinstance(config, ConditionalConfig)
@@ -342,8 +393,10 @@ class ConditionalTask(Task):
     def batches(self, settings: TrainConfig, corpus: Corpus) -> NameBatches:
         assert corpus.train_names is not None and corpus.train_targets is not None
         inputs, targets = _sequences(corpus.vocab, corpus.train_names)
-        regions = corpus.train_targets.astype(settings.dtype)
-        p, seed = settings.label_dropout, settings.seed
+        o = settings.options
+        assert isinstance(o, ConditionalOptions)
+        regions = corpus.train_targets.astype(o.dtype)
+        p, seed = o.label_dropout, settings.seed
 
         def make(indices: np.ndarray, epoch: int) -> Batch:
             tokens, lengths = pad([inputs[i] for i in indices])

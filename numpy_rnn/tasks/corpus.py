@@ -500,6 +500,23 @@ class Corpus:
     train_targets: np.ndarray | None = None
     val_targets: np.ndarray | None = None
 
+    def describe(self) -> str:
+        """``corpus plants.data: 620,178 training and 69,102 validation characters, vocabulary
+        of 60, 70 labels``: the log's line."""
+        return (f"corpus {self.source}: {len(self.train_text):,} training and "
+                f"{len(self.val_text):,} validation characters, vocabulary of {len(self.vocab)}"
+                + (f", {len(self.labels)} labels" if self.labels is not None else ""))
+
+    def fingerprint(self) -> str:
+        """A digest of what a run reads from the corpus (text, vocabulary, labels), to check
+        that every process of a job reads the same."""
+        h = hashlib.sha256()
+        for part in (self.train_text, self.val_text, "\x00".join(self.vocab.chars),
+                     "\x00".join(self.labels or ())):
+            h.update(part.encode("utf-8"))
+            h.update(b"\x00")
+        return h.hexdigest()
+
 
 def is_validation_name(name: str) -> bool:
     """The split rule for names: validation when ``zlib.crc32(name.encode()) % 10 == 0``."""

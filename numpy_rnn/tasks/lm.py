@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -29,16 +30,18 @@ from ..nn.dense import Embedding, Linear
 from ..nn.losses import cross_entropy, log_softmax
 from ..nn.recurrent import Recurrent
 from .base import Batch, Predictor, Rows, State, Task, TaskModel
-from .commands import SAMPLE, Command, Option, Services, positive_int, run_sample
+from .commands import SAMPLE, Command, Services, positive_int, run_sample
 from .corpus import Corpus, Vocabulary, load_corpus
 from .lm_batches import NameStreamBatcher, StreamBatcher, random_windows, validation_segments
 from .model import ModelConfig, expose, make_rnn
+from .options import Preset, RecurrentOptions, TaskOptions, option, require_choice, require_int
 from .sampling import sample, tag_names
+from .sizes import recurrent_parameters
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
 
-    from ..driver.train import TrainConfig
+    from ..driver.config import TrainConfig
 
 
 class CharRNN(TaskModel):
@@ -63,6 +66,14 @@ class CharRNN(TaskModel):
         self.decoder = Linear(config.hidden_size, config.vocab_size, dtype=config.dtype,
                               seed=s_dec)
         expose(self, {"encoder": self.encoder, "rnn": self.rnn, "decoder": self.decoder})
+
+    @staticmethod
+    def parameter_count(config: ModelConfig) -> int:
+        """The parameters of the model of ``config``, from the shapes: the embedding ``(V, E)``,
+        the stack, the decoder ``(V, H)`` and its bias."""
+        V, H = config.vocab_size, config.hidden_size
+        return (V * config.input_size + H * V + V
+                + recurrent_parameters(config.cell, config.input_size, H, config.num_layers))
 
     def train(self, mode: bool = True) -> CharRNN:
         super().train(mode)
@@ -132,18 +143,19 @@ class LMBatches:
     """
 
     def __init__(self, settings: TrainConfig, corpus: Corpus) -> None:
-        vocab = corpus.vocab
-        self.schedule = settings.schedule
-        B, T = settings.batch_size, settings.seq_len
+        vocab, options = corpus.vocab, settings.options
+        assert isinstance(options, LMOptions)
+        self.schedule = options.schedule
+        B, T = settings.batch_size, options.seq_len
         self.B, self.T = B, T
         self.train_ids = vocab.encode(corpus.train_text)
         self.rng = np.random.default_rng(settings.seed)   # the random schedule's offsets
         self.batcher: StreamBatcher | None
-        if settings.schedule == "stream" and corpus.train_names is not None:
+        if options.schedule == "stream" and corpus.train_names is not None:
             self.batcher = NameStreamBatcher([vocab.encode(n + "\n") for n in corpus.train_names],
-                                             B, T, groups=settings.stream_groups,
+                                             B, T, groups=options.stream_groups,
                                              seed=settings.seed)
-        elif settings.schedule == "stream":
+        elif options.schedule == "stream":
             self.batcher = StreamBatcher(self.train_ids, B, T)
         else:
             self.batcher = None
@@ -244,27 +256,41 @@ NOTEBOOK: dict[str, Any] = dict(cell="lstm", hidden_size=512, num_layers=3, embe
                                 steps=700, lr=2e-3, lr_decay="none", clip=None,
                                 eval_every=100, sample_every=100)
 
-LM_OPTIONS = (
-    Option("--seq-len", group="data and batching", kwargs=dict(type=positive_int),
-           help="characters per window: the length of backpropagation through time "
-                "(default: {default})"),
-    Option("--schedule", group="data and batching", kwargs=dict(choices=SCHEDULES),
-           help="random: windows at random offsets, each from a zero hidden state (the "
-                "notebook's, with batch 1); stream: the text as BATCH contiguous streams, the "
-                "hidden state carried from one batch to the next (truncated BPTT) "
-                "(default: {default})"),
-    Option("--stream-groups", group="data and batching", kwargs=dict(type=positive_int),
-           help="stream schedule on plant names: each epoch deals the training names into this "
-                "many random groups, each kept in file order, and streams the groups one after "
-                "another, so consecutive names are about this far apart in the sorted file, as "
-                "in validation (one name in ten); 1 streams the file order. A plain text file "
-                "always streams in its own order (default: {default})"),
-    Option("--notebook", group="run", kwargs=dict(action="store_true"), new_run=True,
-           preset=NOTEBOOK,
-           help="start from the original notebook's settings instead of the defaults (3 x 512 "
-                "LSTM, float64, one random 150-character window per step, Adam 0.002 without "
-                "decay or clipping, 700 steps); flags given with it still override them"),
-)
+@dataclass(frozen=True)
+class LMOptions(RecurrentOptions):
+    """The language model's own settings: the model's (:class:`RecurrentOptions`, whose
+    defaults are this task's recipe) and how the text is cut into batches."""
+
+    seq_len: int = option(150, "characters per window: the length of backpropagation through "
+                               "time (default: {default})", group="data and batching",
+                          type=positive_int)
+    schedule: str = option("stream", "random: windows at random offsets, each from a zero "
+                                     "hidden state (the notebook's, with batch 1); stream: the "
+                                     "text as BATCH contiguous streams, the hidden state carried "
+                                     "from one batch to the next (truncated BPTT) "
+                                     "(default: {default})", group="data and batching",
+                           choices=SCHEDULES)
+    stream_groups: int = option(10, "stream schedule on plant names: each epoch deals the "
+                                    "training names into this many random groups, each kept in "
+                                    "file order, and streams the groups one after another, so "
+                                    "consecutive names are about this far apart in the sorted "
+                                    "file, as in validation (one name in ten); 1 streams the "
+                                    "file order. A plain text file always streams in its own "
+                                    "order (default: {default})", group="data and batching",
+                                type=positive_int)
+
+    def validate(self) -> None:
+        super().validate()
+        require_int("seq_len", self.seq_len)
+        require_choice("schedule", self.schedule, SCHEDULES)
+        require_int("stream_groups", self.stream_groups)
+
+
+NOTEBOOK_PRESET = Preset(
+    "--notebook", "start from the original notebook's settings instead of the defaults (3 x 512 "
+                  "LSTM, float64, one random 150-character window per step, Adam 0.002 without "
+                  "decay or clipping, 700 steps); flags given with it still override them",
+    NOTEBOOK)
 
 
 def _add_convert_arguments(c: ArgumentParser) -> None:
@@ -304,7 +330,8 @@ def convert_notebook(args: Namespace, services: Services) -> int:
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
     config, state = notebook.load_notebook_state(args.notebook_state)
-    vocab = load_corpus(args.data).vocab
+    corpus = load_corpus(args.data)
+    vocab = corpus.vocab
     if len(vocab) != config.vocab_size:
         raise services.checkpoint_error(
             f"{args.notebook_state} has a vocabulary of {config.vocab_size} characters but the "
@@ -314,7 +341,8 @@ def convert_notebook(args: Namespace, services: Services) -> int:
     data = args.data if args.data == "plants" else str(Path(args.data).resolve())
     # Written under the lock of its directory: a training run there (whose checkpoint this
     # would replace) holds it, and gets the directory to itself.
-    path = services.write_checkpoint(out, state, config, vocab, data=data, backend="notebook",
+    path = services.write_checkpoint(out, state, config, corpus, source=data,
+                                     backend="notebook",
                                      check=lambda: _refuse_existing(out, args.overwrite))
     print(f"wrote {path}: {config.cell} {config.num_layers} x {config.hidden_size}, "
           f"vocabulary of {len(vocab)}, {config.dtype}")
@@ -329,14 +357,15 @@ class LanguageModelTask(Task):
     loss_label = "cross-entropy (nats/char)"
     # logits(tokens (B, T), state) -> (logits (B, T, V), final state)
     inference: ClassVar[dict[str, Rows]] = {"logits": Rows((0, 1), (0, 1))}
-    reads = frozenset({"seq_len", "schedule", "stream_groups", "embedding_dim", "notebook"})
+    options = LMOptions
+    presets = (NOTEBOOK_PRESET,)
     resume_keys = ("schedule", "batch_size", "seq_len", "stream_groups")
+    legacy_settings: ClassVar[dict[str, Any]] = {"stream_groups": 1}
     article = "an"
     summary = "predict the next character of the text (many-to-many)"
     evaluation_help = ("nats and bits per character of the validation text, as one stream cut "
                        "into at most 16 segments run from a zero hidden state")
     evaluation_json = '{"val_loss": nats/char, "val_bpc": bits/char, "chars": N}'
-    train_options = LM_OPTIONS
     commands = (SAMPLE, CONVERT)
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
@@ -345,13 +374,20 @@ class LanguageModelTask(Task):
 
         def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
                      stop_at_newline: bool, **options: Any) -> list[str]:
-            return sample(model, services.vocab_of(meta), args.num_samples, rng,
+            return sample(model, self.characters(meta), args.num_samples, rng,
                           stop_at_newline=stop_at_newline, **options)
 
         return run_sample(self, args, services, generate=generate)
 
+    def characters(self, meta: dict[str, Any]) -> Vocabulary:
+        """The character vocabulary of a checkpoint of this task (its record's)."""
+        vocab = self.read_record(meta).vocabularies["characters"]
+        assert isinstance(vocab, Vocabulary)
+        return vocab
+
     def training_state_problem(self, state: dict[str, Any], settings: TrainConfig) -> str | None:
-        if settings.schedule == "stream" and not (
+        assert isinstance(settings.options, LMOptions)
+        if settings.options.schedule == "stream" and not (
                 state.get("batches") or {}).get("batcher", state.get("batcher")):
             return "training state lacks the stream position"
         return None
@@ -359,20 +395,24 @@ class LanguageModelTask(Task):
     def config_class(self) -> type[ModelConfig]:
         return ModelConfig
 
-    def load(self, data: str) -> Corpus:
+    def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         corpus = load_corpus(data)
         if len(corpus.val_text) < 2:
             raise ValueError(f"validation text too short: {len(corpus.val_text)} characters")
         return corpus
 
     def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
-        return ModelConfig(vocab_size=len(corpus.vocab), hidden_size=settings.hidden_size,
-                           num_layers=settings.num_layers, cell=settings.cell,
-                           embedding_dim=settings.embedding_dim, dropout=settings.dropout,
-                           dtype=settings.dtype)
+        o = settings.options
+        assert isinstance(o, LMOptions)
+        return ModelConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
+                           num_layers=o.num_layers, cell=o.cell, embedding_dim=o.embedding_dim,
+                           dropout=o.dropout, dtype=o.dtype)
 
     def build(self, config: ModelConfig, seed: int | None) -> CharRNN:
         return CharRNN(config, seed=seed)
+
+    def parameter_count(self, config: ModelConfig) -> int:
+        return CharRNN.parameter_count(config)
 
     def batches(self, settings: TrainConfig, corpus: Corpus) -> LMBatches:
         return LMBatches(settings, corpus)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["POOL", "NameBatches", "pad", "padded_batch_shape"]
+__all__ = ["POOL", "NameBatches", "pad", "longest_name", "names_advice"]
 
 #: Batches per length-sorted pool: names of similar length share a batch, but each pool is a
 #: random slice of the epoch, so batch composition still changes from epoch to epoch.
@@ -26,14 +26,17 @@ POOL = 32
 _NAME_BATCH_TAG = 0x62617463
 
 
-def padded_batch_shape(batch_size: int, names: Sequence[str] | None, seq_len: int
-                       ) -> tuple[int, int, bool]:
-    """The largest batch of whole names, for the memory guard: ``batch_size`` rows padded to
-    the longest training name and the newline before it (``seq_len`` when there are none),
-    run with their lengths (:meth:`Task.batch_shape`)."""
-    if not names:
-        return batch_size, seq_len, False
-    return batch_size, max(map(len, names)) + 1, True
+def longest_name(names: Sequence[str] | None) -> int:
+    """The length of the longest of ``names`` (0 for none): what a batch of whole names pads
+    to (with the newline before or after it), for the memory guard."""
+    return max(map(len, names or ()), default=0)
+
+
+def names_advice(longest: int) -> str:
+    """What to make smaller when a step over batches of names does not fit (the memory
+    guard's advice), the longest name ``longest`` characters."""
+    return ("choose a smaller --hidden-size, --num-layers, --embedding-dim or --batch-size (the "
+            f"batch's names are padded to the longest, {longest:,} characters)")
 
 
 def pad(encoded: Sequence[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:

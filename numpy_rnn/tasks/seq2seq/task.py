@@ -7,7 +7,8 @@ import argparse
 import json
 import sys
 from argparse import ArgumentParser, Namespace
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, get_args
 
@@ -17,38 +18,44 @@ from ...nn.losses import IGNORE_INDEX
 from ..base import Batch, DropoutMask, Predictor, Rows, Task, TaskModel
 from ..commands import (
     Command,
-    Option,
     Services,
     nonnegative_int,
     png_file,
     positive_int,
     read_names,
 )
-from ..corpus import Corpus, TokenVocabulary
+from ..corpus import TokenVocabulary, Vocabulary
 from ..model import ModelConfig
-from ..pairs import (
-    MAX_SEQUENCE_LENGTH,
-    TokenUnit,
-    load_cmudict,
-    load_pairs,
-    tokenize,
+from ..options import (
+    Preset,
+    RecurrentOptions,
+    TaskOptions,
+    changed,
+    option,
+    require_choice,
+    require_int,
 )
+from ..pairs import TokenUnit, load_cmudict, load_pairs, tokenize
+from ..sizes import MemoryEstimate
+from .sizes import decoding_estimate, parameter_count, training_estimate
 
 if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run time
-    from ...driver.train import TrainConfig
+    from ...driver.config import TrainConfig
 
 from .data import CMUDICT, CMUDICT_STRESS, SPECIALS, PairBatches, PairData, pair_data
 from .model import ATTENTIONS, PAD, Seq2Seq, Seq2SeqConfig
 from .plot import MAX_PLOT_WORDS, _step_names, plot_translation_attention
 from .translate import (
+    CHUNK,
+    MAX_OUTPUT,
     _target_tokens,
     decode_hypotheses,
     decode_words,
     score_groups,
 )
 
-__all__ = ["EVALUATION_BEAM", "EVALUATION_SPLIT", "EVALUATION_SPLITS", "SEQ2SEQ_OPTIONS",
-           "TRANSLATE",           "VALIDATION_WORDS", "Seq2SeqTask"]
+__all__ = ["EVALUATION_BEAM", "EVALUATION_SPLIT", "EVALUATION_SPLITS", "STRESS_PRESET",
+           "TRANSLATE", "VALIDATION_WORDS", "Seq2SeqOptions", "Seq2SeqTask"]
 
 #: How many dev words validation decodes (greedy) for WER and PER: all of CMUdict's 6,241
 #: would cost more than the rest of an evaluation; a fixed prefix keeps the numbers comparable.
@@ -90,35 +97,67 @@ TRANSLATE = Command(
     add_arguments=_add_translate_arguments, position=30)
 
 
-SEQ2SEQ_OPTIONS = (
-    Option("--attention", kwargs=dict(choices=ATTENTIONS),
-           help="the score of the decoder's attention over the encoder's outputs: additive "
-                "(Bahdanau), general or dot (Luong), or none: the same model without "
-                "attention (default: {default})"),
-    Option("--input-feeding", kwargs=dict(action=argparse.BooleanOptionalAction),
-           help="feed the previous attentional state into the decoder (Luong et al., "
-                "OpenNMT); without it the decoder runs as one layer call (default: on)"),
-    Option("--attention-size", kwargs=dict(type=positive_int),
-           help="hidden width of the additive score (default: {default})"),
-    Option("--length-buckets", group="data and batching", kwargs=dict(type=nonnegative_int,
-                                                                       metavar="N"),
-           help="cut each epoch's batches from pools of N batches sorted by length, so a batch "
-                "pads to about its own length (0: plain random batches) (default: {default})"),
-    Option("--stress", group="data and batching", kwargs=dict(action="store_true"),
-           new_run=True, preset=dict(data=CMUDICT_STRESS),
-           help="CMUdict's phonemes with their stress digits (69 symbols; --data "
-                f"{CMUDICT_STRESS}) instead of without (39, as every published comparison)"),
-    Option("--source-tokens", group="data and batching", new_run=True,
-           kwargs=dict(choices=get_args(TokenUnit)),
-           help="a source<TAB>target --data file: read each source as its characters or as "
-                "its space-separated words (translate then reads words too, split on spaces); "
-                "CMUdict is always chars (default: {default})"),
-    Option("--target-tokens", group="data and batching", new_run=True,
-           kwargs=dict(choices=get_args(TokenUnit)),
-           help="a source<TAB>target --data file: read each target as its characters or as "
-                "its space-separated words (translate prints the tokens of either joined by "
-                "spaces); CMUdict is always words (default: {default})"),
-)
+@dataclass(frozen=True)
+class Seq2SeqOptions(RecurrentOptions):
+    """The seq2seq task's own settings: the model's (its recipe's defaults), its attention, how
+    the pairs are read and batched."""
+
+    hidden_size: int = changed(RecurrentOptions, "hidden_size", 256,
+                               help="the width of the memory and of the decoder; the "
+                                    "bidirectional encoder runs half of it per direction, so it "
+                                    "must be even (default: {default})")
+    num_layers: int = changed(RecurrentOptions, "num_layers", 1,
+                              help="stacked recurrent layers of the encoder and of the decoder "
+                                   "(default: {default})")
+    embedding_dim: int | None = changed(
+        RecurrentOptions, "embedding_dim", None,
+        help="width of the source embedding (default: the hidden size)")
+    dropout: float = changed(RecurrentOptions, "dropout", 0.0,
+                             help="dropout between the stacked layers of the encoder and of the "
+                                  "decoder, in [0, 1) (default: {default})")
+    attention: str = option("general", "the score of the decoder's attention over the encoder's "
+                                       "outputs: additive (Bahdanau), general or dot (Luong), or "
+                                       "none: the same model without attention "
+                                       "(default: {default})", choices=ATTENTIONS)
+    input_feeding: bool = option(True, "feed the previous attentional state into the decoder "
+                                       "(Luong et al., OpenNMT); without it the decoder runs as "
+                                       "one layer call (default: {default})",
+                                 action=argparse.BooleanOptionalAction)
+    attention_size: int = option(64, "hidden width of the additive score (default: {default})",
+                                 type=positive_int)
+    length_buckets: int = option(100, "cut each epoch's batches from pools of N batches sorted "
+                                      "by length, so a batch pads to about its own length (0: "
+                                      "plain random batches) (default: {default})",
+                                 group="data and batching", type=nonnegative_int, metavar="N")
+    source_tokens: TokenUnit = option(
+        "chars", "a source<TAB>target --data file: read each source as its characters or as its "
+                 "space-separated words (translate then reads words too, split on spaces); "
+                 "CMUdict is always chars (default: {default})", group="data and batching",
+        new_run=True, choices=get_args(TokenUnit))
+    target_tokens: TokenUnit = option(
+        "words", "a source<TAB>target --data file: read each target as its characters or as its "
+                 "space-separated words (translate prints the tokens of either joined by "
+                 "spaces); CMUdict is always words (default: {default})",
+        group="data and batching", new_run=True, choices=get_args(TokenUnit))
+
+    def validate(self) -> None:
+        super().validate()
+        require_choice("attention", self.attention, ATTENTIONS)
+        if not isinstance(self.input_feeding, bool):
+            raise TypeError(f"input_feeding must be a bool, got {self.input_feeding!r}")
+        require_int("attention_size", self.attention_size)
+        require_int("length_buckets", self.length_buckets, minimum=0)
+        for name in ("source_tokens", "target_tokens"):
+            require_choice(name, getattr(self, name), get_args(TokenUnit))
+        if self.hidden_size % 2:
+            raise ValueError(f"hidden_size must be even (the encoder runs hidden_size/2 per "
+                             f"direction), got {self.hidden_size}")
+
+
+STRESS_PRESET = Preset(
+    "--stress", "CMUdict's phonemes with their stress digits (69 symbols; --data "
+                f"{CMUDICT_STRESS}) instead of without (39, as every published comparison)",
+    dict(data=CMUDICT_STRESS), group="data and batching")
 
 
 class Seq2SeqTask(Task):
@@ -137,15 +176,13 @@ class Seq2SeqTask(Task):
         "decode_step": Rows((0, 1, 0, 0, 0), (0, 1, 0, 0)),
         "score": Rows((0, 0), (0, 0)),
     }
-    reads = frozenset({"attention", "input_feeding", "attention_size", "embedding_dim",
-                       "stress", "length_buckets", "source_tokens", "target_tokens"})
+    options = Seq2SeqOptions
+    presets = (STRESS_PRESET,)
     resume_keys = ("batch_size", "length_buckets")
-    load_keys = ("source_tokens", "target_tokens")
     best_metric = "wer"
     evaluation_help = ("the test split (or --split dev): teacher-forced loss, and the word and "
                        "phoneme error rates of beam search (width 5, or --beam K)")
     evaluation_json = '{"val_loss", "wer", "per", "words", "split", "beam"}'
-    train_options = SEQ2SEQ_OPTIONS
     commands = (TRANSLATE,)
     flag_help: ClassVar[dict[str, str]] = {
         "batch_size": "word pairs per step (default: {default})",
@@ -153,20 +190,21 @@ class Seq2SeqTask(Task):
                 "the path of a UTF-8 file of 'source<TAB>target' lines (default: {default})",
     }
     train_defaults: ClassVar[dict[str, Any]] = dict(
-        data=CMUDICT, hidden_size=256, num_layers=1, dropout=0.0, dtype="float32",
-        batch_size=64, length_buckets=100, steps=14000, lr=2e-3, lr_decay="cosine",
+        data=CMUDICT, batch_size=64, steps=14000, lr=2e-3, lr_decay="cosine",
         lr_final=0.1, lr_decay_steps=14000, eval_every=1000, sample_every=1000,
         num_eval_samples=4)
 
     def config_class(self) -> type[ModelConfig]:
         return Seq2SeqConfig
 
-    def load(self, data: str, *, source_tokens: TokenUnit = "chars",
-             target_tokens: TokenUnit = "words") -> PairData:
-        """The pairs of ``data``: CMUdict by name (letters -> phonemes: ``source_tokens``
-        ``"chars"`` and ``target_tokens`` ``"words"``, the defaults; a ``ValueError`` for
-        others), or a ``source<TAB>target`` file with each side read as ``source_tokens`` /
-        ``target_tokens`` (``"chars"`` or ``"words"``)."""
+    def load(self, data: str, options: TaskOptions | None = None) -> PairData:
+        """The pairs of ``data``: CMUdict by name (letters -> phonemes: the options'
+        ``source_tokens`` ``"chars"`` and ``target_tokens`` ``"words"``, the defaults; a
+        ``ValueError`` for others), or a ``source<TAB>target`` file with each side read as
+        ``source_tokens`` / ``target_tokens`` say (``"chars"`` or ``"words"``)."""
+        o = options if options is not None else Seq2SeqOptions()
+        assert isinstance(o, Seq2SeqOptions)
+        source_tokens, target_tokens = o.source_tokens, o.target_tokens
         if data in (CMUDICT, CMUDICT_STRESS):
             if (source_tokens, target_tokens) != ("chars", "words"):
                 raise ValueError(f"--data {data} is read as letters (chars) -> phonemes (words): "
@@ -180,24 +218,69 @@ class Seq2SeqTask(Task):
                              f"(got {len(pairs.train)} and {len(pairs.dev)} sources)")
         return pair_data(pairs, data)
 
-    def model_config(self, settings: TrainConfig, corpus: Corpus) -> ModelConfig:
-        assert corpus.labels is not None
-        return Seq2SeqConfig(vocab_size=len(corpus.vocab),
-                             target_vocab_size=SPECIALS + len(corpus.labels),
-                             hidden_size=settings.hidden_size, num_layers=settings.num_layers,
-                             cell=settings.cell, embedding_dim=settings.embedding_dim,
-                             dropout=settings.dropout, dtype=settings.dtype,
-                             attention=settings.attention, attention_size=settings.attention_size,
-                             input_feeding=settings.input_feeding)
+    def vocabularies(self, data: PairData) -> dict[str, Vocabulary | tuple[str, ...]]:
+        return {"source": data.source_vocab, "target": data.target_vocab}
+
+    def vocabulary_names(self) -> tuple[str, ...]:
+        return ("source", "target")
+
+    def legacy_vocabularies(self, meta: Mapping[str, Any]
+                            ) -> dict[str, Vocabulary | tuple[str, ...]]:
+        """A checkpoint written before the tasks recorded their own vocabularies kept the
+        source side as its ``vocab`` and the target tokens as its ``labels``."""
+        old = super().legacy_vocabularies(meta)
+        labels = meta.get("labels")
+        return {"source": old["characters"], "target": tuple(labels) if isinstance(
+            labels, list) and all(isinstance(t, str) for t in labels) else ()}
+
+    def record_problem(self, config: ModelConfig,
+                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+        assert isinstance(config, Seq2SeqConfig)
+        missing = [n for n in self.vocabulary_names() if n not in vocabularies]
+        if missing:
+            return f"the vocabularies lack {', '.join(missing)}"
+        source, target = vocabularies["source"], vocabularies["target"]
+        if not isinstance(source, Vocabulary) or len(source) != config.vocab_size:
+            return (f"the source vocabulary has {len(source)} entries but the model config says "
+                    f"vocab_size={config.vocab_size}")
+        if len(target) + SPECIALS != config.target_vocab_size:
+            return (f"the target vocabulary has {len(target)} tokens but the model config says "
+                    f"target_vocab_size={config.target_vocab_size} ({SPECIALS} special ids and "
+                    "the tokens)")
+        return None
+
+    def model_config(self, settings: TrainConfig, data: PairData) -> ModelConfig:
+        o = settings.options
+        assert isinstance(o, Seq2SeqOptions)
+        return Seq2SeqConfig(vocab_size=len(data.source_vocab),
+                             target_vocab_size=SPECIALS + len(data.target_vocab),
+                             hidden_size=o.hidden_size, num_layers=o.num_layers, cell=o.cell,
+                             embedding_dim=o.embedding_dim, dropout=o.dropout, dtype=o.dtype,
+                             attention=o.attention, attention_size=o.attention_size,
+                             input_feeding=o.input_feeding)
 
     def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
         assert isinstance(config, Seq2SeqConfig)
         return Seq2Seq(config, seed)
 
-    def batches(self, settings: TrainConfig, corpus: Corpus) -> PairBatches:
-        assert isinstance(corpus, PairData)
-        return PairBatches(corpus, settings.batch_size, settings.seed,
-                           length_buckets=settings.length_buckets)
+    def parameter_count(self, config: ModelConfig) -> int:
+        assert isinstance(config, Seq2SeqConfig)
+        return parameter_count(config)
+
+    def training_memory(self, config: ModelConfig, settings: TrainConfig,
+                        data: PairData) -> MemoryEstimate:
+        """A step over batches of pairs padded to the longest training source and target
+        (with its end token) there are."""
+        assert isinstance(config, Seq2SeqConfig)
+        S = max(len(s) for s, _ in data.pairs.train)
+        T = max(len(t) for _, refs in data.pairs.train for t in refs) + 1
+        return training_estimate(config, settings.batch_size, S, T)
+
+    def batches(self, settings: TrainConfig, data: PairData) -> PairBatches:
+        o = settings.options
+        assert isinstance(o, Seq2SeqOptions)
+        return PairBatches(data, settings.batch_size, settings.seed,
+                           length_buckets=o.length_buckets)
 
     def loss_terms(self, targets: np.ndarray) -> int:
         return int(np.count_nonzero(np.asarray(targets) != IGNORE_INDEX))
@@ -207,12 +290,8 @@ class Seq2SeqTask(Task):
         B, S = batch.inputs.source.shape
         return config.dropout_masks(S, batch.inputs.target_in.shape[1], B)
 
-    def batch_shape(self, settings: TrainConfig, corpus: Corpus) -> tuple[int, int, bool]:
-        return settings.batch_size, MAX_SEQUENCE_LENGTH, True
-
-    def validate(self, model: Predictor, corpus: Corpus) -> dict[str, float]:
-        assert isinstance(corpus, PairData) and corpus.pairs is not None
-        return score_groups(model, corpus, corpus.pairs.dev[:VALIDATION_WORDS])
+    def validate(self, model: Predictor, data: PairData) -> dict[str, float]:
+        return score_groups(model, data, data.pairs.dev[:VALIDATION_WORDS])
 
     def describe_validation(self, metrics: dict[str, float]) -> str:
         return (f"dev loss {metrics['val_loss']:.4f}, WER {100 * metrics['wer']:.2f}%, "
@@ -233,18 +312,30 @@ class Seq2SeqTask(Task):
         return {"split": getattr(args, "split", None) or EVALUATION_SPLIT,
                 "beam": getattr(args, "beam", None) or EVALUATION_BEAM}
 
-    def evaluate(self, model: Predictor, corpus: Corpus, *, split: str = EVALUATION_SPLIT,
-                 beam: int = EVALUATION_BEAM) -> dict[str, float]:
-        """The teacher-forced loss, WER and PER of every word of the ``split`` (test or dev)
-        split, decoded with a beam of ``beam`` (1: greedy)."""
-        assert isinstance(corpus, PairData) and corpus.pairs is not None
+    def evaluation_memory(self, config: ModelConfig, data: PairData,
+                          **options: Any) -> MemoryEstimate:
+        """Decoding a chunk of the split's sources with a beam of ``beam`` (the ``options``)."""
+        assert isinstance(config, Seq2SeqConfig)
+        beam = int(options.get("beam", EVALUATION_BEAM))
+        groups = self._groups(data, options.get("split", EVALUATION_SPLIT))
+        S = max(len(s) for s, _ in groups)
+        return decoding_estimate(config, min(len(groups), CHUNK), S, beam, MAX_OUTPUT,
+                                 "choose a smaller --beam")
+
+    def _groups(self, data: PairData, split: str) -> list[Any]:
         if split not in EVALUATION_SPLITS:
             raise ValueError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, "
                              f"got {split!r}")
-        groups = corpus.pairs.test if split == "test" else corpus.pairs.dev
+        groups = data.pairs.test if split == "test" else data.pairs.dev
         if not groups:
-            raise ValueError(f"{corpus.source}: no {split} pairs to evaluate on")
-        return score_groups(model, corpus, groups, beam=beam)
+            raise ValueError(f"{data.source}: no {split} pairs to evaluate on")
+        return groups
+
+    def evaluate(self, model: Predictor, data: PairData, *, split: str = EVALUATION_SPLIT,
+                 beam: int = EVALUATION_BEAM) -> dict[str, float]:
+        """The teacher-forced loss, WER and PER of every word of the ``split`` (test or dev)
+        split, decoded with a beam of ``beam`` (1: greedy)."""
+        return score_groups(model, data, self._groups(data, split), beam=beam)
 
     def extend_evaluation(self, args: Namespace, metrics: dict[str, Any],
                           services: Services) -> list[str]:
@@ -258,18 +349,20 @@ class Seq2SeqTask(Task):
                 f"({int(metrics['words']):,} words, "
                 f"{'greedy' if beam == 1 else f'beam {beam}'})")
 
-    def log_samples(self, model: Predictor, corpus: Corpus, settings: TrainConfig,
+    def log_samples(self, model: Predictor, data: PairData, settings: TrainConfig,
                     step: int) -> list[str]:
-        assert isinstance(corpus, PairData) and corpus.pairs is not None
-        groups = corpus.pairs.dev[:settings.num_eval_samples]
-        hyps = decode_words(model, corpus.vocab, corpus.labels or (), [s for s, _ in groups])
-        join = corpus.vocab.separator.join
+        groups = data.pairs.dev[:settings.num_eval_samples]
+        hyps = decode_words(model, data.source_vocab, data.target_vocab,
+                            [s for s, _ in groups])
+        join = data.source_vocab.separator.join
         return [f"  {join(s):<20} {' '.join(h[0][0]):<30} ({' | '.join(map(' '.join, refs))})"
                 for (s, refs), h in zip(groups, hyps)]
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
         model, meta = services.load(args.checkpoint, args)
-        vocab, targets = services.vocab_of(meta), services.labels_of(meta) or ()
+        record = self.read_record(meta)
+        vocab, targets = record.vocabularies["source"], record.vocabularies["target"]
+        assert isinstance(vocab, Vocabulary) and isinstance(targets, tuple)
         if args.nbest > args.beam:
             raise ValueError(f"--nbest {args.nbest} needs a --beam of at least {args.nbest}")
         words = read_names(args.words, "translate")
@@ -295,6 +388,10 @@ class Seq2SeqTask(Task):
             if len(words) > MAX_PLOT_WORDS:
                 raise ValueError(f"--plot draws a panel per word: give at most {MAX_PLOT_WORDS} "
                                  f"words, got {len(words)}")
+        assert isinstance(model.config, Seq2SeqConfig)
+        services.check_fits(decoding_estimate(
+            model.config, min(len(sources), CHUNK), max(map(len, sources)), args.beam,
+            MAX_OUTPUT, "choose a smaller --beam"))
         found = decode_hypotheses(model, vocab, sources, beam=args.beam, nbest=args.nbest)
         if plot is not None:
             best = [hyps[0] for hyps in found]

@@ -15,7 +15,7 @@ from ..pairs import (
     Group,
     training_pairs,
 )
-from .data import SPECIALS, PairData, encode_sources, encode_targets
+from .data import SPECIALS, PairData, encode_sources, encode_targets, target_index
 from .model import BOS, EOS, Seq2SeqInputs
 
 __all__ = ["CHUNK", "MAX_OUTPUT", "decode_hypotheses", "decode_words", "score_groups"]
@@ -62,19 +62,19 @@ def score_groups(model: Predictor, data: PairData, groups: Sequence[Group], *, b
                  ) -> dict[str, float]:
     """Teacher-forced loss (nats per target token, every reference a pair) and the free-running
     WER and PER of ``groups`` (see :func:`numpy_rnn.tasks.metrics.error_rates`)."""
-    assert data.labels is not None
-    index = {tok: SPECIALS + i for i, tok in enumerate(data.labels)}
+    index = target_index(data.target_vocab)
     pairs = training_pairs(groups)
     total, count = 0.0, 0
     for lo in range(0, len(pairs), CHUNK):
         chunk = pairs[lo:lo + CHUNK]
-        source, lengths = encode_sources([s for s, _ in chunk], data.vocab)
+        source, lengths = encode_sources([s for s, _ in chunk], data.source_vocab)
         target_in, targets = encode_targets([t for _, t in chunk], index)
         loss_sum, tokens = model.infer("score", Seq2SeqInputs(source, lengths, target_in),
                                        targets)
         total += float(np.sum(loss_sum))
         count += int(np.sum(tokens))
-    hyps = decode_words(model, data.vocab, data.labels, [s for s, _ in groups], beam=beam)
+    hyps = decode_words(model, data.source_vocab, data.target_vocab, [s for s, _ in groups],
+                        beam=beam)
     rates = error_rates([h[0][0] for h in hyps], [refs for _, refs in groups])
     return {"val_loss": total / count, "wer": rates.wer, "per": rates.per,
             "words": float(rates.words)}
