@@ -131,7 +131,7 @@ def build_parser(prog: str = PROG, task: str | None = None) -> argparse.Argument
 # --resume takes the saved run's settings and only the flags given override them.
 
 #: The sections of ``train --help``, in order (a task's options may add their own after them).
-_GROUPS = ("model", "data and batching", "optimisation", "run")
+_GROUPS = ("model", "regularisation", "data and batching", "optimisation", "run")
 #: The flags of how ``train`` runs, after every other ``run`` flag.
 _RUN_LAST: list[tuple[str, dict[str, Any], str]] = [
     ("--resume", dict(action="store_true"),

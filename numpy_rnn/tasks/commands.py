@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["PREDICT", "SAMPLE", "SAMPLE_RULE", "Command", "Services",
            "dropout_rate", "nonnegative_float", "nonnegative_int", "png_file",
            "positive_float", "positive_int", "read_names", "read_prime", "read_stdin",
-           "run_sample", "unit_interval"]
+           "run_sample", "unit_interval", "unit_interval_closed"]
 
 SAMPLE_RULE = "-" * 20   # between samples in --stop length mode
 
@@ -87,6 +87,14 @@ def unit_interval(text: str) -> float:
     value = _number(text, float)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def unit_interval_closed(text: str) -> float:
+    """A number in [0, 1] (label smoothing)."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return value
 
 

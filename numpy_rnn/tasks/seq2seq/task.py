@@ -19,10 +19,12 @@ from ..base import Batch, DropoutMask, Predictor, Rows, Task, TaskModel
 from ..commands import (
     Command,
     Services,
+    dropout_rate,
     nonnegative_int,
     png_file,
     positive_int,
     read_names,
+    unit_interval_closed,
 )
 from ..corpus import TokenVocabulary, Vocabulary
 from ..model import ModelConfig
@@ -34,6 +36,8 @@ from ..options import (
     option,
     require_choice,
     require_int,
+    require_number,
+    require_rate,
 )
 from ..pairs import TokenUnit, load_cmudict, load_pairs, tokenize
 from ..sizes import MemoryEstimate
@@ -125,6 +129,18 @@ class Seq2SeqOptions(RecurrentOptions):
                                  action=argparse.BooleanOptionalAction)
     attention_size: int = option(64, "hidden width of the additive score (default: {default})",
                                  type=positive_int)
+    embedding_dropout: float = option(
+        0.0, "dropout on the embedded source and target tokens, in [0, 1) (default: {default})",
+        group="regularisation", type=dropout_rate)
+    hidden_dropout: float = option(
+        0.0, "dropout on the attentional vector, what the output layer reads and input feeding "
+             "feeds back (Joey NMT's hidden_dropout), in [0, 1) (default: {default})",
+        group="regularisation", type=dropout_rate)
+    label_smoothing: float = option(
+        0.0, "smooth the training loss's targets: (1 - eps) on the right token and eps spread "
+             "over every token, as torch's cross_entropy(label_smoothing=eps); validation and "
+             "evaluation measure the plain loss, in [0, 1] (default: {default})",
+        group="regularisation", type=unit_interval_closed)
     length_buckets: int = option(100, "cut each epoch's batches from pools of N batches sorted "
                                       "by length, so a batch pads to about its own length (0: "
                                       "plain random batches) (default: {default})",
@@ -146,6 +162,10 @@ class Seq2SeqOptions(RecurrentOptions):
         if not isinstance(self.input_feeding, bool):
             raise TypeError(f"input_feeding must be a bool, got {self.input_feeding!r}")
         require_int("attention_size", self.attention_size)
+        require_rate("embedding_dropout", self.embedding_dropout)
+        require_rate("hidden_dropout", self.hidden_dropout)
+        require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
+                       high_open=False)
         require_int("length_buckets", self.length_buckets, minimum=0)
         for name in ("source_tokens", "target_tokens"):
             require_choice(name, getattr(self, name), get_args(TokenUnit))
@@ -257,7 +277,9 @@ class Seq2SeqTask(Task):
                              hidden_size=o.hidden_size, num_layers=o.num_layers, cell=o.cell,
                              embedding_dim=o.embedding_dim, dropout=o.dropout, dtype=o.dtype,
                              attention=o.attention, attention_size=o.attention_size,
-                             input_feeding=o.input_feeding)
+                             input_feeding=o.input_feeding,
+                             embedding_dropout=o.embedding_dropout,
+                             hidden_dropout=o.hidden_dropout, label_smoothing=o.label_smoothing)
 
     def build(self, config: ModelConfig, seed: int | None) -> TaskModel:
         assert isinstance(config, Seq2SeqConfig)
