@@ -269,6 +269,22 @@ def test_a_run_keeps_for_backward_what_it_needs_and_backward_lets_go_of_its_buff
     assert not hasattr(run, "dgx") and not hasattr(run, "dgh")
 
 
+def test_a_runner_needs_initial_states_or_buffers_holding_them():
+    layer = make_layer("rnn_tanh")
+    with pytest.raises(ValueError, match="initial states"):
+        StepRunner(layer.step, layer.step_params(0), np.zeros((2, 1, 5)), None)
+    buffer = np.zeros((2, 1, 6))
+    buffer[0] = 0.5
+    run = StepRunner(layer.step, layer.step_params(0), np.ones((1, 1, 5)), None,
+                     states=(buffer,))
+    run.project()
+    with np.errstate(over="ignore"):
+        h = run.forward_step(0)
+    assert run.states[0] is buffer and np.shares_memory(h, buffer)
+    want = Recurrent.forward(layer, np.ones((1, 1, 5)), (np.full((1, 1, 6), 0.5),))[0][0]
+    np.testing.assert_array_equal(h, want)
+
+
 def test_layers_names_every_cell():
     assert set(LAYERS) == {"lstm", "gru", "rnn"}
     assert LAYERS["gru"] is GRU and LAYERS["lstm"] is LSTM and LAYERS["rnn"] is RNN

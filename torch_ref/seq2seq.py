@@ -51,6 +51,7 @@ from numpy_rnn.tasks.seq2seq.model import (
     check_decode_step,
     check_inputs,
     check_source,
+    check_state,
     check_targets,
     direction_size,
 )
@@ -286,8 +287,9 @@ class Seq2Seq(TorchTaskModel):
         ``log_probs (B, Vt)``, the new state, ``ã_t (B, H)`` and float64 ``alpha (B, S)``
         (None without attention). The memory's key side is computed once per memory, by the
         NumPy model's rule (:class:`~numpy_rnn.tasks.seq2seq.model.KeyCache`)."""
-        tokens, state, fed, memory, lengths = check_decode_step(self.config, tokens, state,
-                                                                feed, memory, lengths)
+        tokens, fed, memory, lengths = check_decode_step(self.config, tokens, feed, memory,
+                                                         lengths)
+        state = check_state(self.config, state, len(tokens))
         m = torch.as_tensor(memory, device=self.device).transpose(0, 1)    # (S, B, H)
         valid = self._valid(torch.as_tensor(lengths), memory.shape[1])
         st = tuple(torch.as_tensor(s, device=self.device) for s in state)

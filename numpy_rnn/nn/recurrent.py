@@ -102,22 +102,30 @@ class StepRunner:
     reverse: bool
     valid: np.ndarray | None      # (T, B, 1) bool, True where t < length (not a dropout mask)
 
-    def __init__(self, step: Step, params: Params, x: np.ndarray, init: State, *,
+    def __init__(self, step: Step, params: Params, x: np.ndarray, init: State | None, *,
                  reverse: bool = False, valid: np.ndarray | None = None,
-                 stepwise: bool = False) -> None:
+                 stepwise: bool = False, states: State | None = None) -> None:
         """``params``: the layer's short names (``weight_ih``, ``weight_hh``, ``bias_ih``,
         ``bias_hh``, None for an absent bias, and the step's extras), e.g.
         :meth:`Recurrent.step_params`; ``x (T, B, F)``; ``init``: the initial states, ``(B,
         size)`` each; ``valid (T, B, 1)`` bool or None; ``stepwise``: the input of step ``t``
-        is known only when step ``t`` comes (see :meth:`project`)."""
+        is known only when step ``t`` comes (see :meth:`project`). ``states``: the caller's
+        buffers to run in, ``(T+1, B, size)`` each, with the initial states already in their
+        slot (``init`` None), instead of new ones (one-step decoding runs every layer in rows
+        of one buffer)."""
         T, B, _ = x.shape
         self.step, self.params, self.stepwise = step, params, stepwise
         self.x, self.reverse, self.valid = x, reverse, valid
         self.w_ih: np.ndarray = params["weight_ih"]            # (G*H, F)
-        self.states = tuple([np.empty((T + 1, B, n), x.dtype) for n in step.state_sizes()])
-        first = T if reverse else 0                             # the initial state's slot
-        for s, s0 in zip(self.states, init):
-            s[first] = s0
+        if states is None:
+            if init is None:
+                raise ValueError("StepRunner needs the initial states (init), or the buffers "
+                                 "that hold them (states)")
+            states = tuple([np.empty((T + 1, B, n), x.dtype) for n in step.state_sizes()])
+            first = T if reverse else 0                         # the initial state's slot
+            for s, s0 in zip(states, init):
+                s[first] = s0
+        self.states = states
         self.cache = step.new_cache(T, B, x.dtype)
         self._forward_params = p = dict(params)
         # The biases gx gets: b_ih, and b_hh for a step that only ever uses gx + gh (it sees
@@ -258,20 +266,19 @@ class StepRunner:
         # what comes back from step t+1 (already in dstate[0]); c_t's comes from step t+1 alone.
         dh = self.dstate[0] if dout is None else self.dstate[0] + dout
         dnew = (dh,) + self.dstate[1:]
-        p, cache = self.params, self._backward_cache
+        p, cache, dgx = self.params, self._backward_cache, self.dgx[t]
         prev, new = self._step_states(t)
         if self.valid is None:
-            self.dstate = self.step.backward(p, dnew, prev, new, cache, t, self.dgx[t],
-                                             self.dgh[t])
+            self.dstate = self.step.backward(p, dnew, prev, new, cache, t, dgx, self.dgh[t])
         else:
             # Every gradient of a step is linear in dnew, so zeroing the rows of ended sequences
             # makes their contribution to dgx, dgh and the weights exactly 0; their state
             # gradient passes through the step unchanged, as their state did.
             m = self.valid[t]
             dpass = self.step.backward(p, tuple(d * m for d in dnew), prev, new, cache, t,
-                                       self.dgx[t], self.dgh[t])
+                                       dgx, self.dgh[t])
             self.dstate = tuple(np.where(m, dp, dn) for dp, dn in zip(dpass, dnew))
-        return self.dgx[t]
+        return dgx
 
     def finish_backward(self, grads: dict[str, np.ndarray]) -> None:
         """After the backward loop: the weight gradients of all ``T`` steps, ONE matrix
@@ -344,6 +351,25 @@ def run_backward(run: StepRunner, grads: dict[str, np.ndarray], dout: np.ndarray
 # --------------------------------------------------------------------------------------------
 # The multi-layer, bidirectional layer
 # --------------------------------------------------------------------------------------------
+
+def check_states(names: Sequence[str], sizes: Sequence[int], hx: Any, lead: tuple[int, ...],
+                 dtype: Any) -> list[np.ndarray]:
+    """``hx`` as the states of a stack: a tuple (or list) of one array per state name, each of
+    shape ``lead + (size,)`` (``(L, B, size)``) and of exactly ``dtype``; ``TypeError``,
+    ``DTypeError`` or :class:`ShapeError` naming the state otherwise. (Torch's twin of the
+    seq2seq model checks its decoder states with this function too, so both say the same.)"""
+    if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
+        shape = ", ".join([*map(str, lead), "size"])
+        raise TypeError(f"the state must be a tuple of {len(names)} arrays "
+                        f"({', '.join(names)}), each of shape ({shape})")
+    states = []
+    for name, size, s in zip(names, sizes, hx):
+        s = check_array(name, s, dtype, (len(lead) + 1,))
+        if s.shape != lead + (size,):
+            raise ShapeError(f"{name} must have shape {lead + (size,)}, got {s.shape}")
+        states.append(s)
+    return states
+
 
 def check_dropout(p: Any) -> float:
     """``p`` as a float if it is a probability in ``[0, 1]``, else ``ValueError`` (torch's rule:
@@ -629,7 +655,7 @@ class Recurrent(Module):
 
         Returns:
             The top layer's output ``h (B, Ho)`` and the states after the step, shaped like
-            ``hx``.
+            ``hx`` (views of the buffers the step ran in, never of ``hx``).
 
         The arithmetic of :meth:`forward` over one time step (each layer a :class:`StepRunner`
         of ``T = 1``), so the results are the same to the bit, without what a sequence needs
@@ -643,22 +669,22 @@ class Recurrent(Module):
         if x.shape[1] != self.input_size:
             raise ShapeError(f"input has {x.shape[1]} features, expected input_size="
                              f"{self.input_size}")
-        names, B, L = self.step.state_names, x.shape[0], self.num_layers
-        if not isinstance(hx, (tuple, list)) or len(hx) != len(names):
-            raise TypeError(f"the state must be a tuple of {len(names)} arrays "
-                            f"({', '.join(names)}) of shape (L, B, size)")
-        states = [self._check_state(name, s, (L, B, size))
-                  for name, size, s in zip(names, self.step.state_sizes(), hx)]
-        news = tuple(np.empty_like(s) for s in states)
+        B, L = x.shape[0], self.num_layers
+        states = check_states(self.step.state_names, self.step.state_sizes(), hx, (L, B),
+                              self.dtype)
+        # One buffer per state kind for the whole stack, (L, 2, B, size): layer l runs in
+        # rows [l], reading slot 0 (the states before the step, copied in once for all
+        # layers) and writing slot 1, which is returned as it is (a view).
+        buffers = [np.empty((L, 2, B, size), self.dtype) for size in self.step.state_sizes()]
+        for buffer, s in zip(buffers, states):
+            buffer[:, 0] = s
         with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
             for layer in range(L):
-                run = StepRunner(self.step, self.step_params(layer), x[None],
-                                 tuple(s[layer] for s in states))
+                run = StepRunner(self.step, self.step_params(layer), x[None], None,
+                                 states=tuple([b[layer] for b in buffers]))
                 run.project()
                 x = run.forward_step(0)
-                for new, final in zip(news, run.final()):
-                    new[layer] = final
-        return x, news
+        return x, tuple(b[:, 1] for b in buffers)
 
     def _layer_output(self, dirs: list[StepRunner], valid: np.ndarray | None) -> np.ndarray:
         """Concatenate the directions' emitted ``h`` into ``(T, B, D*Ho)``; 0 at padded steps."""

@@ -67,14 +67,14 @@ from ...nn.attention import (
 from ...nn.dense import Embedding, Linear
 from ...nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ...nn.module import ShapeError, check_array, check_lengths
-from ...nn.recurrent import LAYERS, Recurrent, StepRunner, scale_dropout_mask
+from ...nn.recurrent import LAYERS, Recurrent, StepRunner, check_states, scale_dropout_mask
 from ...nn.steps import State
 from ..base import DropoutMask, TaskModel
 from ..model import ModelConfig, expose
 
 __all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "KeyCache", "Seq2Seq", "Seq2SeqConfig",
            "Seq2SeqInputs", "Seq2SeqMasks", "check_decode_step", "check_inputs",
-           "check_source", "check_targets", "check_tokens", "direction_size"]
+           "check_source", "check_state", "check_targets", "check_tokens", "direction_size"]
 
 #: Token ids: source padding 0; target padding 0, start 1, end 2.
 PAD, BOS, EOS = 0, 1, 2
@@ -331,36 +331,33 @@ def check_targets(config: Seq2SeqConfig, targets: Any, shape: tuple[int, ...],
     return a
 
 
-def check_decode_step(config: Seq2SeqConfig, tokens: Any, state: Any, feed: Any, memory: Any,
-                      lengths: Any
-                      ) -> tuple[np.ndarray, State, np.ndarray | None, np.ndarray, np.ndarray]:
-    """The arguments of ``decode_step``, checked: ``tokens (B,)`` of the target vocabulary,
-    ``state`` a tuple of ``(L, B, H)`` arrays (h, and c for the LSTM), ``feed (B, H)`` (with
-    input feeding; None without, unread), ``memory (B, S, H)`` and ``lengths (B,)`` in ``[1,
-    S]``; the floats of the model's dtype, never cast."""
+def check_decode_step(config: Seq2SeqConfig, tokens: Any, feed: Any, memory: Any, lengths: Any
+                      ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """The arguments of ``decode_step`` but its state, checked: ``tokens (B,)`` of the target
+    vocabulary, ``feed (B, H)`` (with input feeding; None without, unread), ``memory (B, S,
+    H)`` and ``lengths (B,)`` in ``[1, S]``; the floats of the model's dtype, never cast. The
+    state is checked after them, by the decoder stack's own check (:func:`check_state`)."""
     tokens = check_tokens("tokens", tokens, 1, config.target_vocab_size)
-    B, H, L, dtype = len(tokens), config.hidden_size, config.num_layers, np.dtype(config.dtype)
-    memory = check_array("memory", memory, dtype.type, (3,))
+    B, H, dtype = len(tokens), config.hidden_size, np.dtype(config.dtype).type
+    memory = check_array("memory", memory, dtype, (3,))
     if memory.shape[0] != B or memory.shape[2] != H or memory.shape[1] == 0:
         raise ShapeError(f"memory must have shape (B={B}, S >= 1, H={H}), got {memory.shape}")
     lengths = check_lengths(lengths, memory.shape[1], B)
+    if not config.input_feeding:
+        return tokens, None, memory, lengths
+    feed = check_array("feed", feed, dtype, (2,))
+    if feed.shape != (B, H):
+        raise ShapeError(f"feed must have shape {(B, H)}, got {feed.shape}")
+    return tokens, feed, memory, lengths
+
+
+def check_state(config: Seq2SeqConfig, state: Any, B: int) -> State:
+    """The decoder's state, checked as :meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`
+    checks it (the same function): a tuple of ``(L, B, H)`` arrays (h, and c for the LSTM) of
+    the model's dtype."""
     names = ("h", "c") if config.cell == "lstm" else ("h",)
-    if not isinstance(state, (tuple, list)) or len(state) != len(names):
-        raise TypeError(f"the decoder state must be a tuple of {len(names)} arrays "
-                        f"({', '.join(names)}), each (L, B, H)")
-    checked = []
-    for name, s in zip(names, state):
-        s = check_array(name, s, dtype.type, (3,))
-        if s.shape != (L, B, H):
-            raise ShapeError(f"{name} must have shape {(L, B, H)}, got {s.shape}")
-        checked.append(s)
-    if config.input_feeding:
-        feed = check_array("feed", feed, dtype.type, (2,))
-        if feed.shape != (B, H):
-            raise ShapeError(f"feed must have shape {(B, H)}, got {feed.shape}")
-    else:
-        feed = None
-    return tokens, tuple(checked), feed, memory, lengths
+    return tuple(check_states(names, (config.hidden_size,) * len(names), state,
+                              (config.num_layers, B), np.dtype(config.dtype).type))
 
 
 K = TypeVar("K")
@@ -802,13 +799,13 @@ class Seq2Seq(TaskModel):
         (None without attention). The decoder stack's step is the library's
         (:meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`)."""
         self.eval()
-        tokens, state, fed, memory, lengths = check_decode_step(self.config, tokens, state,
-                                                                feed, memory, lengths)
+        tokens, fed, memory, lengths = check_decode_step(self.config, tokens, feed, memory,
+                                                         lengths)
         # (B, Et): the embedding's rows (the tokens are checked; nothing is kept for backward)
         x = self.decoder_embedding.params["weight"][tokens]
         if fed is not None:                                                  # input feeding
             x = np.concatenate([x, fed], axis=-1)
-        h, state = self.decoder.forward_step(x, state)                       # (B, H)
+        h, state = self.decoder.forward_step(x, state)      # (B, H); checks state (check_state)
         alpha = None
         if self.attention is not None and self.combine is not None:
             keys = self._keys(memory, lengths)
