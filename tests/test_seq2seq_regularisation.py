@@ -9,7 +9,8 @@ output layer reads and what input feeding feeds on), and label smoothing of the 
   within 1e-10, for every cell and attention, with and without input feeding, one and two
   layers (and ``score`` stays the plain NLL);
 * finite differences of the NumPy loss through each new dropout;
-* evaluation drops nothing, and with every rate at 0 nothing changes.
+* evaluation drops nothing, and with every rate at 0 nothing changes;
+* through the driver, both backends train alike with all three on.
 """
 
 from __future__ import annotations
@@ -307,3 +308,39 @@ def test_with_every_rate_at_0_nothing_changes(cell, attention, feed):
     assert loss_on == loss
     for name, g in grads.items():
         np.testing.assert_array_equal(grads_on[name], g, err_msg=name)
+
+
+# --------------------------------------------------------------------------------------------
+# Through the driver
+# --------------------------------------------------------------------------------------------
+
+@needs_smoothing
+def test_both_backends_train_alike_with_every_regulariser(tmp_path, monkeypatch):
+    """The driver draws each mask with its own p and both backends scale them alike: 20
+    float64 steps with all three on log the same losses (measured 4e-16) and validate alike."""
+    pytest.importorskip("torch")
+    from helpers import read_metrics
+
+    from numpy_rnn.driver.train import TrainConfig, train
+
+    monkeypatch.setattr("numpy_rnn.driver.runfiles.plot_losses", lambda *a, **k: None)
+    rng = np.random.default_rng(0)
+    words = sorted({"".join(rng.choice(list("abcdefg"), rng.integers(2, 7))) for _ in range(300)})
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("".join(f"{w}\t{' '.join(reversed(w.upper()))}\n" for w in words),
+                     encoding="utf-8")
+    metrics = []
+    for backend in ("numpy", "torch"):
+        out = tmp_path / backend
+        train(TrainConfig.for_task(
+            "seq2seq", backend=backend, data=str(pairs), hidden_size=16, num_layers=2,
+            dropout=0.2, batch_size=8, length_buckets=0, steps=20, eval_every=10,
+            sample_every=1000, num_eval_samples=0, dtype="float64", lr=0.01, seed=7,
+            out=str(out), quiet=True, **RATES))
+        metrics.append(read_metrics(out))
+    ours, theirs = metrics
+    np.testing.assert_allclose([r["loss"] for r in theirs], [r["loss"] for r in ours],
+                               rtol=1e-10, atol=0)
+    val = [[r["val_loss"] for r in m if "val_loss" in r] for m in metrics]
+    assert len(val[0]) == 2
+    np.testing.assert_allclose(val[1], val[0], rtol=1e-10, atol=0)

@@ -124,17 +124,24 @@ def test_the_same_bad_masks_raise_the_same_error_in_both(case):
                       lambda: twin.train_loss(INPUTS, TARGETS, None, masks))
 
 
-def test_masks_scaled_by_the_torch_backend_are_refused_where_their_p_would_be_wrong():
-    _, twin = twins(layers=2, hidden_dropout=0.1)
+def test_the_twin_takes_keep_masks_or_the_torch_backends_scaled_ones_alike():
+    """The driver's keep masks, scaled by the twin each with its own p, and the same masks
+    scaled so by the torch backend (tensors) give the same loss."""
+    _, twin = twins(layers=2, embedding_dropout=0.3, hidden_dropout=0.1)
     (B, S), T = INPUTS.source.shape, INPUTS.target_in.shape[1]
-    scaled = [torch.ones(m.shape, dtype=torch.float64)
-              for m in twin.config.dropout_masks(S, T, B)]
+    rng = np.random.default_rng(3)
+    declared = twin.config.dropout_masks(S, T, B)
+    keep = [rng.random(m.shape) >= m.p for m in declared]
+    scaled = [torch.as_tensor(m) for m in twin.config.scale_dropout_masks(keep, S, T, B,
+                                                                           np.float64)]
+    assert sorted({round(float(m.max()), 12) for m in scaled}) == [round(1 / 0.9, 12),
+                                                                   round(1 / 0.75, 12),
+                                                                   round(1 / 0.7, 12)]
     twin.train()
-    with pytest.raises(ValueError, match="keep masks"):
-        twin.train_loss(INPUTS, TARGETS, None, scaled)
-    _, plain = twins(layers=2)
-    plain.train()
-    plain.train_loss(INPUTS, TARGETS, None, scaled[:2])      # every p is dropout: accepted
+    with torch.no_grad():
+        from_keep, _ = twin.train_loss(INPUTS, TARGETS, None, keep)
+        from_scaled, _ = twin.train_loss(INPUTS, TARGETS, None, scaled)
+    assert float(from_keep) == float(from_scaled)
 
 
 def decode_args(model: Seq2Seq) -> dict[str, Any]:

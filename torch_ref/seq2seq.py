@@ -224,17 +224,10 @@ class Seq2Seq(TorchTaskModel):
                       ) -> list[torch.Tensor] | None:
         """The masks of a training step as scaled tensors on the device: the driver's KEEP
         masks (NumPy) scaled here, each with its own ``p``, as the NumPy model scales them; or
-        tensors the torch backend already scaled (with ``dropout``, right only while every
-        mask's ``p`` is ``dropout``)."""
+        tensors already scaled so (the torch backend's, by the same function)."""
         if not masks:
             return None
         if all(isinstance(m, torch.Tensor) for m in masks):
-            own = {mask.p for mask in self.config.dropout_masks(S, T, B)}
-            if own - {self.config.dropout}:
-                raise ValueError("these dropout masks come scaled (tensors), all with "
-                                 f"dropout={self.config.dropout}, but embedding_dropout or "
-                                 "hidden_dropout drops with another p: pass the driver's keep "
-                                 "masks (NumPy), which the model scales each with its own p")
             return [m.to(self.device) for m in masks]
         self.config.split_dropout_masks(masks, S, T, B, self.training)     # the same checks
         dt = np.dtype(self.config.dtype)
