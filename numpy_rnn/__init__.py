@@ -5,22 +5,27 @@ order and shapes). The package has three parts, each depending only on those bef
 
 * :mod:`numpy_rnn.nn`, the library: cells and layers (the gate math in ``nn.steps``),
   attention pooling, Embedding and Linear, the losses, the optimizers, gradient checking;
-* :mod:`numpy_rnn.tasks`, the three shapes of recurrent network trained on one corpus: the
-  character language model (many-to-many), the name classifier (many-to-one) and the
-  conditional name generator (one-to-many), each with its data, model, loss and metrics;
+* :mod:`numpy_rnn.tasks`, the shapes of recurrent network: the character language model
+  (many-to-many), the name classifier (many-to-one), the conditional name generator
+  (one-to-many) and sequence to sequence with attention, each with its options, data, model,
+  loss and metrics;
 * :mod:`numpy_rnn.driver`, one training loop for every task and both backends, checkpoints and
   the command line (``python -m numpy_rnn``).
 
-Everything a model is composed from is exported here.
+Everything a model is composed from is exported here, and :func:`load`, a trained model of any
+task ready for inference (``numpy_rnn.load("best.npz").translate("hello")``); the tasks and the
+driver are imported when first used.
 """
 
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .nn import (
     GRU,
@@ -57,6 +62,9 @@ from .nn import (
     softmax,
 )
 
+if TYPE_CHECKING:
+    from .tasks.base import TrainedModel
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -68,7 +76,27 @@ __all__ = [
     "cross_entropy", "binary_cross_entropy_with_logits", "softmax", "log_softmax",
     "Optimizer", "SGD", "Adam", "AdamW", "clip_grad_norm", "ExponentialMovingAverage",
     "gradcheck", "check_function", "numerical_gradient", "GradcheckReport",
+    "load",
 ]
+
+
+def load(path: "str | os.PathLike[str]", backend: str = "numpy",
+         device: str = "cpu") -> "TrainedModel":
+    """The trained model of the checkpoint at ``path``, ready for its task's inference: a
+    language model's ``sample``, a classifier's ``predict``, a conditional generator's
+    ``sample(condition=...)``, a seq2seq model's ``translate``::
+
+        import numpy_rnn
+        g2p = numpy_rnn.load("runs/g2p/best.npz")
+        g2p.translate("hello")                    # ['HH', 'AH', 'L', 'OW']
+        numpy_rnn.load("runs/plants/best.npz").sample(5, temperature=0.8, seed=0)
+
+    ``backend``: "numpy" (this package's layers) or "torch" (the same model in torch.nn);
+    ``device``: "cpu", or "cuda" with the torch backend. Imports the driver on first use
+    (:func:`numpy_rnn.driver.inference.load`)."""
+    from .driver.inference import load as _load
+
+    return _load(path, backend=backend, device=device)
 
 # The modules' homes before the library, the tasks and the driver had folders of their own:
 # `import numpy_rnn.recurrent`, `from numpy_rnn.train import train`, `numpy_rnn.cli`, ... still

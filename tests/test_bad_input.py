@@ -235,13 +235,25 @@ def test_train_out_that_is_a_file(plants, tmp_path, run):
     assert path.read_text() == "mine\n"
 
 
-def test_predict_plot_into_a_directory(classifier, tmp_path, run):
-    target = tmp_path / "plots"
-    target.mkdir()
-    status, _, err = run("predict", "--checkpoint", classifier, "--plot", target, "rosa")
-    assert_user_error(status, err, f"cannot write {target}: it is a directory")
-    _no_errno(err)
-    assert list(target.iterdir()) == [] and not list(tmp_path.glob(".plots.*"))
+def test_predict_plot_into_a_directory_or_onto_a_file_is_refused_as_translate_does(
+        classifier, tmp_path, run):
+    for target, why in ((tmp_path / "plots", "must be a file name ending in .png"),
+                        (tmp_path / "plots.png", "is a directory")):
+        target.mkdir()
+        status, _, err = run("predict", "--checkpoint", classifier, "--plot", target, "rosa")
+        assert_user_error(status, err, why)
+        _no_errno(err)
+        assert list(target.iterdir()) == [] and not list(tmp_path.glob(".plots*.tmp"))
+    existing = tmp_path / "a.png"
+    existing.write_bytes(b"kept")
+    assert_user_error(*run("predict", "--checkpoint", classifier, "--plot", existing,
+                           "rosa")[::2], "already exists: pass --overwrite")
+    assert existing.read_bytes() == b"kept"
+    status, _, err = run("predict", "--checkpoint", classifier, "--plot", existing,
+                         "--overwrite", "rosa")
+    assert status == 0, err
+    assert existing.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "attention of 1 name drawn in" in err
 
 
 def test_sample_prime_file_missing_or_a_directory(lm_run, tmp_path, run):

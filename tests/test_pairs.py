@@ -186,8 +186,10 @@ def test_load_pairs_accepts_sides_of_max_len_tokens(tmp_path):
     ("cat\tK AE T\n\n \t D AO G\n", r"line 3: empty source"),
     ("cat\t  \n", r"line 1: empty target"),
     ("\t\n", r"line 1: empty source"),
-    ("x\ty\n" + "a" * 201 + "\tb\n", r"line 2: source has 201 chars, more than max_len = 200"),
-    ("x\t" + "b " * 201 + "\n", r"line 1: target has 201 words, more than max_len = 200"),
+    ("x\ty\n" + "a" * 201 + "\tb\n",
+     r"line 2: the source has 201 chars, more than 200 \(--max-length"),
+    ("x\t" + "b " * 201 + "\n",
+     r"line 1: the target has 201 words, more than 200 \(--max-length"),
 ])
 def test_load_pairs_names_the_file_and_line_of_a_bad_line(tmp_path, content, message):
     path = _write(tmp_path, content)

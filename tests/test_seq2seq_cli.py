@@ -69,7 +69,7 @@ def test_plot_draws_a_png_of_a_panel_per_word_and_prints_as_before(checkpoint, r
     status, out, err = run("translate", "--checkpoint", checkpoint, "--plot", png, *words)
     assert status == 0, err
     assert out == plain                                  # the output is as without --plot
-    assert f"attention of 3 words drawn in {png}" in err
+    assert f"attention of 3 sources drawn in {png}" in err
     three = imread(png)
     assert three.ndim == 3 and three.shape[2] in (3, 4) and min(three.shape[:2]) > 50
     one_png = tmp_path / "one.PNG"

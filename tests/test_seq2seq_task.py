@@ -101,7 +101,8 @@ def test_translate_writes_json_and_refuses_bad_words(pairs, tmp_path, capsys):
     row = json.loads(capsys.readouterr().out)
     assert row["source"] == "abc" and len(row["outputs"]) == 2
     assert all(isinstance(o["log_prob"], float) for o in row["outputs"])
-    for bad, why in (([""], "empty"), (["--beam", "0", "ab"], "--beam"),
+    assert row["outputs"][0]["score"] >= row["outputs"][1]["score"]      # ranked by the score
+    for bad, why in (([""], "no sources to translate"), (["--beam", "0", "ab"], "--beam"),
                      (["--nbest", "3", "--beam", "2", "ab"], "--nbest")):
         assert main(["translate", "--checkpoint", ckpt, *bad]) == 2
         err = capsys.readouterr().err

@@ -161,19 +161,21 @@ def test_translate_splits_sources_on_spaces_and_prints_tokens(checkpoint, run, m
     status, out2, err = run("translate", "--checkpoint", checkpoint, "--beam", "1")
     assert status == 0 and out2 == out, err
     status, out3, err = run("translate", "--checkpoint", checkpoint, "--beam", "1", "--json",
-                            "one  two")
+                            "one \t two")
     assert status == 0, err
     record = json.loads(out3)
-    assert record["source"] == "one  two"
+    assert record["source"] == "one two"            # its words, one space apart: no tab
     assert " ".join(record["outputs"][0]["tokens"]) == lines[0].split("\t")[1]
 
 
-def test_translate_refuses_unknown_words_in_one_line(checkpoint, run):
-    assert_user_error(*run("translate", "--checkpoint", checkpoint, "one zebra two",
-                           "ocho")[::2],
-                      "words the model has never seen: 'ocho', 'zebra'")
-    assert_user_error(*run("translate", "--checkpoint", checkpoint, "one", "  ")[::2],
-                      "an empty source: give each source at least one word")
+def test_translate_reports_unknown_words_naming_each_source(checkpoint, run):
+    status, out, err = run("translate", "--checkpoint", checkpoint, "one zebra two", "ocho",
+                           "two one", "  ")
+    assert status == 2 and out.startswith("two one\t") and len(out.splitlines()) == 1
+    assert err.splitlines() == [
+        "error: argument 1 ('one zebra two'): words the model has never seen: 'zebra'",
+        "error: argument 2 ('ocho'): words the model has never seen: 'ocho'",
+        "error: 2 of 3 sources could not be translated (arguments 1, 2); the others were"]
 
 
 # -- resume -------------------------------------------------------------------------------------

@@ -290,8 +290,11 @@ def _read_arrays(path: Path, only: str | None = None) -> dict[str, np.ndarray]:
     except CheckpointError:
         raise
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        why = _one_line(exc)
+        if "allow_pickle" in why:       # an array of Python objects: never a checkpoint's
+            why = "it holds pickled Python objects, which a checkpoint never does"
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupted?): "
-                              f"{_one_line(exc)}") from exc
+                              f"{why}") from exc
 
 
 def _decode_meta(path: Path, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:

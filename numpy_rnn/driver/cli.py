@@ -35,6 +35,7 @@ from ..tasks import (
     load_entry_points,
     with_article,
 )
+from ..tasks.base import TrainedModel
 from ..tasks.commands import (
     Command,
     dropout_rate,
@@ -53,9 +54,7 @@ from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
     atomic_write,
-    backend_from_checkpoint,
     check_weights,
-    load_checkpoint,
     make_meta,
     read_meta,
     save_checkpoint,
@@ -64,6 +63,7 @@ from .checkpoint import (
 from .config import LOOP_FIELDS, TrainConfig
 from .distributed import FollowerExit, get_engine
 from .evaluate import evaluate_checkpoint
+from .inference import load
 from .memory import check_fits
 from .resume import resume_config
 from .rundir import run_lock
@@ -351,6 +351,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          f"(an option of {' and '.join(owners)})")
     for preset in task.presets:
         if settings.pop(preset.dest, False):
+            for name in preset.fixed:
+                if name in settings and settings[name] != preset.settings[name]:
+                    raise ValueError(f"{preset.flag} means {_flag(name)} "
+                                     f"{preset.settings[name]}; it does not go with "
+                                     f"{_flag(name)} {settings[name]}")
             settings = {**preset.settings, **settings}
     if resume:
         config = resume_config(out, settings)
@@ -377,11 +382,8 @@ class _Services:
     atomic_write = staticmethod(atomic_write)
 
     @staticmethod
-    def load(path: str | Path, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-        weights, meta = load_checkpoint(path)
-        backend = backend_from_checkpoint(weights, meta, args.backend or "numpy",
-                                          args.device or "cpu")
-        return backend, meta
+    def load(path: str | Path, args: argparse.Namespace) -> TrainedModel:
+        return load(path, backend=args.backend or "numpy", device=args.device or "cpu")
 
     @staticmethod
     def check_fits(estimate: MemoryEstimate) -> None:
@@ -429,7 +431,7 @@ def _cmd_task(args: argparse.Namespace) -> int:
         raise ValueError(task.refusal(command.name, args.checkpoint, served_by) or (
             f"{command.name} needs {served_by} checkpoint; {args.checkpoint} is "
             f"{with_article(task.name)} model (its commands: "
-            f"{', '.join([c.name for c in task.commands] + [EVALUATE])})"))
+            f"{', '.join([c.name for c in task.commands if c.checkpoint] + [EVALUATE])})"))
     _refuse_other_tasks_flags(command.name, task, args)
     task.check_command_arguments(command.name, args, _Services())
     return task.run_command(command.name, args, _Services())

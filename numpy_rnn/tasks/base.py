@@ -24,7 +24,7 @@ through :class:`Predictor`, which every backend satisfies.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol
 
 import numpy as np
@@ -44,7 +44,8 @@ if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run 
 State = tuple[np.ndarray, ...]  # (h, c) for the LSTM, (h,) otherwise; each (L*D, B, H)
 
 __all__ = ["Batch", "BatchSource", "Data", "DropoutMask", "Predictor", "RecordError", "Rows",
-           "State", "Task", "TaskModel", "TaskRecord", "labels_problem", "tokens_of",
+           "State", "Task", "TaskModel", "TaskRecord", "TrainedModel", "labels_problem",
+           "tokens_of",
            "vocabulary_from_json", "vocabulary_to_json"]
 
 
@@ -194,6 +195,47 @@ class TaskRecord(NamedTuple):
     options: TaskOptions | None
 
 
+class TrainedModel:
+    """A trained model of a task, ready for inference: what :func:`numpy_rnn.load` returns for a
+    checkpoint. Each task's own subclass (:attr:`Task.trained`) adds its inference methods (the
+    language model's ``sample``, the classifier's ``predict``, seq2seq's ``translate``), and the
+    command line calls the same methods, so the two agree.
+
+    ``model`` answers the task's inference calls (``model.infer(name, *args)``, NumPy in and out,
+    whichever backend computes it); ``record`` is the checkpoint's task part (model config,
+    vocabularies, options); ``meta`` its metadata; ``path`` the file. ``check_fits`` refuses
+    (``MemoryLimitError``) a call that cannot fit in memory before it allocates (the driver's
+    memory guard; None: no check).
+    """
+
+    def __init__(self, task: Task, model: Predictor, record: TaskRecord,
+                 meta: Mapping[str, Any], path: Any = None,
+                 check_fits: Callable[[MemoryEstimate], None] | None = None) -> None:
+        self.task, self.model, self.record, self.meta, self.path = task, model, record, meta, path
+        self._check_fits = check_fits
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's config."""
+        return self.record.config
+
+    @property
+    def vocabularies(self) -> dict[str, Vocabulary | tuple[str, ...]]:
+        """The model's vocabularies by name."""
+        return self.record.vocabularies
+
+    def check_fits(self, estimate: MemoryEstimate) -> None:
+        """Refuse, before allocating, what ``estimate`` says cannot fit in memory."""
+        if self._check_fits is not None:
+            self._check_fits(estimate)
+
+    def __repr__(self) -> str:
+        c = self.config
+        where = f" from {self.path}" if self.path is not None else ""
+        return (f"<{type(self).__name__} of a {self.task.name} model{where}: {c.cell} "
+                f"{c.num_layers} x {c.hidden_size}, {c.dtype}>")
+
+
 class TaskModel(Module):
     """A task's model in NumPy: one training step's computation, and evaluation methods.
 
@@ -259,6 +301,9 @@ class Task(ABC):
     evaluation_json: ClassVar[str] = ""
     #: The inference commands this task serves (``evaluate`` serves every task).
     commands: ClassVar[tuple[Command, ...]] = ()
+    #: What :func:`numpy_rnn.load` returns for this task's checkpoints: a
+    #: :class:`TrainedModel` with the task's inference methods.
+    trained: ClassVar[type[TrainedModel]] = TrainedModel
 
     def add_command_arguments(self, name: str, parser: ArgumentParser) -> None:
         """Add this task's own flags to command ``name``'s parser (one of :attr:`commands`, or

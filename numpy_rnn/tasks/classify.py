@@ -37,8 +37,17 @@ from ..nn.attention import AttentionPooling
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import binary_cross_entropy_with_logits
 from ..nn.recurrent import Recurrent, scale_dropout_mask
-from .base import Batch, Predictor, Rows, State, Task, TaskModel, labels_problem
-from .commands import PREDICT, Services, positive_int, read_names
+from .base import (
+    Batch,
+    Predictor,
+    Rows,
+    State,
+    Task,
+    TaskModel,
+    TrainedModel,
+    labels_problem,
+)
+from .commands import PREDICT, Services, png_file, positive_int, read_names
 from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .metrics import label_average_precisions, micro_average_precision
 from .model import ModelConfig, expose, make_rnn
@@ -58,8 +67,9 @@ if TYPE_CHECKING:
 
     from ..driver.config import TrainConfig
 
-__all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyTask",
-           "NameInputs", "plot_attention", "predict_names", "text_colours"]
+__all__ = ["POOLINGS", "REPORTED_LABELS", "Classifier", "ClassifierConfig", "ClassifyOptions",
+           "ClassifyTask", "NameInputs", "TrainedClassifier", "plot_attention", "predict_names",
+           "text_colours"]
 
 POOLINGS = ("attention", "last")
 #: The labels whose own AP validation reports, where the corpus has them (the plant regions
@@ -375,18 +385,56 @@ class ClassifyOptions(RecurrentOptions):
         require_int("attention_size", self.attention_size)
 
 
-def predict(task: Task, args: Namespace, services: Services) -> int:
+class TrainedClassifier(TrainedModel):
+    """A trained classifier: the labels of names, ``numpy_rnn.load("best.npz").predict(names)``::
+
+        >>> model = numpy_rnn.load("runs/classify/best.npz")
+        >>> probs = model.predict(["abies lasiocarpa"])[0]
+        >>> sorted(probs, key=probs.get, reverse=True)[:3]
+        ['ak', 'or', 'wa']
+    """
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The labels (regions), in the order of the model's outputs."""
+        labels = self.vocabularies["labels"]
+        assert isinstance(labels, tuple)
+        return labels
+
+    def probabilities(self, names: str | Sequence[str]
+                      ) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """Each label's probability for each name, ``(N, R)`` float64 (columns in
+        :attr:`labels`' order), and each name's attention over its characters
+        (``(len(name),)``, None with ``last`` pooling). ``ValueError`` naming an empty name or
+        one with characters the model has never seen."""
+        vocab = self.vocabularies["characters"]
+        assert isinstance(vocab, Vocabulary)
+        return predict_names(self.model, vocab, [names] if isinstance(names, str) else names)
+
+    def predict(self, names: str | Sequence[str]) -> list[dict[str, float]]:
+        """For each name, every label's probability (``{label: p}``, in :attr:`labels`'
+        order); one name given as a string gives a list of one."""
+        probs, _ = self.probabilities(names)
+        return [{c: float(p) for c, p in zip(self.labels, row)} for row in probs]
+
+    def attention(self, names: str | Sequence[str]) -> list[np.ndarray | None]:
+        """Each name's attention weights over its characters (None with ``last`` pooling)."""
+        return self.probabilities(names)[1]
+
+
+def predict(args: Namespace, services: Services) -> int:
     """``predict``: each name with its most likely labels (or all, as JSON), and with
     ``--plot`` the attention over its characters."""
     names = read_names(args.names)
+    if args.plot is not None and args.plot.exists() and not args.overwrite:
+        raise ValueError(f"{args.plot} already exists: pass --overwrite to replace it")
     if args.plot is not None and len(names) > MAX_PLOT_ROWS:
         raise ValueError(f"--plot draws a row per name: give at most {MAX_PLOT_ROWS} names, "
                          f"got {len(names)}")
-    model, meta = services.load(args.checkpoint, args)
-    vocabularies = task.read_record(meta).vocabularies
-    codes, vocab = vocabularies["labels"], vocabularies["characters"]
-    assert isinstance(vocab, Vocabulary) and isinstance(codes, tuple)
-    probs, weights = predict_names(model, vocab, names)  # checks every name
+    classifier = services.load(args.checkpoint, args)
+    assert isinstance(classifier, TrainedClassifier)
+    codes = classifier.labels
+    probs, weights = classifier.probabilities(names)  # checks every name
     if args.plot is not None:
         if any(w is None for w in weights):
             raise ValueError("this classifier pools the last states: it has no attention to "
@@ -402,7 +450,9 @@ def predict(task: Task, args: Namespace, services: Services) -> int:
             top = np.argsort(-row, kind="stable")[:args.top]
             print(name + "\t" + "  ".join(f"{codes[j]} {row[j]:.3f}" for j in top))
     if args.plot is not None:
-        print(f"attention of {len(names)} names drawn in {args.plot}", file=sys.stderr)
+        n = len(names)
+        print(f"attention of {n} name{'s' if n != 1 else ''} drawn in {args.plot}",
+              file=sys.stderr)
     return 0
 
 
@@ -433,6 +483,7 @@ class ClassifyTask(Task):
                 "path of a UTF-8 file of 'name,label[,label...]' lines (default: {default})",
     }
     commands = (PREDICT,)
+    trained = TrainedClassifier
     # The BCE is lowest early, while the ranking of (name, region) pairs still improves for
     # thousands of steps (measured, README): best.npz keeps the best micro-AP, the target.
     best_metric = "micro_ap"
@@ -455,13 +506,16 @@ class ClassifyTask(Task):
         parser.add_argument("--json", action="store_true",
                             help='one JSON object per line instead: {"name": ..., '
                                  '"probabilities": {code: p, ...}} with every label')
-        parser.add_argument("--plot", default=None, metavar="FILE.png",
+        parser.add_argument("--plot", type=png_file, default=None, metavar="FILE.png",
                             help="also draw the attention weights over the characters of the "
                                  "names, a row per name, into this PNG (attention pooling "
                                  f"only, at most {MAX_PLOT_ROWS} names)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace the --plot file if it exists (without it, it is "
+                                 "refused)")
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
-        return predict(self, args, services)
+        return predict(args, services)
 
     def refusal(self, command: str, path: str, served_by: str) -> str | None:
         if command != "sample":

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from .base import Predictor, Task
+    from .base import Task
     from .model import ModelConfig
     from .sizes import MemoryEstimate
 
@@ -155,10 +155,9 @@ class Services(Protocol):
         """The task a checkpoint's model is for."""
         ...
 
-    def load(self, path: str | Path, args: argparse.Namespace
-             ) -> tuple[Predictor, dict[str, Any]]:
-        """The model of a checkpoint in the backend (and device) ``args`` ask for, and its
-        metadata."""
+    def load(self, path: str | Path, args: argparse.Namespace) -> Any:
+        """The trained model of a checkpoint (its task's :class:`TrainedModel`, as
+        :func:`numpy_rnn.load` returns it) in the backend (and device) ``args`` ask for."""
         ...
 
     def check_fits(self, estimate: MemoryEstimate) -> None:
@@ -253,40 +252,30 @@ def read_prime(args: argparse.Namespace) -> str:
     return prime
 
 
-def run_sample(task: Task, args: argparse.Namespace, services: Services, *,
-               generate: Callable[..., list[str]], names_only: bool = False) -> int:
-    """``sample``'s body for a task that generates text: check the memory, draw
-    ``generate(model, meta, rng, stop_at_newline, **options)`` (the sampling options), print
-    the samples (and with ``--label`` whether each is a training, a validation or a new name).
-    ``names_only``: the task generates names, each ending at its newline (``--stop
-    newline``)."""
+def run_sample(args: argparse.Namespace, services: Services, **options: Any) -> int:
+    """``sample``'s body for a task that generates text: load the checkpoint's generator (its
+    ``sample``, with the sampling flags and the task's own ``options``), print the samples, and
+    with ``--label`` whether each is a training, a validation or a new name."""
     from .corpus import Corpus
     from .sampling import tag_names
-    from .sizes import sampling_estimate
 
     prime = read_prime(args)
-    if names_only and args.stop == "length":
-        raise ValueError(f"{with_article_of(task)} model generates names: it stops at the end of "
-                         "each name (--stop newline)")
-    model, meta = services.load(args.checkpoint, args)
-    services.check_fits(sampling_estimate(model.config, task.parameter_count(model.config),
-                                          args.num_samples, args.max_length, len(prime)))
-    stop = args.stop
-    if stop == "auto":
-        stop = "newline" if meta.get("data") == "plants" or names_only else "length"
-    rng = np.random.default_rng(args.seed)
-    samples = generate(model, meta, rng, stop == "newline",
-                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                       prime=prime, max_length=args.max_length)
+    generator = services.load(args.checkpoint, args)
+    sample = getattr(generator, "sample", None)
+    if sample is None:                      # the driver refuses other tasks' checkpoints first
+        raise ValueError(f"{args.checkpoint} is not a model that samples")
+    samples = sample(args.num_samples, temperature=args.temperature, top_k=args.top_k,
+                     top_p=args.top_p, prime=prime, max_length=args.max_length, stop=args.stop,
+                     seed=args.seed, **options)
+    task, record, meta = generator.task, generator.record, generator.meta
     tags = None
     if args.label:
-        record = task.read_record(meta)
         corpus = task.load_for(record, meta["data"] if args.data is None else args.data)
         task.check_data(record, corpus, args.checkpoint)
         assert isinstance(corpus, Corpus)
         tags = tag_names(samples, corpus)
     # Names are one per line; texts contain newlines themselves, so a rule line separates them.
-    sep = "\n" if stop == "newline" else "\n" + SAMPLE_RULE + "\n"
+    sep = "\n" if generator.stops_at_newline(args.stop) else "\n" + SAMPLE_RULE + "\n"
     lines = [f"{s}\t{t}" for s, t in zip(samples, tags)] if tags is not None else samples
     print(sep.join(lines))
     if tags is not None:

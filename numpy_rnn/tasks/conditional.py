@@ -41,7 +41,7 @@ from .commands import (
     run_sample,
 )
 from .corpus import Corpus, Vocabulary, load_labelled_corpus
-from .lm import CharRNN
+from .lm import CharRNN, Generator
 from .model import ModelConfig, expose
 from .names import NameBatches, longest_name, names_advice, pad
 from .options import RecurrentOptions, TaskOptions, option, require_rate
@@ -248,6 +248,37 @@ def _sequences(vocab: Any, names: Sequence[str]) -> tuple[list[np.ndarray], list
                                                            for b in body]
 
 
+class ConditionalGenerator(Generator):
+    """A trained conditional generator: names for the regions asked for,
+    ``model.sample(10, condition=["hi"])`` (none: no region given). Every sample is a name,
+    ending at its newline."""
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The regions (labels) the model knows."""
+        labels = self.vocabularies["labels"]
+        assert isinstance(labels, tuple)
+        return labels
+
+    def stops_at_newline(self, stop: str = "auto") -> bool:
+        if stop == "length":
+            raise ValueError("a conditional model generates names: it stops at the end of "
+                             "each name (--stop newline)")
+        super().stops_at_newline(stop)
+        return True
+
+    def sample(self, n: int = 10, *, condition: str | Sequence[str] = (), **options: Any
+               ) -> list[str]:
+        """``n`` names for the regions ``condition`` (a code, or a sequence of them, as the
+        corpus spells them; none: no region given), with :meth:`Generator.sample`'s options.
+        ``ValueError`` for an unknown code, listing the known ones."""
+        codes = [condition] if isinstance(condition, str) else list(condition)
+        conditions = conditions_for(codes, self.labels, np.dtype(self.config.dtype))
+        state = self.model.infer("initial_state", conditions)
+        return self._sample(n, state, **{"stop": "auto", "prime": "\n", "max_length": 200,
+                                         "seed": None, **options})
+
+
 class ConditionalTask(Task):
     """One-to-many: a plant name from the regions where it grows (``train --task
     conditional``)."""
@@ -268,6 +299,7 @@ class ConditionalTask(Task):
                       "(default: {default})",
     }
     commands = (SAMPLE,)
+    trained = ConditionalGenerator
     #: The recipe measured to train best in 20 minutes on the project's 2 cores (README).
     train_defaults: ClassVar[dict[str, Any]] = dict(
         batch_size=64, steps=10000, lr=3e-3, lr_decay="cosine", lr_final=0.1, lr_decay_steps=10000,
@@ -308,32 +340,24 @@ class ConditionalTask(Task):
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
         codes = [c.strip() for c in (args.condition or "").split(",") if c.strip()]
-
-        def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
-                     stop_at_newline: bool, **options: Any) -> list[str]:
-            vocab, labels = self.vocabularies_of(meta)
-            return sample_conditioned(model, vocab, labels, codes, args.num_samples,
-                                      rng, model.config.dtype, **options)
-
-        return run_sample(self, args, services, generate=generate, names_only=True)
+        return run_sample(args, services, condition=codes)
 
     def extend_evaluation(self, args: Namespace, metrics: dict[str, Any],
                           services: Services) -> list[str]:
         if args.judge is None:
             return []
-        from .classify import ClassifyTask  # the other task, as a judge
 
-        generator, meta = services.load(args.checkpoint, args)
-        classifier, c_meta = services.load(args.judge, args)
-        vocab, labels = self.vocabularies_of(meta)
-        judged = ClassifyTask().read_record(c_meta).vocabularies
+        generator = services.load(args.checkpoint, args)
+        classifier = services.load(args.judge, args)
+        vocab, labels = generator.characters, generator.labels
+        judged = classifier.vocabularies
         if judged["characters"] != vocab:
             raise services.checkpoint_error(f"{args.judge} reads another vocabulary than "
                                             f"{args.checkpoint} writes: train both on one "
                                             "corpus")
         judge_labels = judged["labels"]
         assert isinstance(judge_labels, tuple)
-        rows = judge(generator, classifier, vocab, labels, judge_labels,
+        rows = judge(generator.model, classifier.model, vocab, labels, judge_labels,
                      generator.config.dtype, num_samples=args.judge_samples, seed=args.seed)
         metrics["judge"] = rows
         return [f"classifier's mean probability of the region, {args.judge_samples} names each:",
@@ -363,13 +387,6 @@ class ConditionalTask(Task):
 
     def parameter_count(self, config: ModelConfig) -> int:
         return ConditionalCharRNN.parameter_count(config)
-
-    def vocabularies_of(self, meta: dict[str, Any]) -> tuple[Vocabulary, tuple[str, ...]]:
-        """A checkpoint's characters and labels (its record's)."""
-        vocabularies = self.read_record(meta).vocabularies
-        vocab, labels = vocabularies["characters"], vocabularies["labels"]
-        assert isinstance(vocab, Vocabulary) and isinstance(labels, tuple)
-        return vocab, labels
 
     def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         corpus = load_labelled_corpus(data)

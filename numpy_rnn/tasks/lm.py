@@ -29,14 +29,14 @@ from .._install import install_hint
 from ..nn.dense import Embedding, Linear
 from ..nn.losses import cross_entropy, log_softmax
 from ..nn.recurrent import Recurrent
-from .base import Batch, Predictor, Rows, State, Task, TaskModel
+from .base import Batch, Predictor, Rows, State, Task, TaskModel, TrainedModel
 from .commands import SAMPLE, Command, Services, positive_int, run_sample
 from .corpus import Corpus, Vocabulary, load_corpus
 from .lm_batches import NameStreamBatcher, StreamBatcher, random_windows, validation_segments
 from .model import ModelConfig, expose, make_rnn
 from .options import Preset, RecurrentOptions, TaskOptions, option, require_choice, require_int
 from .sampling import sample, tag_names
-from .sizes import recurrent_parameters
+from .sizes import recurrent_parameters, sampling_estimate
 
 if TYPE_CHECKING:
     from argparse import ArgumentParser, Namespace
@@ -314,8 +314,16 @@ CONVERT = Command(
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is not a new ``.npz`` file in a directory that exists (or, with
+    ``overwrite``, an existing one)."""
     if out.is_dir():
         raise ValueError(f"{out} is a directory: give --out the checkpoint file to write")
+    if out.suffix.lower() != ".npz":
+        raise ValueError(f"--out {out}: a checkpoint is an .npz archive; give a file name "
+                         "ending in .npz")
+    if not out.parent.is_dir():
+        what = "is not a directory" if out.parent.exists() else "does not exist"
+        raise ValueError(f"--out {out}: the directory {out.parent} {what}")
     if out.exists() and not overwrite:
         raise ValueError(f"{out} already exists: pass --overwrite to replace it")
 
@@ -349,6 +357,60 @@ def convert_notebook(args: Namespace, services: Services) -> int:
     return 0
 
 
+STOPS = ("auto", "newline", "length")
+
+
+class Generator(TrainedModel):
+    """A trained language model, ready to write: ``numpy_rnn.load("best.npz").sample(10)``.
+
+    ``sample(n, ...)`` draws ``n`` texts as one batch (:func:`numpy_rnn.tasks.sampling.sample`):
+    names, each ending at its newline, for a model of names (the plants corpus), or texts of
+    ``max_length`` characters for a model of any other text (``stop="auto"``; ``"newline"`` or
+    ``"length"`` choose). The same arguments as the ``sample`` command's flags::
+
+        >>> model = numpy_rnn.load("runs/plants/best.npz")
+        >>> model.sample(3, temperature=0.8, prime="ros", seed=0)
+        ['rosa canina', 'rosmarinus alba', 'rostrata heterophylla']
+    """
+
+    @property
+    def characters(self) -> Vocabulary:
+        """The characters the model reads and writes."""
+        vocab = self.vocabularies["characters"]
+        assert isinstance(vocab, Vocabulary)
+        return vocab
+
+    def stops_at_newline(self, stop: str = "auto") -> bool:
+        """Whether ``stop`` ends each sample at its newline: ``"auto"`` does for a model of
+        names (the plants corpus)."""
+        if stop not in STOPS:
+            raise ValueError(f"stop must be one of {', '.join(STOPS)}, got {stop!r}")
+        return stop == "newline" or (stop == "auto" and self.meta.get("data") == "plants")
+
+    def sample(self, n: int = 10, *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, prime: str = "\n", max_length: int = 200,
+               stop: str = "auto", seed: int | np.random.Generator | None = None
+               ) -> list[str]:
+        """``n`` samples (strings): temperature (below 1 safer, above 1 wilder), ``top_k`` /
+        ``top_p`` (nucleus) filtering, a ``prime`` to start from, at most ``max_length``
+        generated characters, where to ``stop``, and the ``seed`` of the draws (an int, a
+        NumPy generator, or None: fresh randomness). ``ValueError`` for bad arguments (a prime
+        with characters the model has never seen, ...), ``MemoryLimitError`` for more than the
+        machine can hold."""
+        return self._sample(n, None, temperature=temperature, top_k=top_k, top_p=top_p,
+                            prime=prime, max_length=max_length, stop=stop, seed=seed)
+
+    def _sample(self, n: int, state: State | None, *, stop: str, prime: str, max_length: int,
+                seed: int | np.random.Generator | None, **options: Any) -> list[str]:
+        stop_at_newline = self.stops_at_newline(stop)
+        self.check_fits(sampling_estimate(self.config, self.task.parameter_count(self.config),
+                                          n, max_length, len(prime) if isinstance(prime, str)
+                                          else 1))
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return sample(self.model, self.characters, n, rng, state=state, prime=prime,
+                      max_length=max_length, stop_at_newline=stop_at_newline, **options)
+
+
 class LanguageModelTask(Task):
     """Many-to-many: predict every next character of a text (``train --task lm``)."""
 
@@ -367,23 +429,12 @@ class LanguageModelTask(Task):
                        "into at most 16 segments run from a zero hidden state")
     evaluation_json = '{"val_loss": nats/char, "val_bpc": bits/char, "chars": N}'
     commands = (SAMPLE, CONVERT)
+    trained = Generator
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
         if name == CONVERT.name:
             return convert_notebook(args, services)
-
-        def generate(model: Predictor, meta: dict[str, Any], rng: np.random.Generator,
-                     stop_at_newline: bool, **options: Any) -> list[str]:
-            return sample(model, self.characters(meta), args.num_samples, rng,
-                          stop_at_newline=stop_at_newline, **options)
-
-        return run_sample(self, args, services, generate=generate)
-
-    def characters(self, meta: dict[str, Any]) -> Vocabulary:
-        """The character vocabulary of a checkpoint of this task (its record's)."""
-        vocab = self.read_record(meta).vocabularies["characters"]
-        assert isinstance(vocab, Vocabulary)
-        return vocab
+        return run_sample(args, services)
 
     def training_state_problem(self, state: dict[str, Any], settings: TrainConfig) -> str | None:
         assert isinstance(settings.options, LMOptions)

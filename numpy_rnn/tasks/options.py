@@ -88,12 +88,15 @@ class Flag(NamedTuple):
 class Preset(NamedTuple):
     """A flag that stands for several settings at once, of the loop's and the task's
     (``--notebook``: the original notebook's run; ``--stress``: ``--data cmudict:stress``):
-    a setting of a new run (``--resume`` refuses it); flags given with it still override it."""
+    a setting of a new run (``--resume`` refuses it); flags given with it still override it,
+    but those of the ``fixed`` settings, which it is about (``--stress`` with another
+    ``--data`` is refused)."""
 
     flag: str
     help: str
     settings: dict[str, Any]
     group: str = "run"
+    fixed: tuple[str, ...] = ()
 
     @property
     def dest(self) -> str:

