@@ -66,7 +66,8 @@ class ConditionalCharRNN(CharRNN):
         out, _ = pad_packed_sequence(out_packed, total_length=T)            # (T, B, H)
         logits = self.decoder(out).transpose(0, 1)                          # (B, T, V)
         V = logits.shape[-1]
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.config.label_smoothing)
         return loss, None
 
     def initial_state(self, conditions: np.ndarray) -> State:

@@ -245,7 +245,8 @@ class CharRNN(TorchTaskModel):
         y = self.class_targets(targets, tuple(tokens.shape))
         logits, final = self(tokens, self.state_in(state, tokens.shape[0]), dropout_masks)
         V = logits.shape[-1]
-        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.config.label_smoothing)
         return loss, final
 
     def logits(self, inputs: np.ndarray, state: State | None) -> tuple[np.ndarray, State]:

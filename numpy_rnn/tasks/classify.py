@@ -101,6 +101,9 @@ class ClassifierConfig(ModelConfig):
             raise TypeError(f"bidirectional must be a bool, got {self.bidirectional!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"pooling must be attention or last, got {self.pooling!r}")
+        if self.label_smoothing:
+            raise ValueError("the classifier's loss is a binary cross-entropy: it takes no "
+                             f"label_smoothing, got {self.label_smoothing!r}")
 
     @property
     def num_directions(self) -> int:

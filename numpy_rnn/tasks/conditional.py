@@ -44,7 +44,14 @@ from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .lm import CharRNN, Generator
 from .model import ModelConfig, expose
 from .names import NameBatches, longest_name, names_advice, pad
-from .options import RecurrentOptions, TaskOptions, option, require_rate
+from .options import (
+    RecurrentOptions,
+    TaskOptions,
+    label_smoothing_option,
+    option,
+    require_number,
+    require_rate,
+)
 from .sampling import sample, tag_names
 from .sizes import MemoryEstimate, training_estimate
 
@@ -89,9 +96,13 @@ class ConditionalOptions(RecurrentOptions):
                                        "[0, 1) (default: {default})", group="data and batching",
                                   type=dropout_rate)
 
+    label_smoothing: float = label_smoothing_option()
+
     def validate(self) -> None:
         super().validate()
         require_rate("label_dropout", self.label_dropout)
+        require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
+                       high_open=False)
 
 
 class ConditionalInputs(NamedTuple):
@@ -171,7 +182,8 @@ class ConditionalCharRNN(CharRNN):
                                           dropout_masks)
         V = logits.shape[-1]
         loss, dlogits = cross_entropy(logits.reshape(-1, V), np.asarray(targets).reshape(-1),
-                                      ignore_index=IGNORE_INDEX)
+                                      ignore_index=IGNORE_INDEX,
+                                      label_smoothing=self.config.label_smoothing)
         self.backward_conditioned(dlogits.reshape(logits.shape))
         return loss, None
 
@@ -401,7 +413,8 @@ class ConditionalTask(Task):
         return ConditionalConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
                                  num_layers=o.num_layers, cell=o.cell,
                                  embedding_dim=o.embedding_dim, dropout=o.dropout, dtype=o.dtype,
-                                 num_labels=len(corpus.labels))
+                                 num_labels=len(corpus.labels),
+                                 label_smoothing=o.label_smoothing)
 
     def build(self, config: ModelConfig, seed: int | None) -> ConditionalCharRNN:
         assert isinstance(config, ConditionalConfig)

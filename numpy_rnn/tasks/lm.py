@@ -34,7 +34,16 @@ from .commands import SAMPLE, Command, Services, positive_int, run_sample
 from .corpus import Corpus, Vocabulary, load_corpus
 from .lm_batches import NameStreamBatcher, StreamBatcher, random_windows, validation_segments
 from .model import ModelConfig, expose, make_rnn
-from .options import Preset, RecurrentOptions, TaskOptions, option, require_choice, require_int
+from .options import (
+    Preset,
+    RecurrentOptions,
+    TaskOptions,
+    label_smoothing_option,
+    option,
+    require_choice,
+    require_int,
+    require_number,
+)
 from .sampling import sample, tag_names
 from .sizes import recurrent_parameters, sampling_estimate
 
@@ -108,10 +117,12 @@ class CharRNN(TaskModel):
     def loss_and_backward(self, inputs: Any, targets: np.ndarray, state: State | None,
                           dropout_masks: Sequence[np.ndarray] | None
                           ) -> tuple[float, State | None]:
-        """The mean cross-entropy of predicting ``targets (B, T)`` from ``inputs (B, T)``."""
+        """The mean cross-entropy of predicting ``targets (B, T)`` from ``inputs (B, T)``
+        (against targets smoothed by ``config.label_smoothing``)."""
         logits, final = self(inputs, state, dropout_masks)
         V = logits.shape[-1]
-        loss, dlogits = cross_entropy(logits.reshape(-1, V), np.asarray(targets).reshape(-1))
+        loss, dlogits = cross_entropy(logits.reshape(-1, V), np.asarray(targets).reshape(-1),
+                                      label_smoothing=self.config.label_smoothing)
         self.backward(dlogits.reshape(logits.shape))
         return loss, final
 
@@ -279,8 +290,12 @@ class LMOptions(RecurrentOptions):
                                     "order (default: {default})", group="data and batching",
                                 type=positive_int)
 
+    label_smoothing: float = label_smoothing_option()
+
     def validate(self) -> None:
         super().validate()
+        require_number("label_smoothing", self.label_smoothing, low=0.0, high=1.0,
+                       high_open=False)
         require_int("seq_len", self.seq_len)
         require_choice("schedule", self.schedule, SCHEDULES)
         require_int("stream_groups", self.stream_groups)
@@ -457,7 +472,7 @@ class LanguageModelTask(Task):
         assert isinstance(o, LMOptions)
         return ModelConfig(vocab_size=len(corpus.vocab), hidden_size=o.hidden_size,
                            num_layers=o.num_layers, cell=o.cell, embedding_dim=o.embedding_dim,
-                           dropout=o.dropout, dtype=o.dtype)
+                           dropout=o.dropout, dtype=o.dtype, label_smoothing=o.label_smoothing)
 
     def build(self, config: ModelConfig, seed: int | None) -> CharRNN:
         return CharRNN(config, seed=seed)

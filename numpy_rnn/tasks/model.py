@@ -46,6 +46,7 @@ class ModelConfig:
     embedding_dim: int | None = None   # None: the vocabulary size, as in the original notebook
     dropout: float = 0.0
     dtype: str = "float64"
+    label_smoothing: float = 0.0       # of the training loss's targets, torch's definition
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers"):
@@ -61,6 +62,10 @@ class ModelConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if isinstance(self.label_smoothing, bool) or not isinstance(
+                self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be a number in [0, 1], got "
+                             f"{self.label_smoothing!r}")
         object.__setattr__(self, "dtype", np.dtype(resolve_dtype(self.dtype)).name)
 
     @property

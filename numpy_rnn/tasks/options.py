@@ -36,11 +36,12 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from .commands import dropout_rate, positive_int
+from .commands import dropout_rate, positive_int, unit_interval_closed
 from .model import CELLS
 
 __all__ = ["CELLS", "DTYPES", "Flag", "Preset", "RecurrentOptions", "TaskOptions", "changed",
-           "flags", "option", "require_choice", "require_int", "require_number", "require_rate"]
+           "flags", "label_smoothing_option", "option", "require_choice", "require_int",
+           "require_number", "require_rate"]
 
 #: The floating dtypes a model computes in (the cells are :data:`numpy_rnn.tasks.model.CELLS`).
 DTYPES = ("float32", "float64")
@@ -149,6 +150,16 @@ def require_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         shown = ", ".join(str(c) for c in choices)
         raise ValueError(f"{name} must be one of {shown}, got {value!r}")
+
+
+def label_smoothing_option(default: float = 0.0) -> Any:
+    """The ``--label-smoothing`` field of a task whose loss is a cross-entropy (its check:
+    :func:`require_number` in [0, 1])."""
+    return option(default, "smooth the training loss's targets: (1 - eps) on the right token "
+                           "and eps spread over every token, as torch's "
+                           "cross_entropy(label_smoothing=eps); validation and evaluation "
+                           "measure the plain loss, in [0, 1] (default: {default})",
+                  group="regularisation", type=unit_interval_closed)
 
 
 # -- the options every task has, and the recurrent model's -------------------------------------

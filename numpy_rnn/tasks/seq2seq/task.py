@@ -24,7 +24,6 @@ from ..commands import (
     png_file,
     positive_int,
     read_stdin,
-    unit_interval_closed,
 )
 from ..corpus import Vocabulary
 from ..model import ModelConfig
@@ -33,6 +32,7 @@ from ..options import (
     RecurrentOptions,
     TaskOptions,
     changed,
+    label_smoothing_option,
     option,
     require_choice,
     require_int,
@@ -143,11 +143,7 @@ class Seq2SeqOptions(RecurrentOptions):
         0.0, "dropout on the attentional vector, what the output layer reads and input feeding "
              "feeds back (Joey NMT's hidden_dropout), in [0, 1) (default: {default})",
         group="regularisation", type=dropout_rate)
-    label_smoothing: float = option(
-        0.0, "smooth the training loss's targets: (1 - eps) on the right token and eps spread "
-             "over every token, as torch's cross_entropy(label_smoothing=eps); validation and "
-             "evaluation measure the plain loss, in [0, 1] (default: {default})",
-        group="regularisation", type=unit_interval_closed)
+    label_smoothing: float = label_smoothing_option()
     max_length: int = option(
         MAX_SEQUENCE_LENGTH, "a source<TAB>target --data file: the most tokens a side may have; "
                              "a longer one is refused naming its line (default: {default})",
