@@ -63,9 +63,13 @@ def test_the_seq2seqs_count_is_the_built_models(cell, layers, attention, input_f
     assert get_task("seq2seq").parameter_count(config) == built(config)
 
 
-def test_the_seq2seq_training_estimate_bounds_a_measured_step_within_a_factor_of_four():
+@pytest.mark.parametrize("regularised", [False, True])
+def test_the_seq2seq_training_estimate_bounds_a_measured_step_within_a_factor_of_four(
+        regularised):
+    extra = dict(embedding_dropout=0.1, hidden_dropout=0.3, label_smoothing=0.1) \
+        if regularised else {}
     config = Seq2SeqConfig(vocab_size=30, target_vocab_size=42, hidden_size=128, num_layers=2,
-                           dropout=0.3, dtype="float32")
+                           dropout=0.3, dtype="float32", **extra)
     rng = np.random.default_rng(0)
     B, S, T = 32, 12, 11
     sources = [tuple(rng.choice(list("abcdefghij"), size=S)) for _ in range(B)]

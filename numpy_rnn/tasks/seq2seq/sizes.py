@@ -57,7 +57,8 @@ def training_estimate(config: Seq2SeqConfig, B: int, S: int, T: int) -> MemoryEs
     directions, run with the lengths) and the decoder keep for backward (with input feeding its
     layers' step buffers hold the same as the layer would, and each step keeps its attention
     cache, ``(B, S)`` weights and the ``(B, 2H)`` ``[c; h]``); the memory, its keys and their
-    gradients ``(S, B, H)``; the logits ``(T, B, Vt)`` with the loss's softmax; and the
+    gradients ``(S, B, H)``; the logits ``(T, B, Vt)`` with the loss's softmax; the scaled
+    dropout masks (and, with hidden dropout, the attentional vectors kept apart); and the
     largest transients of backward. Two steps' activations at the peak, as
     :func:`numpy_rnn.tasks.sizes.training_estimate` counts."""
     n, H, L, Vt = np.dtype(config.dtype).itemsize, config.hidden_size, config.num_layers, \
@@ -71,7 +72,12 @@ def training_estimate(config: Seq2SeqConfig, B: int, S: int, T: int) -> MemoryEs
     attention = n * T * B * (3 * S + 3 * H) + 2 * n * S * B * H          # alphas, [c; h], ã, keys
     head = n * T * B * (2 * Vt)                                          # logits and softmax
     embeddings = n * (S * B * config.input_size + T * B * config.target_input_size)
-    held = encoder + decoder + stepped + attention + head + embeddings + 8 * B * (S + 2 * T)
+    # the scaled dropout masks kept for backward (a mask the shape of what it drops), and with
+    # hidden dropout the attentional vectors kept apart from the dropped ones the output reads
+    masks = n * sum(int(np.prod(m.shape)) for m in config.dropout_masks(S, T, B))
+    dropped = n * T * B * H if config.hidden_dropout > 0 else 0
+    held = (encoder + decoder + stepped + attention + head + embeddings + masks + dropped
+            + 8 * B * (S + 2 * T))
     transient = max(
         recurrent_transient(config, B, S, input_size=config.input_size, hidden_size=H // 2,
                             directions=2, training=True),
