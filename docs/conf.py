@@ -1,8 +1,15 @@
 """Sphinx configuration of the numpy_rnn documentation site.
 
-Build (from the repository root, after ``pip install -e ".[docs,train,g2p]"``)::
+Build (from the repository root)::
 
-    NUMPY_RNN_DATA_DIR=/path/to/data python -m sphinx -W --keep-going -b html docs docs/_build/html
+    pip install "torch==2.13.0" -e ".[docs]"
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+The tutorials train on the plant corpus, ``plants.data``, found or downloaded as the package
+does it (:func:`numpy_rnn.tasks.corpus.ensure_plants`): in ``$NUMPY_RNN_DATA_DIR`` when it is
+set (a folder holding a local copy), else in ``data/``, downloaded there once and checked
+against its sha256. The build looks for it before anything else (:func:`_find_the_corpus`) and
+stops at once, saying what to do, when it can neither find nor download it.
 
 Sphinx with the pydata theme (numpy's and scipy's) and MyST: the pages are Markdown, the
 tutorials are MyST-Markdown notebooks that myst-nb executes on every build, and autodoc reads
@@ -62,6 +69,8 @@ autodoc_default_options = {
     "show-inheritance": True,
     "member-order": "bysource",
 }
+# Sphinx 9.0.4 ignores an explicit ``:members: a, b`` list while these defaults set "members"
+# (it documents them all): a directive that wants fewer says ``:exclude-members:``.
 autodoc_typehints = "description"
 autodoc_typehints_format = "fully-qualified"
 autodoc_mock_imports: list[str] = []
@@ -106,11 +115,15 @@ PLAIN_DOCSTRINGS = {
     "numpy_rnn.nn.dense.Embedding.forward",
     "numpy_rnn.nn.dense.Embedding.backward",
     "numpy_rnn.tasks.base.Batch",
+    "numpy_rnn.tasks.classify.TrainedClassifier",   # its example follows its first line's ``::``
     "numpy_rnn.tasks.corpus.Corpus",
     "numpy_rnn.tasks.lm_batches.StreamBatch",
     "numpy_rnn.tasks.metrics.SequenceErrorRates",
     "numpy_rnn.tasks.metrics.error_rates",
     "numpy_rnn.tasks.pairs.PairCorpus",
+    # "Whether ...: the model learnt CMUdict, ...": napoleon reads a property's "X: Y" first
+    # line as its type and description.
+    "numpy_rnn.tasks.seq2seq.translate.Translator.lowercase",
 }
 
 
@@ -123,6 +136,49 @@ def _plain_docstring(app: object, what: str, name: str, obj: object, options: ob
         lines[:] = ["::", ""] + ["    " + line for line in doc.splitlines()] + [""]
 
 
+# --- The trained models' page: what load returns, not how to construct it --------------------
+# docs/api/load.md documents each task's trained model as ``numpy_rnn.load`` returns it; its
+# directives give each class an empty signature (``Generator()``), and this drops the
+# constructor's parameters that autodoc would list from its type hints (on that page only: the
+# module pages keep them, for task authors). It runs before autodoc merges the hints (priority
+# 500) and reads the hints where Sphinx (pinned) keeps them for the page being read.
+NO_CONSTRUCTOR_PAGES = {"api/load"}
+
+
+def _no_constructor_parameters(app: object, domain: str, objtype: str,
+                               contentnode: object) -> None:
+    env = app.env  # type: ignore[attr-defined]
+    if domain != "py" or objtype != "class" or env.docname not in NO_CONSTRUCTOR_PAGES:
+        return
+    signature = contentnode.parent[0]  # type: ignore[attr-defined]
+    fullname = ".".join(filter(None, (signature.get("module"), signature.get("fullname"))))
+    env.current_document.autodoc_annotations.pop(fullname, None)
+
+
+# --- The corpus the tutorials train on ------------------------------------------------------
+def _find_the_corpus(app: object) -> None:
+    """Find ``plants.data`` (or download it) before the tutorials run, so that a build without
+    it stops at once with what to do instead of failing in its first training cell minutes
+    later. Nothing to find when the tutorials are not executed (``-D nb_execution_mode=off``)."""
+    if app.config.nb_execution_mode == "off":  # type: ignore[attr-defined]
+        return
+    from sphinx.errors import ConfigError
+
+    from numpy_rnn.tasks.corpus import DATA_DIR_ENV, DataError, ensure_plants, plants_path
+
+    try:
+        ensure_plants()
+    except DataError as exc:
+        raise ConfigError(
+            f"the tutorials train on the plant corpus, which is not at {plants_path()} and could "
+            f"not be downloaded there ({exc}). Put a copy of plants.data there, or point "
+            f"{DATA_DIR_ENV} at the folder that holds one: "
+            f"{DATA_DIR_ENV}=/path/to/folder python -m sphinx ...") from exc
+
+
 def setup(app: object) -> None:
     app.connect("autodoc-process-docstring", _plain_docstring,  # type: ignore[attr-defined]
                 priority=900)
+    app.connect("builder-inited", _find_the_corpus)  # type: ignore[attr-defined]
+    app.connect("object-description-transform",  # type: ignore[attr-defined]
+                _no_constructor_parameters, priority=400)

@@ -82,18 +82,37 @@ __all__ = [
 
 def load(path: "str | os.PathLike[str]", backend: str = "numpy",
          device: str = "cpu") -> "TrainedModel":
-    """The trained model of the checkpoint at ``path``, ready for its task's inference: a
-    language model's ``sample``, a classifier's ``predict``, a conditional generator's
-    ``sample(condition=...)``, a seq2seq model's ``translate``::
+    """The trained model of the checkpoint at ``path``, ready for its task's inference.
+
+    The object is the task's :class:`~numpy_rnn.tasks.base.TrainedModel`: a language model's
+    :class:`~numpy_rnn.tasks.lm.Generator` (``sample``), a classifier's
+    :class:`~numpy_rnn.tasks.classify.TrainedClassifier` (``predict``), a conditional
+    generator's :class:`~numpy_rnn.tasks.conditional.ConditionalGenerator`
+    (``sample(condition=...)``), a seq2seq model's
+    :class:`~numpy_rnn.tasks.seq2seq.translate.Translator` (``translate``)::
 
         import numpy_rnn
+        names = numpy_rnn.load("runs/plants/best.npz")
+        names.sample(5, temperature=0.8, seed=0)        # five plant names
         g2p = numpy_rnn.load("runs/g2p/best.npz")
-        g2p.translate("hello")                    # ['HH', 'AH', 'L', 'OW']
-        numpy_rnn.load("runs/plants/best.npz").sample(5, temperature=0.8, seed=0)
+        g2p.translate("hello")                          # ['HH', 'AH', 'L', 'OW']
 
-    ``backend``: "numpy" (this package's layers) or "torch" (the same model in torch.nn);
-    ``device``: "cpu", or "cuda" with the torch backend. Imports the driver on first use
-    (:func:`numpy_rnn.driver.inference.load`)."""
+    Args:
+        path: a checkpoint written by training (``best.npz``, ``checkpoint.npz``), by the
+            command line or by :func:`numpy_rnn.driver.train.train`.
+        backend: ``"numpy"`` (this package's layers) or ``"torch"`` (the same model in
+            torch.nn; needs torch).
+        device: ``"cpu"``, or ``"cuda"`` with the torch backend.
+
+    Returns:
+        The trained model, with the checkpoint's weights (or their moving average, when its run
+        kept one: ``train --ema``).
+
+    Raises:
+        CheckpointError: a ``ValueError``, for a missing, damaged or foreign file.
+
+    Imports the tasks and the driver on first use (:func:`numpy_rnn.driver.inference.load`).
+    """
     from .driver.inference import load as _load
 
     return _load(path, backend=backend, device=device)

@@ -303,3 +303,37 @@ def test_the_gate_math_is_typeset_beside_the_source(site: Path, browser: Browser
         assert line in code and line in source, line
     mathjax = site / "_static" / "mathjax" / "tex-chtml.js"
     assert mathjax.is_file(), "MathJax is not bundled with the site"
+
+
+def test_the_api_reference_shows_load_and_each_tasks_trained_model(site: Path,
+                                                                   browser: Browser) -> None:
+    """docs/api/load.md: ``numpy_rnn.load`` documented (a link target), an example per task, and
+    each trained model's inference methods with their docstrings."""
+    page = site / "api" / "load.html"
+    assert "numpy_rnn.load" in _ids(page, {}), "numpy_rnn.load has no entry of its own"
+    browser.open(page.as_uri())
+    text = browser.evaluate("document.querySelector('main').innerText")
+    for call in ('.sample(10, temperature=0.8', '.predict(["abies lasiocarpa"])',
+                 'condition="hi"', 'g2p.translate("hello")', "TrainConfig.for_task("):
+        assert call in text, f"the example {call!r} is missing"
+    methods = {"Generator": ("sample",), "TrainedClassifier": ("predict", "attention",
+                                                               "probabilities"),
+               "ConditionalGenerator": ("sample",),
+               "Translator": ("translate", "hypotheses", "tokens")}
+    signatures = browser.evaluate(
+        "Array.from(document.querySelectorAll('dl.py > dt')).map(d => d.innerText)")
+    for cls, names in methods.items():
+        assert any(cls in s for s in signatures), f"{cls} is not documented"
+        for name in names:
+            assert any(s.lstrip().startswith(name + "(") for s in signatures), \
+                f"{cls}.{name} is not documented"
+
+
+def test_the_tutorials_call_the_python_api_not_the_command_line() -> None:
+    """A learner in a notebook trains with ``train(TrainConfig...)`` and uses the model through
+    ``numpy_rnn.load``, not by running ``python -m numpy_rnn`` in a subprocess."""
+    for name in ("char-model.md", "shapes.md"):
+        text = (ROOT / "docs" / "tutorials" / name).read_text(encoding="utf-8")
+        assert "subprocess" not in text, name
+        assert "train(TrainConfig.for_task(" in text or "TrainConfig.for_task(" in text, name
+        assert "numpy_rnn.load(" in text, name

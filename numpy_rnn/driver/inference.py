@@ -19,12 +19,14 @@ __all__ = ["load"]
 
 def load(path: str | os.PathLike[str], backend: str = "numpy",
          device: str = "cpu") -> TrainedModel:
-    """The trained model of the checkpoint at ``path``, computed by ``backend`` ("numpy", or
-    "torch" with torch installed) on ``device`` ("cpu", or "cuda" for the torch backend): its
-    weights, or their moving average when its run kept one (``train --ema``).
+    """The trained model of the checkpoint at ``path``, computed by ``backend`` (``"numpy"``,
+    or ``"torch"`` with torch installed) on ``device`` (``"cpu"``, or ``"cuda"`` for the torch
+    backend): its weights, or their moving average when its run kept one (``train --ema``).
+    :func:`numpy_rnn.load` is this function.
 
-    ``CheckpointError`` (a ``ValueError``) for a missing, damaged or foreign file; every call of
-    the model refuses what cannot fit in memory (``MemoryLimitError``) before allocating it.
+    Raises ``CheckpointError`` (a ``ValueError``) for a missing, damaged or foreign file; every
+    call of the model refuses what cannot fit in memory (``MemoryLimitError``) before
+    allocating it.
     """
     checkpoint = read_checkpoint(path)
     model = backend_from_checkpoint(checkpoint.weights, checkpoint.meta, backend, device)
