@@ -162,18 +162,30 @@ def _find_the_corpus(app: object) -> None:
     later. Nothing to find when the tutorials are not executed (``-D nb_execution_mode=off``)."""
     if app.config.nb_execution_mode == "off":  # type: ignore[attr-defined]
         return
-    from sphinx.errors import ConfigError
+    from sphinx.util import logging
 
-    from numpy_rnn.tasks.corpus import DATA_DIR_ENV, DataError, ensure_plants, plants_path
+    from numpy_rnn.tasks.corpus import (
+        DATA_DIR_ENV,
+        PLANTS_URL,
+        DataError,
+        ensure_plants,
+        plants_path,
+    )
 
     try:
         ensure_plants()
     except DataError as exc:
-        raise ConfigError(
-            f"the tutorials train on the plant corpus, which is not at {plants_path()} and could "
-            f"not be downloaded there ({exc}). Put a copy of plants.data there, or point "
-            f"{DATA_DIR_ENV} at the folder that holds one: "
-            f"{DATA_DIR_ENV}=/path/to/folder python -m sphinx ...") from exc
+        cause = exc.__cause__
+        why = (f"{type(cause).__name__}: {getattr(cause, 'reason', None) or cause}"
+               if cause is not None else str(exc))
+        # One line that says what to do, and the build ends: a ConfigError would bury it in
+        # Sphinx's crash report (versions, traceback, "please report this to Sphinx").
+        logging.getLogger(__name__).error(
+            f"the tutorials train on the plant corpus, plants.data, which is not in "
+            f"{plants_path().parent} and could not be downloaded there ({why}). Download "
+            f"{PLANTS_URL} into that folder, or point {DATA_DIR_ENV} at a folder that holds a "
+            f"copy: {DATA_DIR_ENV}=/path/to/folder python -m sphinx ...")
+        raise SystemExit(2) from exc
 
 
 def setup(app: object) -> None:
