@@ -49,6 +49,27 @@ from .steps import GRUStep, LSTMStep, Params, RNNStep, State, Step
 # One direction of one layer, one time step at a time: the runner every time loop drives
 # --------------------------------------------------------------------------------------------
 
+def input_biases(step: Step, params: Params, stepwise: bool
+                 ) -> tuple[tuple[np.ndarray, ...], Params]:
+    """What a run adds to the input projection ``gx = x W_ih^T``, and the parameters its step
+    then reads (a new dict; the arrays are the layer's).
+
+    The biases are ``b_ih``, and ``b_hh`` too for a step that only ever uses ``gx + gh``
+    (``Step.shares_gate_grads``): it sees ``b_hh`` the same way at every step, so it is added
+    once to ``gx`` instead of once per step, and the step's ``bias_hh`` is None. A stepwise run
+    adds them as one summed vector (one addition per step, not two); a whole-sequence run one
+    after the other (``gx += b_ih; gx += b_hh``). Whoever computes ``gx`` elsewhere (a table
+    per token) adds exactly these, in this order, to get the runner's numbers."""
+    p = dict(params)
+    biases: tuple[np.ndarray, ...] = () if p["bias_ih"] is None else (p["bias_ih"],)
+    if step.shares_gate_grads and p["bias_hh"] is not None:
+        biases += (p["bias_hh"],)
+        p["bias_hh"] = None
+    if stepwise and len(biases) == 2:
+        biases = (biases[0] + biases[1],)
+    return biases, p
+
+
 @dataclass(init=False, eq=False)
 class StepRunner:
     """One direction of one recurrent layer over ``T`` steps, driven one time step at a time.
@@ -102,9 +123,10 @@ class StepRunner:
     reverse: bool
     valid: np.ndarray | None      # (T, B, 1) bool, True where t < length (not a dropout mask)
 
-    def __init__(self, step: Step, params: Params, x: np.ndarray, init: State | None, *,
-                 reverse: bool = False, valid: np.ndarray | None = None,
-                 stepwise: bool = False, states: State | None = None) -> None:
+    def __init__(self, step: Step, params: Params, x: np.ndarray | None, init: State | None,
+                 *, reverse: bool = False, valid: np.ndarray | None = None,
+                 stepwise: bool = False, states: State | None = None,
+                 projected: np.ndarray | None = None) -> None:
         """``params``: the layer's short names (``weight_ih``, ``weight_hh``, ``bias_ih``,
         ``bias_hh``, None for an absent bias, and the step's extras), e.g.
         :meth:`Recurrent.step_params`; ``x (T, B, F)``; ``init``: the initial states, ``(B,
@@ -112,8 +134,22 @@ class StepRunner:
         is known only when step ``t`` comes (see :meth:`project`). ``states``: the caller's
         buffers to run in, ``(T+1, B, size)`` each, with the initial states already in their
         slot (``init`` None), instead of new ones (one-step decoding runs every layer in rows
-        of one buffer)."""
+        of one buffer).
+
+        ``projected``: inference only, the input projection of every step computed elsewhere,
+        ``gx (T, B, G*H) = x W_ih^T`` plus the biases :func:`input_biases` names (e.g. rows
+        gathered from a per-token table, see :mod:`numpy_rnn.tasks.seq2seq.inference`); it is
+        the runner's ``gx``, prepared for the step here (it is changed in place); ``x`` is
+        None (the run keeps an empty ``(T, B, 0)`` one): such a run goes forward only."""
+        if projected is not None:
+            if stepwise or x is not None:
+                raise ValueError("projected replaces x and project(): a whole-sequence run "
+                                 "without x")
+            # No input: an empty (T, B, 0) x keeps the shapes (the run goes forward only).
+            x = np.empty(projected.shape[:2] + (0,), projected.dtype)
+        assert x is not None
         T, B, _ = x.shape
+        dtype = x.dtype
         self.step, self.params, self.stepwise = step, params, stepwise
         self.x, self.reverse, self.valid = x, reverse, valid
         self.w_ih: np.ndarray = params["weight_ih"]            # (G*H, F)
@@ -121,32 +157,27 @@ class StepRunner:
             if init is None:
                 raise ValueError("StepRunner needs the initial states (init), or the buffers "
                                  "that hold them (states)")
-            states = tuple([np.empty((T + 1, B, n), x.dtype) for n in step.state_sizes()])
+            states = tuple([np.empty((T + 1, B, n), dtype) for n in step.state_sizes()])
             first = T if reverse else 0                         # the initial state's slot
             for s, s0 in zip(states, init):
                 s[first] = s0
         self.states = states
-        self.cache = step.new_cache(T, B, x.dtype)
-        self._forward_params = p = dict(params)
-        # The biases gx gets: b_ih, and b_hh for a step that only ever uses gx + gh (it sees
-        # b_hh the same way at every step, so it is added once to gx instead of once per step).
-        biases = () if p["bias_ih"] is None else (p["bias_ih"],)
-        if step.shares_gate_grads and p["bias_hh"] is not None:
-            biases += (p["bias_hh"],)
-            p["bias_hh"] = None
-        if stepwise and len(biases) == 2:
-            biases = (biases[0] + biases[1],)  # summed once: one addition per step, not two
-        self.gx_bias = biases
+        self.cache = step.new_cache(T, B, dtype)
+        self.gx_bias, self._forward_params = input_biases(step, params, stepwise)
+        p = self._forward_params
         # Every step multiplies by W_hh^T. OpenBLAS is faster with a contiguous copy, which pays
         # for itself over a long sequence but not for short or stepwise runs.
         self._own_copy = T >= 16 and not stepwise
         w_hh_t = p["weight_hh"].T
         p["weight_hh_T"] = np.ascontiguousarray(w_hh_t) if self._own_copy else w_hh_t
-        self.gx: np.ndarray | None = (np.empty((T, B, self.w_ih.shape[0]), x.dtype)
+        self.gx: np.ndarray | None = (np.empty((T, B, self.w_ih.shape[0]), dtype)
                                       if stepwise else None)
         # Slot k's states as a tuple of (B, size) views, built once for all steps: step t
         # reads slot t and writes slot t+1 (the reverse direction: reads t+1, writes t).
         self._slots = list(zip(*self.states))
+        if projected is not None:
+            self.gx = projected
+            step.prepare_forward(p, projected, self._own_copy)
 
     # -- the buffers over time -------------------------------------------------------------
 
@@ -313,17 +344,20 @@ class StepRunner:
         return tuple(states(j) for j in range(len(self.states)))
 
 
-def run_forward(step: Step, p: Params, x: np.ndarray, init: State, valid: np.ndarray | None,
-                reverse: bool) -> StepRunner:
+def run_forward(step: Step, p: Params, x: np.ndarray | None, init: State,
+                valid: np.ndarray | None, reverse: bool,
+                projected: np.ndarray | None = None) -> StepRunner:
     """The layers' time loop, forward: run ``step`` over the time steps of ``x (T, B, F)`` from
-    the states ``init`` ((B, size) each), the input projection of all steps first.
+    the states ``init`` ((B, size) each), the input projection of all steps first (or, x
+    None, the ``projected`` one given, see :class:`StepRunner`).
 
     Where ``valid[t, b]`` is False (the sequence has ended, or in the reverse direction has not
     started yet) the state is carried unchanged, which is how torch runs packed sequences.
     """
-    run = StepRunner(step, p, x, init, reverse=reverse, valid=valid)
-    # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
-    run.project()
+    run = StepRunner(step, p, x, init, reverse=reverse, valid=valid, projected=projected)
+    if projected is None:
+        # Input projection of every time step in one matrix product: gx = x W_ih^T + b_ih.
+        run.project()
     with np.errstate(over="ignore"):  # exp(-a) -> inf in sigmoid is harmless: σ = 0 exactly
         for t in run.times():
             run.forward_step(t)
@@ -645,13 +679,59 @@ class Recurrent(Module):
             out = out.transpose(1, 0, 2)
         return out, finals
 
-    def forward_step(self, x: np.ndarray, hx: Sequence[np.ndarray]) -> tuple[np.ndarray, State]:
+    def forward_projected(self, projected: Sequence[np.ndarray], lengths: Any = None
+                          ) -> tuple[np.ndarray, State]:
+        """Evaluation: :meth:`forward` from zero initial states, time-major, with layer 0's
+        input projection given instead of its input: one ``gx (T, B, G*H)`` per direction,
+        ``x W_ih^T`` plus the biases :func:`input_biases` names for a whole-sequence run
+        (an encoder gathers them from a table per token). The same arithmetic as
+        :meth:`forward`, the same results; nothing is kept for backward and nothing dropped.
+        The arrays given are overwritten (each run prepares its ``gx`` in place).
+
+        Returns ``out (T, B, D*Ho)`` (0 at padded steps) and the final states ``(L*D, B,
+        size)`` each."""
+        D, L = self.num_directions, self.num_layers
+        width = self.step.num_gates * self.hidden_size
+        if len(projected) != D:
+            raise ValueError(f"projected needs one array per direction ({D}), got "
+                             f"{len(projected)}")
+        gx = [check_array("projected", g, self.dtype, (3,)) for g in projected]
+        T, B, _ = gx[0].shape
+        if T == 0 or any(g.shape != (T, B, width) for g in gx):
+            raise ShapeError(f"projected must be {D} arrays of one shape (T >= 1, B, "
+                             f"num_gates * hidden_size = {width}), got "
+                             f"{[g.shape for g in gx]}")
+        valid = None
+        if lengths is not None:
+            lens = check_lengths(lengths, T, B)
+            valid = (np.arange(T)[:, None] < lens[None, :])[:, :, None]  # (T, B, 1)
+        zeros = tuple([np.zeros((B, size), self.dtype) for size in self.step.state_sizes()])
+        per_layer: list[list[np.ndarray]] = [[] for _ in zeros]   # per state: (B, size) each
+        layer_in = None
+        for layer in range(L):
+            dirs = []
+            for d in range(D):
+                run = run_forward(self.step, self.step_params(layer, d), layer_in, zeros, valid,
+                                  reverse=bool(d), projected=gx[d] if layer == 0 else None)
+                dirs.append(run)
+                for j, s in enumerate(run.final()):
+                    per_layer[j].append(s)
+            layer_in = self._layer_output(dirs, valid)
+        assert layer_in is not None
+        return layer_in, tuple(np.stack(f) for f in per_layer)
+
+    def forward_step(self, x: np.ndarray | None, hx: Sequence[np.ndarray], *,
+                     projected: np.ndarray | None = None) -> tuple[np.ndarray, State]:
         """One time step of a unidirectional stack, for decoding one token at a time.
 
         Args:
-            x: ``(B, F)``, the step's input.
+            x: ``(B, F)``, the step's input (None when ``projected`` is given).
             hx: the states before the step, one per ``step.state_names``: ``h (L, B, Ho)`` (and
                 ``c (L, B, H)`` for the LSTM).
+            projected: instead of ``x``, layer 0's input projection ``gx (B, G*H)``, computed
+                elsewhere: ``x W_ih^T`` plus the biases :func:`input_biases` names (a decoder
+                gathers its embedding's part from a table per token). Overwritten (the step
+                prepares it in place).
 
         Returns:
             The top layer's output ``h (B, Ho)`` and the states after the step, shaped like
@@ -665,11 +745,20 @@ class Recurrent(Module):
         if self.bidirectional:
             raise ValueError("forward_step runs a unidirectional stack: a bidirectional layer "
                              "reads the whole sequence")
-        x = check_array("input", x, self.dtype, (2,))
-        if x.shape[1] != self.input_size:
-            raise ShapeError(f"input has {x.shape[1]} features, expected input_size="
-                             f"{self.input_size}")
-        B, L = x.shape[0], self.num_layers
+        if projected is None:
+            x = check_array("input", x, self.dtype, (2,))
+            if x.shape[1] != self.input_size:
+                raise ShapeError(f"input has {x.shape[1]} features, expected input_size="
+                                 f"{self.input_size}")
+            B = x.shape[0]
+        else:
+            projected = check_array("projected", projected, self.dtype, (2,))
+            width = self.step.num_gates * self.hidden_size
+            if projected.shape[1] != width:
+                raise ShapeError(f"projected has {projected.shape[1]} columns, expected "
+                                 f"num_gates * hidden_size = {width}")
+            B = projected.shape[0]
+        L = self.num_layers
         states = check_states(self.step.state_names, self.step.state_sizes(), hx, (L, B),
                               self.dtype)
         # One buffer per state kind for the whole stack, (L, 2, B, size): layer l runs in
@@ -680,10 +769,17 @@ class Recurrent(Module):
             buffer[:, 0] = s
         with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
             for layer in range(L):
-                run = StepRunner(self.step, self.step_params(layer), x[None], None,
-                                 states=tuple([b[layer] for b in buffers]))
-                run.project()
+                slots = tuple([b[layer] for b in buffers])
+                if layer == 0 and projected is not None:      # gx given: no projection
+                    run = StepRunner(self.step, self.step_params(0), None, None, states=slots,
+                                     projected=projected[None])
+                else:
+                    assert x is not None
+                    run = StepRunner(self.step, self.step_params(layer), x[None], None,
+                                     states=slots)
+                    run.project()
                 x = run.forward_step(0)
+        assert x is not None
         return x, tuple(b[:, 1] for b in buffers)
 
     def _layer_output(self, dirs: list[StepRunner], valid: np.ndarray | None) -> np.ndarray:
