@@ -120,6 +120,9 @@ def test_a_named_corpus_is_recorded_by_name(monkeypatch, tmp_path):
 
 
 def test_decode_steps_reuse_the_keys_only_while_memory_and_weights_are_the_same():
+    """The keys of a memory are computed at its first step and reused while the steps pass
+    the same memory and lengths and the weights' version stays (load_state_dict and
+    weights_changed move it); an in-place change of the weights is seen by the next memory."""
     from numpy_rnn.tasks.seq2seq import BOS, Seq2Seq, Seq2SeqConfig
 
     model = Seq2Seq(Seq2SeqConfig(vocab_size=6, target_vocab_size=7, hidden_size=8,
@@ -128,18 +131,23 @@ def test_decode_steps_reuse_the_keys_only_while_memory_and_weights_are_the_same(
     memory, state = model.encode(source, lengths)
     tokens, feed = np.full(2, BOS), np.zeros((2, 8))
 
-    def step():
+    def step(over: np.ndarray) -> np.ndarray:
         fresh = Seq2Seq(model.config, seed=1)
         fresh.load_state_dict(model.state_dict())          # no cache: computes the keys
-        want = fresh.decode_step(tokens, state, feed, memory.copy(), lengths)[0]
-        got = model.decode_step(tokens, state, feed, memory, lengths)[0]
+        want = fresh.decode_step(tokens, state, feed, over.copy(), lengths)[0]
+        got = model.decode_step(tokens, state, feed, over, lengths)[0]
         np.testing.assert_array_equal(got, want)
         return got
 
-    first = step()
-    np.testing.assert_array_equal(step(), first)           # the cached keys
+    first = step(memory)
+    np.testing.assert_array_equal(step(memory), first)     # the cached keys
     model.params["attention.key.weight"] *= 1.5            # an optimizer step, in place
-    assert not np.array_equal(step(), first)               # recomputed, equal to a fresh model
+    assert not np.array_equal(step(memory.copy()), first)  # the next memory: new keys
+    other = memory.copy()
+    before = step(other)                                   # a session over `other`
+    model.params["attention.key.weight"] *= 1.5
+    model.weights_changed()                                # or load_state_dict
+    assert not np.array_equal(step(other), before)         # the same memory: new keys too
 
 
 def _batches(pairs: Path, buckets: int, seed: int = 3):

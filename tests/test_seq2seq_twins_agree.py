@@ -2,8 +2,8 @@
 torch_ref.seq2seq.Seq2Seq) share, written once in numpy_rnn: the checks of every input (the same
 bad input raises the same exception type with the same message in both, through every entry
 point: training, score, encode, decode_step), the dropout masks' rules, the cell-name map, and
-decode_step's reuse of the attention's key side per memory (torch's twin computes the keys once
-per memory too, under the same rule, and decodes exactly as before).
+decode_step's reuse of the attention's key side per memory (both twins compute the keys once
+per memory, and decode exactly as a fresh model does).
 """
 
 from __future__ import annotations

@@ -279,7 +279,10 @@ class Seq2Seq(TorchTaskModel):
         unchecked, without input feeding), ``memory (B, S, H)``, ``lengths (B,)`` -> float64
         ``log_probs (B, Vt)``, the new state, ``ã_t (B, H)`` and float64 ``alpha (B, S)``
         (None without attention). The memory's key side is computed once per memory, by the
-        NumPy model's rule (:class:`~numpy_rnn.tasks.seq2seq.model.KeyCache`)."""
+        rule of the NumPy model's general step (:class:`~numpy_rnn.tasks.seq2seq.model.KeyCache`:
+        the same memory object, lengths and key weights; the NumPy model's fast step reuses
+        its keys while the memory and lengths objects and its weights' version are the
+        same)."""
         tokens, fed, memory, lengths = check_decode_step(self.config, tokens, feed, memory,
                                                          lengths)
         state = check_state(self.config, state, len(tokens))

@@ -40,7 +40,12 @@ dropout masks a step needs and their order), the checks of every input
 (:func:`check_inputs`, :func:`check_targets`, :func:`check_decode_step`: the same exceptions
 with the same messages in both), the split of the masks by where they act
 (:meth:`Seq2SeqConfig.split_dropout_masks`) and the reuse of the attention's key side across
-decoding steps (:class:`KeyCache`).
+decoding steps (:class:`KeyCache`: the torch twin's, and the NumPy model's general step's).
+
+Decoding in NumPy (``encode`` and ``decode_step``) reads its embeddings' share of the input
+projections from tables per token and checks a memory once, at its first step
+(:mod:`numpy_rnn.tasks.seq2seq.inference`); the general path it is tested equal to is kept
+(``_encode_general``, ``_decode_step_general``).
 """
 
 
@@ -71,10 +76,12 @@ from ...nn.recurrent import LAYERS, Recurrent, StepRunner, check_states, scale_d
 from ...nn.steps import State
 from ..base import DropoutMask, TaskModel
 from ..model import ModelConfig, expose
+from .inference import Session, Tables, build_tables, table_sources
 
 __all__ = ["ATTENTIONS", "BOS", "EOS", "PAD", "KeyCache", "Seq2Seq", "Seq2SeqConfig",
            "Seq2SeqInputs", "Seq2SeqMasks", "check_decode_step", "check_inputs",
-           "check_source", "check_state", "check_targets", "check_tokens", "direction_size"]
+           "check_source", "check_state", "check_step_inputs", "check_targets", "check_tokens",
+           "direction_size"]
 
 #: Token ids: source padding 0; target padding 0, start 1, end 2.
 PAD, BOS, EOS = 0, 1, 2
@@ -351,6 +358,29 @@ def check_decode_step(config: Seq2SeqConfig, tokens: Any, feed: Any, memory: Any
     return tokens, feed, memory, lengths
 
 
+def check_step_inputs(config: Seq2SeqConfig, tokens: Any, feed: Any, B: int
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A later step over a memory of ``B`` rows that :func:`check_decode_step` checked at its
+    first step: ``tokens (B,)`` and ``feed (B, H)`` (None without input feeding), checked as
+    that function checks them."""
+    a = tokens
+    # The common case in one reduction: int64 ids, whose unsigned view puts the negative
+    # ones above every vocabulary; anything else gets check_tokens's own checks and messages.
+    if not (isinstance(a, np.ndarray) and a.dtype == np.int64 and a.shape == (B,)
+            and int(a.view(np.uint64).max()) < config.target_vocab_size):
+        a = check_tokens("tokens", tokens, 1, config.target_vocab_size)
+    tokens = a
+    if len(tokens) != B:
+        raise ShapeError(f"memory must have shape (B={len(tokens)}, S >= 1, "
+                         f"H={config.hidden_size}), got B={B}")
+    if not config.input_feeding:
+        return tokens, None
+    feed = check_array("feed", feed, np.dtype(config.dtype).type, (2,))
+    if feed.shape != (B, config.hidden_size):
+        raise ShapeError(f"feed must have shape {(B, config.hidden_size)}, got {feed.shape}")
+    return tokens, feed
+
+
 def check_state(config: Seq2SeqConfig, state: Any, B: int) -> State:
     """The decoder's state, checked as :meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`
     checks it (the same function): a tuple of ``(L, B, H)`` arrays (h, and c for the LSTM) of
@@ -453,10 +483,30 @@ class Seq2Seq(TaskModel):
         # Draws dropout masks when the caller gives none (the driver always does).
         self._rng = np.random.default_rng(next(streams))
         self._ctx: dict[str, Any] | None = None
-        # decode_step's key side of the last memory it attended over, and what it depends on
+        # Inference (see .inference): the per-token tables of the weights, the session of the
+        # last memory decode_step attended over, and the weights' version, which
+        # load_state_dict bumps.
+        self._weights_version = 0
+        self._tables: Tables | None = None
+        self._session: Session | None = None
+        # The general decode step's key side of the last memory (the reference path's rule).
         self._key_cache: KeyCache[Keys] = KeyCache(np.array_equal, np.copy)
         self._key_weights = ([k for k in self.attention.params if k.startswith("key.")]
                              if self.attention is not None else [])
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Copy ``state`` into the parameters, in place (strict, see
+        :meth:`~numpy_rnn.nn.module.Module.load_state_dict`); decoding uses them from the next
+        call on (the weights' version changes, and with it the tables and keys)."""
+        super().load_state_dict(state)
+        self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """Tell decoding that the weights changed (``load_state_dict`` does; an optimizer step
+        is noticed without it, an edit by hand of a few elements of a matrix may not be, see
+        :mod:`numpy_rnn.tasks.seq2seq.inference`): the next call rebuilds what it derived
+        from them."""
+        self._weights_version += 1
 
     def train(self, mode: bool = True) -> Seq2Seq:
         super().train(mode)
@@ -497,13 +547,18 @@ class Seq2Seq(TaskModel):
                 ctx["source_mask"] = m_src
         between = masks.encoder if masks is not None and masks.encoder else None
         memory, finals = Recurrent.forward(self.encoder, x, None, lengths, dropout_masks=between)
+        return memory, self._bridge(finals, B)
+
+    def _bridge(self, finals: State, B: int) -> State:
+        """The encoder's final states ``(2L, B, H/2)`` each -> the decoder's initial states
+        ``(L, B, H)`` each: ``tanh([s_fwd; s_bwd] W_b^T + b_b)`` per layer and state kind."""
         L, H = self.config.num_layers, self.config.hidden_size
         init = []
         for kind, f in zip(self.bridges, finals):
             # (2L, B, H/2), rows 2l (forward) and 2l+1 (reverse) -> (L, B, H): [fwd; bwd]
             u = f.reshape(L, 2, B, H // 2).transpose(0, 2, 1, 3).reshape(L, B, H)
             init.append(np.stack([np.tanh(b(u[l])) for l, b in enumerate(self.bridges[kind])]))
-        return memory, tuple(init)
+        return tuple(init)
 
     def _encode_backward(self, dmemory: np.ndarray | None, dinit: State,
                          ctx: dict[str, Any]) -> None:
@@ -783,11 +838,54 @@ class Seq2Seq(TaskModel):
 
     def encode(self, source: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, State]:
         """Evaluation: ``source (B, S)``, ``lengths (B,)`` -> ``memory (B, S, H)`` and the
-        decoder's initial state, a tuple of ``(L, B, H)`` (h, and c for the LSTM)."""
+        decoder's initial state, a tuple of ``(L, B, H)`` (h, and c for the LSTM).
+
+        Layer 0 of the encoder reads its input projection from the per-token tables
+        (:mod:`~numpy_rnn.tasks.seq2seq.inference`): the general path's arithmetic
+        (:meth:`_encode_general`, the training forward's encoder) to float rounding."""
+        self.eval()
+        source, lengths = check_source(self.config, source, lengths)
+        tables = self._current_tables()
+        B, S = source.shape
+        ids = source.T                                           # (S, B)
+        gx = [table[ids] for table in tables.source]             # (S, B, G*H/2) per direction
+        # No source is padded (a single word always): no step needs masking.
+        padded = lengths if int(lengths.min()) < S else None
+        memory, finals = self.encoder.forward_projected(gx, padded)
+        return np.ascontiguousarray(memory.transpose(1, 0, 2)), self._bridge(finals, B)
+
+    def _encode_general(self, source: np.ndarray, lengths: np.ndarray
+                        ) -> tuple[np.ndarray, State]:
+        """:meth:`encode` through the embedding and the layer's own forward (the training
+        forward's encoder in evaluation), kept as the reference the tables are tested
+        against."""
         self.eval()
         source, lengths = check_source(self.config, source, lengths)
         memory, init = self._encode(source, lengths, None)
         return np.ascontiguousarray(memory.transpose(1, 0, 2)), init
+
+    def _current_tables(self) -> Tables:
+        """The per-token tables of the current weights: the last ones while their fingerprint
+        matches, else new ones."""
+        tables = self._tables
+        sources = table_sources(self.encoder, self.decoder,
+                                self.encoder_embedding.params["weight"],
+                                self.decoder_embedding.params["weight"])
+        if tables is None or not tables.fingerprint.matches(sources, self._weights_version):
+            tables = self._tables = build_tables(
+                self.encoder, self.decoder, self.encoder_embedding.params["weight"],
+                self.decoder_embedding.params["weight"], self.config.target_input_size,
+                self.config.input_feeding, self._weights_version)
+        return tables
+
+    def _session_for(self, memory: Any, lengths: Any) -> Session | None:
+        """The session of ``memory`` and ``lengths`` (the same objects as the last step's, at
+        the same weights version), or None."""
+        session = self._session
+        if (session is not None and session.memory is memory and session.lengths is lengths
+                and session.version == self._weights_version):
+            return session
+        return None
 
     def decode_step(self, tokens: np.ndarray, state: State, feed: np.ndarray,
                     memory: np.ndarray, lengths: np.ndarray
@@ -796,8 +894,67 @@ class Seq2Seq(TaskModel):
         (``(L, B, H)`` each), ``feed (B, H)`` = ã_{t-1} (zeros at the first step; not read
         without input feeding), ``memory (B, S, H)``, ``lengths (B,)`` -> float64
         ``log_probs (B, Vt)``, the new state, ``ã_t (B, H)`` and float64 ``alpha (B, S)``
-        (None without attention). The decoder stack's step is the library's
-        (:meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`)."""
+        (None without attention).
+
+        The memory and its lengths are checked, and the attention's keys computed, at the
+        first step over them; later steps that pass the same two objects reuse that (a
+        :class:`~numpy_rnn.tasks.seq2seq.inference.Session`: do not change them in place in
+        between, as the attention's contract asks; the weights are those of the session's
+        start, unless ``load_state_dict`` comes in between). The decoder's layer 0 reads the
+        embedding's share of its input projection from a table per token, then adds the fed
+        part ``f_{t-1} W_ih[:, Et:]^T`` (the training forward's split), and its stack's step
+        is the library's (:meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`): the
+        general step's arithmetic (:meth:`_decode_step_general`) to float rounding."""
+        if self.training:
+            self.eval()
+        session = self._session_for(memory, lengths)
+        if session is None:
+            tokens, fed, checked, lengths_ok = check_decode_step(self.config, tokens, feed,
+                                                                 memory, lengths)
+            session = self._start_session(memory, lengths, checked, lengths_ok)
+        else:
+            tokens, fed = check_step_inputs(self.config, tokens, feed, len(session.memory))
+        tables = session.tables
+        gx = tables.target[tokens]                         # (B, G*H): y_{t-1}'s share, + b
+        if fed is not None:                                # + f_{t-1} W_f^T (input feeding)
+            assert tables.fed_weight_t is not None
+            gx += fed @ tables.fed_weight_t
+        h, state = self.decoder.forward_step(None, state, projected=gx)   # checks the state
+        alpha = None
+        if session.keys is not None and self.attention is not None:
+            c, a, _ = attend_forward(self.score_fn, self.attention.params, h, session.keys)
+            assert self.combine is not None                # ã = tanh([c; h] W_c^T)
+            att = np.tanh(np.concatenate([c, h], axis=-1) @ self.combine.params["weight"].T)
+            alpha = a.astype(np.float64)
+        else:
+            att = h.copy()
+        logits = att @ self.out.params["weight"].T         # Linear.forward's arithmetic
+        logits += self.out.params["bias"]
+        return log_softmax(logits.astype(np.float64), axis=-1), state, att, alpha
+
+    def _start_session(self, memory: Any, lengths: Any, checked: np.ndarray,
+                       lengths_ok: np.ndarray) -> Session:
+        """A new session over the ``checked`` memory ``(B, S, H)`` and lengths: the current
+        tables and the attention's keys (the ``valid`` mask only where a source is padded:
+        without one every step's masking changes nothing)."""
+        keys = None
+        if self.attention is not None:
+            S = checked.shape[1]
+            padded = lengths_ok if int(lengths_ok.min()) < S else None
+            keys = prepare_keys(self.score_fn, self.attention.params,
+                                checked.transpose(1, 0, 2), padded)
+        session = Session(memory=memory, lengths=lengths, version=self._weights_version,
+                          tables=self._current_tables(), keys=keys)
+        self._session = session
+        return session
+
+    def _decode_step_general(self, tokens: np.ndarray, state: State, feed: np.ndarray,
+                             memory: np.ndarray, lengths: np.ndarray
+                             ) -> tuple[np.ndarray, State, np.ndarray, np.ndarray | None]:
+        """:meth:`decode_step` through the embedding, ``Recurrent.forward_step`` over
+        ``[x; f]`` and the attention's checked forward, every input checked at every step
+        and the keys reused under :class:`KeyCache`'s rule; kept as the reference the fast
+        step is tested against."""
         self.eval()
         tokens, fed, memory, lengths = check_decode_step(self.config, tokens, feed, memory,
                                                          lengths)
