@@ -113,3 +113,35 @@ def test_each_source_is_decoded_as_if_alone(batch):
 def test_nbest_must_fit_in_the_beam(batch):
     with pytest.raises(ValueError, match="nbest"):
         beam_search(HistoryModel(0), *batch, bos=BOS, eos=EOS, max_length=3, beam=2, nbest=3)
+
+
+class AttendingModel(HistoryModel):
+    """HistoryModel with an attention of each step (a function of the code), float64."""
+
+    def decode_step(self, tokens, state, feed, memory, lengths):
+        log_probs, state, feed, _ = super().decode_step(tokens, state, feed, memory, lengths)
+        code = state[0][0, :, 0]
+        alpha = np.stack([np.cos(code + s) for s in range(memory.shape[1])], axis=1)
+        return log_probs, state, feed, alpha
+
+
+@pytest.mark.parametrize("max_length", [1, 4, 6])
+@pytest.mark.parametrize("attending", [False, True])
+def test_greedy_of_one_source_is_the_batched_greedy_row(batch, attending, max_length):
+    """One source (a loop of Python numbers) decodes as its row of a batch does: tokens,
+    log-probability, score and attention, ended or cut at max_length."""
+    source, lengths = batch
+    for seed in range(6):
+        model = (AttendingModel if attending else HistoryModel)(seed)
+        together = greedy_decode(model, source, lengths, bos=BOS, eos=EOS,
+                                 max_length=max_length)
+        for b in range(len(source)):
+            alone = greedy_decode(model, source[b:b + 1], lengths[b:b + 1], bos=BOS, eos=EOS,
+                                  max_length=max_length)[0]
+            assert alone == together[b]
+            assert (alone.log_prob, alone.score) == (together[b].log_prob, together[b].score)
+            if attending:
+                assert alone.alpha.dtype == np.float64
+                np.testing.assert_array_equal(alone.alpha, together[b].alpha)
+            else:
+                assert alone.alpha is None and together[b].alpha is None

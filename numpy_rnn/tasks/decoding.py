@@ -74,6 +74,8 @@ def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, 
     memory, state = model.infer("encode", source, lengths)
     B = len(source)
     feed = np.zeros((B, memory.shape[-1]), dtype=memory.dtype)
+    if B == 1:
+        return [_greedy_one(model, memory, state, feed, lengths, bos, eos, max_length)]
     tokens = np.full(B, bos, dtype=np.int64)
     out = np.zeros((B, max_length), dtype=np.int64)
     log_prob = np.zeros(B)
@@ -104,6 +106,35 @@ def greedy_decode(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, 
                                  float(log_prob[b]) / n,
                                  None if alphas is None else alphas[b, :n].copy()))
     return result
+
+
+def _greedy_one(model: Predictor, memory: np.ndarray, state: tuple[np.ndarray, ...],
+                feed: np.ndarray, lengths: np.ndarray, bos: int, eos: int, max_length: int
+                ) -> Hypothesis:
+    """:func:`greedy_decode` of one source (``memory (1, S, H)``): the same steps and sums
+    (Python floats are float64, as the batched sums are), with Python numbers where the
+    batched loop keeps arrays of one row (a word at a time is what a speech front end
+    decodes, and each small array operation costs about as much as a row of arithmetic)."""
+    token = np.array([bos], dtype=np.int64)
+    tokens: list[int] = []
+    log_prob = 0.0
+    alphas: list[np.ndarray] = []          # (1, S) per step
+    ended = False
+    for _ in range(max_length):
+        log_probs, state, feed, alpha = model.infer("decode_step", token, state, feed, memory,
+                                                    lengths)
+        if alpha is not None:
+            alphas.append(alpha)
+        best = int(log_probs[0].argmax())
+        log_prob += float(log_probs[0, best])
+        if best == eos:
+            ended = True
+            break
+        tokens.append(best)
+        token = np.array([best], dtype=np.int64)
+    n = len(tokens) + ended                # the scored steps, the end token's included
+    return Hypothesis(tuple(tokens), log_prob, log_prob / n,
+                      np.concatenate(alphas).astype(np.float64, copy=False) if alphas else None)
 
 
 def beam_search(model: Predictor, source: np.ndarray, lengths: np.ndarray, *, bos: int,
