@@ -5,7 +5,8 @@ token and check a memory once, and must decode exactly what the general path dec
 Checked here, from the library up:
 
 * ``Recurrent.forward_projected`` and ``Recurrent.forward_step(projected=...)`` are the layer's
-  ``forward`` and ``forward_step`` to the bit when given the projection those compute;
+  ``forward`` and ``forward_step`` to the bit when given the projection those compute, and a
+  ``StackStep`` (``forward_step`` prepared once) is ``forward_step`` to the bit;
 * the model's ``encode`` and ``decode_step`` are the general path's (``_encode_general``,
   ``_decode_step_general``: the embedding, the layer's forward, ``forward_step`` over ``[x; f]``)
   to float rounding, for every cell, attention and decoder path, float32 and float64;
@@ -38,7 +39,7 @@ CELLS = ("lstm", "gru", "rnn")
 ATTENTIONS = (*SCORES, "none")
 
 # --------------------------------------------------------------------------------------------
-# The library's entries: forward_projected, forward_step(projected=)
+# The library's entries: forward_projected, forward_step(projected=), StackStep
 # --------------------------------------------------------------------------------------------
 
 LAYER_KINDS = {"lstm": LSTM, "gru": GRU, "rnn": RNN}
@@ -94,6 +95,28 @@ def test_forward_step_with_projected_input_is_forward_step_to_the_bit(kind, dtyp
     np.testing.assert_array_equal(got, want)
     for a, b in zip(states, want_states):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind,dtype,layers", list(product(CELLS, ("float32", "float64"),
+                                                          (1, 2))))
+def test_a_stack_step_is_forward_step_to_the_bit_and_follows_the_weights(kind, dtype, layers):
+    layer = random_layer(kind, 5, 4, dtype, num_layers=layers)
+    stepper = layer.stepper()
+    rng = np.random.default_rng(4)
+    for _ in range(2):
+        x = rng.standard_normal((3, 5)).astype(dtype)
+        hx = tuple(rng.standard_normal((layers, 3, n)).astype(dtype)
+                   for n in layer.step.state_sizes())
+        for got, want in [(stepper(x, hx), layer.forward_step(x, hx)),
+                          (stepper(None, hx, projected=projection(layer, x)),
+                           layer.forward_step(x, hx))]:
+            np.testing.assert_array_equal(got[0], want[0])
+            for a, b in zip(got[1], want[1]):
+                np.testing.assert_array_equal(a, b)
+        for p in layer.params.values():               # an optimizer step, in place
+            p *= 1.1
+    with pytest.raises(TypeError):
+        stepper(x, hx[:1] if len(hx) > 1 else hx[0])
 
 
 def test_projected_inputs_are_checked():

@@ -782,6 +782,11 @@ class Recurrent(Module):
         assert x is not None
         return x, tuple(b[:, 1] for b in buffers)
 
+    def stepper(self) -> StackStep:
+        """:meth:`forward_step` prepared once for the many steps of a search: a
+        :class:`StackStep` of this stack."""
+        return StackStep(self)
+
     def _layer_output(self, dirs: list[StepRunner], valid: np.ndarray | None) -> np.ndarray:
         """Concatenate the directions' emitted ``h`` into ``(T, B, D*Ho)``; 0 at padded steps."""
         if len(dirs) == 1 and valid is None:
@@ -900,6 +905,55 @@ class Recurrent(Module):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class StackStep:
+    """One time step of a unidirectional stack, prepared once and called at every step of a
+    search (one-step decoding at batch 1, where each small call counts): what
+    :meth:`Recurrent.forward_step` does, the same arithmetic to the bit, with each layer's
+    step parameters and input biases (:func:`input_biases`) looked up once instead of a
+    :class:`StepRunner` built per layer and step. The parameters are the layer's own arrays,
+    so it follows their in-place updates; make a new one when the layer's arrays are
+    replaced.
+
+    ``h, states = stack_step(x, hx)`` or ``stack_step(None, hx, projected=gx)``, with the
+    arguments and results of :meth:`Recurrent.forward_step` (the states are checked; ``x`` and
+    ``projected`` are taken as given: ``(B, F)`` and ``(B, G*H)`` of the layer's dtype)."""
+
+    def __init__(self, layer: Recurrent) -> None:
+        if layer.bidirectional:
+            raise ValueError("a StackStep runs a unidirectional stack")
+        self.layer = layer
+        self.layers: list[tuple[tuple[np.ndarray, ...], Params]] = []
+        for l in range(layer.num_layers):
+            biases, p = input_biases(layer.step, layer.step_params(l), stepwise=False)
+            p["weight_hh_T"] = p["weight_hh"].T            # a view, as a T = 1 run has it
+            self.layers.append((biases, p))
+
+    def __call__(self, x: np.ndarray | None, hx: Sequence[np.ndarray], *,
+                 projected: np.ndarray | None = None) -> tuple[np.ndarray, State]:
+        layer, step = self.layer, self.layer.step
+        L, dtype = layer.num_layers, layer.dtype
+        given = projected if projected is not None else x
+        assert given is not None
+        B = given.shape[0]
+        states = check_states(step.state_names, step.state_sizes(), hx, (L, B), dtype)
+        new = [np.empty((L, B, size), dtype) for size in step.state_sizes()]
+        with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
+            for l, (biases, p) in enumerate(self.layers):
+                if l == 0 and projected is not None:
+                    gx = projected
+                else:
+                    assert x is not None
+                    gx = x @ p["weight_ih"].T                    # as StepRunner.project
+                    for b in biases:
+                        gx += b
+                step.prepare_forward(p, gx[None], False)
+                step.forward(p, gx, tuple([s[l] for s in states]),
+                             tuple([n[l] for n in new]), step.new_cache(1, B, dtype), 0)
+                x = new[0][l]
+        assert x is not None
+        return x, tuple(new)
 
 
 class RNN(Recurrent):

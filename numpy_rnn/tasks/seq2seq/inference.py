@@ -27,17 +27,19 @@ a few dozen small NumPy calls; the work that is not needed at every step is move
 * **A memory's session** (:class:`Session`): what ``decode_step`` needs of the memory it
   attends over, the inputs' checks, the attention's keys (a ``B*S x H x H`` product) and
   whether any source is padded, is done at the first step over a memory object and reused at
-  every later step that passes the same memory and lengths objects; a step then checks only
+  every later step that passes the same memory and lengths objects, with the decoder stack's
+  step prepared once (:class:`~numpy_rnn.nn.recurrent.StackStep`); a step then checks only
   its tokens, feed and state.
 
 **When the weights change.** The tables depend on the weights, and optimizers, the EMA's swap
 and ``load_state_dict`` change them in place, so the tables carry a
 :class:`WeightsFingerprint` of what they were computed from and are rebuilt when it no longer
-matches. It is checked when a memory is encoded or first decoded over (once per word, never
-per step) and costs a few microseconds: ``load_state_dict`` bumps the model's version (exact);
-the arrays must be the same objects; and a sample of their elements must be unchanged: every
-element of the embeddings and biases (an update may move a few rows of an embedding only) and
-some 64 elements spread over each input matrix. An optimizer step or an EMA swap
+matches. It is checked when a memory is encoded, and when a memory that ``encode`` did not
+just make is first decoded over: once per word, never per step, for a few microseconds.
+``load_state_dict`` bumps the model's version (exact); the arrays must be the same objects;
+and a sample of their elements must be unchanged: every element of the biases, some elements
+of every row of the embeddings (an update may move a few rows of an embedding only, each row
+whole) and some 64 elements spread over each input matrix. An optimizer step or an EMA swap
 moves essentially every element of a matrix, so a sample sees it; an edit by hand of a few
 elements of a matrix may not be seen: load the weights with ``load_state_dict`` (or call
 :meth:`Seq2Seq.weights_changed`) after one. Within one memory's session only the version is
@@ -53,15 +55,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ...nn.attention import Keys
-from ...nn.recurrent import Recurrent, input_biases
+from ...nn.recurrent import Recurrent, StackStep, input_biases
 
 __all__ = ["Session", "Tables", "WeightsFingerprint", "build_tables"]
 
 #: About how many elements of each large weight matrix the fingerprint samples (a dense
 #: change, which is what an optimizer step or an EMA swap makes, moves them all).
 SAMPLE = 64
-#: Arrays with at most this many elements are compared whole (embeddings, biases).
-WHOLE = 1 << 15
+#: Arrays with at most this many elements are compared whole (biases).
+WHOLE = 1 << 12
 
 
 class WeightsFingerprint:
@@ -93,12 +95,17 @@ class WeightsFingerprint:
 
 def _sample_view(a: np.ndarray) -> np.ndarray:
     """``a`` flat (a view: the parameters are contiguous), whole when small, else every
-    ``k``-th element, ``k`` prime to the last axis's length."""
+    ``k``-th element, ``k`` prime to the last axis's length, and no longer than a row when
+    ``a`` has few rows (an embedding: then every row is sampled)."""
     flat = a.reshape(-1)
     if flat.size <= WHOLE:
         return flat
-    k = max(flat.size // SAMPLE, 1) | 1
-    while math.gcd(k, a.shape[-1]) != 1:
+    cols = a.shape[-1]
+    k = max(flat.size // SAMPLE, 1)
+    if flat.size // cols <= SAMPLE:
+        k = min(k, cols - 1)
+    k |= 1
+    while math.gcd(k, cols) != 1:
         k += 2
     return flat[::k]
 
@@ -165,3 +172,4 @@ class Session(NamedTuple):
     version: int
     tables: Tables
     keys: Keys | None
+    decoder: StackStep            # the decoder stack's step, prepared once

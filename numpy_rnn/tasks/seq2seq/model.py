@@ -489,6 +489,7 @@ class Seq2Seq(TaskModel):
         self._weights_version = 0
         self._tables: Tables | None = None
         self._session: Session | None = None
+        self._encoded: tuple[np.ndarray, Tables] | None = None    # encode's last memory
         # The general decode step's key side of the last memory (the reference path's rule).
         self._key_cache: KeyCache[Keys] = KeyCache(np.array_equal, np.copy)
         self._key_weights = ([k for k in self.attention.params if k.startswith("key.")]
@@ -852,7 +853,9 @@ class Seq2Seq(TaskModel):
         # No source is padded (a single word always): no step needs masking.
         padded = lengths if int(lengths.min()) < S else None
         memory, finals = self.encoder.forward_projected(gx, padded)
-        return np.ascontiguousarray(memory.transpose(1, 0, 2)), self._bridge(finals, B)
+        out = np.ascontiguousarray(memory.transpose(1, 0, 2))
+        self._encoded = (out, tables)          # a session over `out` starts with these tables
+        return out, self._bridge(finals, B)
 
     def _encode_general(self, source: np.ndarray, lengths: np.ndarray
                         ) -> tuple[np.ndarray, State]:
@@ -903,8 +906,9 @@ class Seq2Seq(TaskModel):
         start, unless ``load_state_dict`` comes in between). The decoder's layer 0 reads the
         embedding's share of its input projection from a table per token, then adds the fed
         part ``f_{t-1} W_ih[:, Et:]^T`` (the training forward's split), and its stack's step
-        is the library's (:meth:`~numpy_rnn.nn.recurrent.Recurrent.forward_step`): the
-        general step's arithmetic (:meth:`_decode_step_general`) to float rounding."""
+        is the library's (:class:`~numpy_rnn.nn.recurrent.StackStep`, ``forward_step``
+        prepared once per session): the general step's arithmetic
+        (:meth:`_decode_step_general`) to float rounding."""
         if self.training:
             self.eval()
         session = self._session_for(memory, lengths)
@@ -919,7 +923,7 @@ class Seq2Seq(TaskModel):
         if fed is not None:                                # + f_{t-1} W_f^T (input feeding)
             assert tables.fed_weight_t is not None
             gx += fed @ tables.fed_weight_t
-        h, state = self.decoder.forward_step(None, state, projected=gx)   # checks the state
+        h, state = session.decoder(None, state, projected=gx)   # checks the state
         alpha = None
         if session.keys is not None and self.attention is not None:
             c, a, _ = attend_forward(self.score_fn, self.attention.params, h, session.keys)
@@ -943,8 +947,14 @@ class Seq2Seq(TaskModel):
             padded = lengths_ok if int(lengths_ok.min()) < S else None
             keys = prepare_keys(self.score_fn, self.attention.params,
                                 checked.transpose(1, 0, 2), padded)
+        encoded = self._encoded
+        if (encoded is not None and encoded[0] is memory
+                and encoded[1].fingerprint.version == self._weights_version):
+            tables = encoded[1]                # checked by the encode that made this memory
+        else:
+            tables = self._current_tables()
         session = Session(memory=memory, lengths=lengths, version=self._weights_version,
-                          tables=self._current_tables(), keys=keys)
+                          tables=tables, keys=keys, decoder=self.decoder.stepper())
         self._session = session
         return session
 
