@@ -12,13 +12,14 @@ run on it; ``vocab`` is there for the CharRNN workloads (embedding and decoder o
 * ``default``: the README's default CharRNN (``train`` with no flags): LSTM, 2 layers, hidden
   256, embedding 30, ``T = 150``, batch 32, float32 (``tests/test_benchmarks.py`` keeps it equal
   to the driver's defaults). ``all`` has it too.
-* ``seq2seq``: the seq2seq task's default recipe (``train --task seq2seq``, grapheme to
-  phoneme on CMUdict): LSTM, 1 layer, hidden 256 (the bidirectional encoder 128 per direction),
-  embeddings 256, general attention, input feeding, batch 64, float32, source and target
+* ``seq2seq``: the seq2seq task's default model (``train --task seq2seq``, grapheme to
+  phoneme on CMUdict): LSTM, 2 layers, hidden 256 (the bidirectional encoder 128 per direction),
+  embeddings 64, general attention, input feeding, batch 64, float32, source and target
   length ``S = T = 14`` (a random batch of 64 CMUdict words pads to about that, see
   ``SEQ2SEQ``), vocabularies 28 (letters, apostrophe, PAD) and 42 (39 phonemes, PAD, BOS, EOS);
   and ``seq2seq-no-feed``, the same without input feeding (``--no-input-feeding``). Only the
-  ``seq2seq-train-step`` workload runs on them (``task = "seq2seq"``); ``all`` has them too.
+  ``seq2seq-train-step`` workload runs on them (``task = "seq2seq"``), without the recipe's
+  dropout and label smoothing (the shapes and products are the same); ``all`` has them too.
 * ``quick``: tiny shapes for CI, so the whole suite runs in seconds.
 """
 
@@ -78,7 +79,7 @@ DEFAULT = Config(name="default", cell="lstm", num_layers=2, input_size=30, hidde
 # batches): the longest spelling has 12-17 characters (5th-95th percentile, median 14), the
 # longest pronunciation plus EOS 11-16 tokens (median 13); the mean pair has 7.5 and 7.4.
 # S = T = 14 stands for both (the workload's rows are shorter, see workloads.seq2seq_batch).
-SEQ2SEQ = Config(name="seq2seq", cell="lstm", num_layers=1, input_size=256, hidden_size=256,
+SEQ2SEQ = Config(name="seq2seq", cell="lstm", num_layers=2, input_size=64, hidden_size=256,
                  batch=64, seq_len=14, dtype="float32", vocab=28, task="seq2seq",
                  target_vocab=42, input_feeding=True)
 SEQ2SEQ_NO_FEED = replace(SEQ2SEQ, name="seq2seq-no-feed", input_feeding=False)

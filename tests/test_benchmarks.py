@@ -149,7 +149,7 @@ def test_seq2seq_config_is_the_tasks_default_recipe():
                                d.batch_size, d.options.dtype)
     m = _seq2seq_config(SEQ2SEQ)
     assert (m.attention, m.input_feeding, m.input_size, m.target_input_size) == (
-        "general", True, 256, 256)
+        "general", True, d.options.embedding_dim, d.options.target_embedding_dim)
     assert not _seq2seq_config(SEQ2SEQ_NO_FEED).input_feeding
     assert select_configs(Selection(config="seq2seq")) == [SEQ2SEQ, SEQ2SEQ_NO_FEED]
     assert select_configs(Selection(config="seq2seq", cells=("gru",))) == []

@@ -270,8 +270,8 @@ class Task(ABC):
     #: they fix what the saved batching state means.
     resume_keys: ClassVar[tuple[str, ...]] = ("batch_size",)
     #: The task's settings a checkpoint written before they existed is read with (instead of
-    #: the options' defaults, which are today's recipe): the language model's
-    #: ``stream_groups=1``, the file order its runs streamed in.
+    #: the options' defaults, which are today's recipe): the values that keep its run what it
+    #: was (the language model's ``stream_groups=1``, the file order its runs streamed in).
     legacy_settings: ClassVar[dict[str, Any]] = {}
     #: The evaluation methods of this task's models (NumPy and torch, same names and
     #: arguments), with where their batch rows are; called through ``Predictor.infer``.
@@ -458,11 +458,14 @@ class Task(ABC):
             raise RecordError(f"the task's options must be a mapping, got "
                               f"{type(saved).__name__}")
         try:
+            names = set(self.options.__dataclass_fields__)
+            # A setting the checkpoint lacks (added since it was written) takes the value that
+            # keeps its run what it was, not today's recipe.
+            old = {k: v for k, v in self.legacy_settings.items() if k not in saved}
             if legacy:
-                names = set(self.options.__dataclass_fields__)
-                return self.options.from_json({**self.legacy_settings, **{
-                    k: v for k, v in saved.items() if k in names}})
-            return self.options.from_json(dict(saved))
+                return self.options.from_json({**old, **{k: v for k, v in saved.items()
+                                                         if k in names}})
+            return self.options.from_json({**old, **saved})
         except (TypeError, ValueError) as exc:
             raise RecordError(f"bad {self.name} options: {_one_line(exc)}") from exc
 
