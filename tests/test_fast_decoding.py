@@ -243,15 +243,16 @@ def same_hypotheses(got: list, want: list, dtype: str) -> None:
             assert_close(a.alpha, b.alpha, dtype, "alpha", 12)
 
 
-@pytest.mark.parametrize("cell,attention,dtype", [("lstm", "general", "float32"),
-                                                  ("lstm", "general", "float64"),
-                                                  ("gru", "additive", "float32"),
-                                                  ("rnn", "dot", "float64")])
-def test_greedy_and_beam_write_what_the_general_path_writes(cell, attention, dtype):
+@pytest.mark.parametrize("cell,attention,dtype,layers", [("lstm", "general", "float32", 1),
+                                                         ("lstm", "general", "float64", 1),
+                                                         ("lstm", "general", "float32", 2),
+                                                         ("gru", "additive", "float32", 1),
+                                                         ("rnn", "dot", "float64", 1)])
+def test_greedy_and_beam_write_what_the_general_path_writes(cell, attention, dtype, layers):
     """Many sources: greedy one at a time (a speech front end's batch of 1), greedy batched
     and beam search with n-best lists: the same tokens, and the same log-probabilities,
     scores and attention to float rounding."""
-    model = make_model(cell, attention, dtype=dtype, H=12, scale=1.0)
+    model = make_model(cell, attention, layers=layers, dtype=dtype, H=12, scale=1.0)
     model.params["out.bias"][EOS] += 1.0                  # outputs of many lengths
     fast, general = Fast(model), General(model)
     rows = sources(150, seed=7)
