@@ -115,7 +115,6 @@ PLAIN_DOCSTRINGS = {
     "numpy_rnn.nn.dense.Embedding.forward",
     "numpy_rnn.nn.dense.Embedding.backward",
     "numpy_rnn.tasks.base.Batch",
-    "numpy_rnn.tasks.classify.TrainedClassifier",   # its example follows its first line's ``::``
     "numpy_rnn.tasks.corpus.Corpus",
     "numpy_rnn.tasks.lm_batches.StreamBatch",
     "numpy_rnn.tasks.metrics.SequenceErrorRates",
@@ -123,7 +122,6 @@ PLAIN_DOCSTRINGS = {
     "numpy_rnn.tasks.pairs.PairCorpus",
     # "Whether ...: the model learnt CMUdict, ...": napoleon reads a property's "X: Y" first
     # line as its type and description.
-    "numpy_rnn.tasks.seq2seq.translate.Translator.lowercase",
 }
 
 

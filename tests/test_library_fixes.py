@@ -182,15 +182,16 @@ def test_training_the_classifier_plots_its_loss_label(labelled, tmp_path, monkey
 
 def test_attention_plot_of_short_and_dollar_names_renders_them_as_written(monkeypatch):
     pytest.importorskip("matplotlib")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from numpy_rnn.tasks import classify
     names = ["Ab", "$x$ plant", "a$b"]
     weights = [np.array([0.9, 0.1]), np.full(9, 1 / 9), np.array([0.2, 0.5, 0.3])]
     probs = np.array([[0.9, 0.1, 0.5], [0.2, 0.7, 0.1], [0.3, 0.3, 0.3]])
     figures = []
-    close = plt.close
-    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig) or close(fig))
+    savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig",
+                        lambda fig, *a, **k: figures.append(fig) or savefig(fig, *a, **k))
     buf = io.BytesIO()
     classify.plot_attention(names, weights, probs, ["hi", "ak", "ca"], buf)
     assert buf.getvalue()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -201,6 +202,27 @@ def test_attention_plot_of_short_and_dollar_names_renders_them_as_written(monkey
     assert all(not t.get_parse_math() for t in ticks)
     assert all(not t.get_parse_math() for t in ax.texts)
     assert not ax.title.get_parse_math()
+
+
+def test_drawing_a_picture_leaves_the_programs_matplotlib_backend_alone(tmp_path):
+    """A notebook's inline backend survives training and --plot: nothing calls
+    matplotlib.use or pyplot."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from numpy_rnn.driver.runfiles import plot_losses
+    from numpy_rnn.tasks import classify
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        metrics = tmp_path / "metrics.jsonl"
+        metrics.write_text("".join(f'{{"step": {i}, "loss": {1 / i}}}\n' for i in range(1, 9)))
+        plot_losses(metrics, tmp_path / "loss.png")
+        classify.plot_attention(["ab"], [np.array([0.5, 0.5])], np.array([[0.5]]), ["hi"],
+                                tmp_path / "a.png")
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        matplotlib.use(before)
 
 
 def test_text_colours_follow_the_shared_colour_scale_not_each_rows_maximum():

@@ -98,8 +98,9 @@ def previous_run(config: TrainConfig, path: Path
                                   "instead")
         return resumed
     if path.exists() and not config.overwrite:
-        raise ValueError(f"{config.out} already holds a run ({path}): pass --resume to "
-                         "continue it or --overwrite to start over")
+        raise ValueError(f"{config.out} already holds a run ({path}): pass --resume "
+                         "(resume=True) to continue it or --overwrite (overwrite=True) to start "
+                         "over")
     return None
 
 

@@ -205,9 +205,9 @@ def plot_losses(metrics_path: Path, png_path: Path,
     ``metrics.jsonl`` into a PNG, the y axis labelled ``ylabel`` (the task's ``loss_label``).
     Returns the path, or None without matplotlib."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")   # files only: no display needed (servers, CI)
-        import matplotlib.pyplot as plt
+        # A Figure of its own, drawn straight to the file: no pyplot, so the backend a notebook
+        # or a program chose (inline figures, a window) is left as it was.
+        from matplotlib.figure import Figure
     except ImportError:
         log(f"matplotlib is not installed: no loss curve ({install_hint('train')})")
         return None
@@ -224,7 +224,8 @@ def plot_losses(metrics_path: Path, png_path: Path,
             val_losses.append(rec["val_loss"])
     if not steps:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.add_subplot()
     ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="training (step)")
     window = max(1, len(losses) // 50)
     if window > 1:
@@ -239,5 +240,4 @@ def plot_losses(metrics_path: Path, png_path: Path,
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
-    plt.close(fig)
     return png_path

@@ -312,10 +312,11 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
         raise ValueError("this classifier pools the last states: it has no attention to draw "
                          "(train it with --pooling attention)")
     try:
+        # A Figure of its own, drawn straight to the file: no pyplot, so the backend a notebook
+        # or a program chose (inline figures, a window) is left as it was.
         import matplotlib
-        matplotlib.use("Agg")   # files only: no display needed
-        import matplotlib.pyplot as plt
         from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(f"--plot needs matplotlib: {install_hint('train')}") from exc
     width = max(len(n) for n in names)
@@ -332,7 +333,7 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
     # the names are.
     ax_w, ax_h = 0.32 * width, max(1.0, 0.45 * len(names))
     fig_w = ax_w + 0.45
-    fig = plt.figure(figsize=(fig_w, ax_h))
+    fig = Figure(figsize=(fig_w, ax_h))
     ax = fig.add_axes((0.0, 0.0, ax_w / fig_w, 1.0))
     cax = fig.add_axes(((ax_w + 0.15) / fig_w, 0.0, 0.15 / fig_w, 1.0))
     image = ax.imshow(grid, aspect="auto", cmap=cmap, norm=norm)
@@ -349,7 +350,6 @@ def plot_attention(names: Sequence[str], weights: Sequence[np.ndarray | None],
                  parse_math=False)
     fig.colorbar(image, cax=cax, label="weight")
     fig.savefig(out, dpi=110, format="png", bbox_inches="tight", pad_inches=0.1)
-    plt.close(fig)
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,12 +389,12 @@ class ClassifyOptions(RecurrentOptions):
 
 
 class TrainedClassifier(TrainedModel):
-    """A trained classifier: the labels of names, ``numpy_rnn.load("best.npz").predict(names)``::
+    """A trained classifier: the labels of names, ``numpy_rnn.load("best.npz").predict(names)``.
+    For example::
 
-        >>> model = numpy_rnn.load("runs/classify/best.npz")
-        >>> probs = model.predict(["abies lasiocarpa"])[0]
-        >>> sorted(probs, key=probs.get, reverse=True)[:3]
-        ['ak', 'or', 'wa']
+        model = numpy_rnn.load("runs/classify/best.npz")
+        probs = model.predict(["abies lasiocarpa"])[0]       # {region: probability}
+        top3 = sorted(probs, key=probs.get, reverse=True)[:3]
     """
 
     @property

@@ -383,9 +383,9 @@ class Generator(TrainedModel):
     ``max_length`` characters for a model of any other text (``stop="auto"``; ``"newline"`` or
     ``"length"`` choose). The same arguments as the ``sample`` command's flags::
 
-        >>> model = numpy_rnn.load("runs/plants/best.npz")
-        >>> model.sample(3, temperature=0.8, prime="ros", seed=0)
-        ['rosa canina', 'rosmarinus alba', 'rostrata heterophylla']
+        model = numpy_rnn.load("runs/plants/best.npz")
+        names = model.sample(3, temperature=0.8, prime="ros", seed=0)   # 3 names that start
+                                                                       # with "ros"
     """
 
     @property

@@ -40,10 +40,11 @@ def plot_translation_attention(words: Sequence[str | Sequence[str]],
             raise ShapeError(f"the attention of {word!r} must have shape "
                              f"{(len(steps), len(word))}, got {np.shape(alpha)}")
     try:
+        # A Figure of its own, drawn straight to the file: no pyplot, so the backend a notebook
+        # or a program chose (inline figures, a window) is left as it was.
         import matplotlib
-        matplotlib.use("Agg")   # files only: no display needed
-        import matplotlib.pyplot as plt
         from matplotlib.colors import Normalize
+        from matplotlib.figure import Figure
     except ImportError as exc:
         raise ImportError(f"--plot needs matplotlib: {install_hint('train')}") from exc
     cmap = matplotlib.colormaps["viridis"]
@@ -57,7 +58,7 @@ def plot_translation_attention(words: Sequence[str | Sequence[str]],
     heights = [cell_h * max(len(o), 1) for o in outputs]
     fig_w = max(widths) + 0.6
     fig_h = sum(heights) + gap * len(words)
-    fig = plt.figure(figsize=(fig_w, fig_h))
+    fig = Figure(figsize=(fig_w, fig_h))
     top = fig_h
     image = None
     for word, steps, alpha, w, h in zip(words, outputs, alphas, widths, heights):
@@ -78,7 +79,6 @@ def plot_translation_attention(words: Sequence[str | Sequence[str]],
     assert image is not None
     fig.colorbar(image, cax=cax, label="attention weight")
     fig.savefig(out, dpi=110, format="png", bbox_inches="tight", pad_inches=0.1)
-    plt.close(fig)
 
 
 def _step_names(ids: Sequence[int], steps: int, targets: Sequence[str]) -> list[str]:

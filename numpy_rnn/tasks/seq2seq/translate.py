@@ -4,7 +4,7 @@ WER, PER), and :class:`Translator`, a trained model's ``translate``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -95,11 +95,10 @@ class Translator(TrainedModel):
     """A trained sequence-to-sequence model, ready to translate (a CMUdict model: spelling to
     pronunciation)::
 
-        >>> g2p = numpy_rnn.load("runs/g2p/best.npz")
-        >>> g2p.translate("Hello")
-        ['HH', 'AH', 'L', 'OW']
-        >>> g2p.translate(["read", "live"], beam=5, nbest=2)
-        [[(['R', 'IY', 'D'], -0.02), (['R', 'EH', 'D'], -0.61)], [...]]
+        g2p = numpy_rnn.load("runs/g2p/best.npz")
+        g2p.translate("Hello")            # its phonemes, a list of strings: HH AH L OW
+        g2p.translate(["read", "live"], beam=5, nbest=2)
+        # for each word its 2 best pronunciations, (phonemes, score) pairs, best first
 
     A source is read as the model was trained: a model of CMUdict lower-cases it (its words
     were), then each source is cut into its characters, or split on whitespace for a model of
@@ -129,7 +128,7 @@ class Translator(TrainedModel):
 
     @property
     def lowercase(self) -> bool:
-        """Whether sources are lower-cased first: the model learnt CMUdict, whose words are."""
+        """Whether sources are lower-cased first (a model of CMUdict, whose words are)."""
         return self.meta.get("data") in (CMUDICT, CMUDICT_STRESS)
 
     def tokens(self, source: str) -> tuple[str, ...]:
@@ -186,6 +185,13 @@ class Translator(TrainedModel):
     def output(self, hypothesis: Hypothesis) -> list[str]:
         """A hypothesis's target tokens (the special ones left out)."""
         return list(_target_tokens(hypothesis.tokens, self.target_vocab))
+
+    @overload
+    def translate(self, sources: str, beam: int = 1, nbest: int = 1) -> Any: ...
+
+    @overload
+    def translate(self, sources: Sequence[str], beam: int = 1, nbest: int = 1
+                  ) -> list[Any]: ...
 
     def translate(self, sources: str | Sequence[str], beam: int = 1, nbest: int = 1
                   ) -> Any:
