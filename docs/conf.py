@@ -120,8 +120,6 @@ PLAIN_DOCSTRINGS = {
     "numpy_rnn.tasks.metrics.SequenceErrorRates",
     "numpy_rnn.tasks.metrics.error_rates",
     "numpy_rnn.tasks.pairs.PairCorpus",
-    # "Whether ...: the model learnt CMUdict, ...": napoleon reads a property's "X: Y" first
-    # line as its type and description.
 }
 
 
