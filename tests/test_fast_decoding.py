@@ -403,9 +403,10 @@ def test_later_steps_refuse_what_the_first_step_refuses(case, error):
         "feed of another width": dict(feed=feed[:, :5]),
         "state float32": dict(state=tuple(s.astype(np.float32) for s in state)),
     }[case])
-    with pytest.raises((TypeError, ValueError), match=error):
+    with pytest.raises((TypeError, ValueError), match=error) as later:
         model.decode_step(args["tokens"], args["state"], args["feed"], memory, lengths)
     fresh = make_model()                       # the same error at a memory's first step
     fresh.encode(source, lengths)
-    with pytest.raises((TypeError, ValueError), match=error):
+    with pytest.raises((TypeError, ValueError), match=error) as first:
         fresh.decode_step(args["tokens"], args["state"], args["feed"], memory, lengths)
+    assert (type(later.value), str(later.value)) == (type(first.value), str(first.value))

@@ -358,11 +358,12 @@ def check_decode_step(config: Seq2SeqConfig, tokens: Any, feed: Any, memory: Any
     return tokens, feed, memory, lengths
 
 
-def check_step_inputs(config: Seq2SeqConfig, tokens: Any, feed: Any, B: int
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
-    """A later step over a memory of ``B`` rows that :func:`check_decode_step` checked at its
+def check_step_inputs(config: Seq2SeqConfig, tokens: Any, feed: Any,
+                      memory_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """A later step over a memory ``(B, S, H)`` that :func:`check_decode_step` checked at its
     first step: ``tokens (B,)`` and ``feed (B, H)`` (None without input feeding), checked as
-    that function checks them."""
+    that function checks them (the same errors)."""
+    B = memory_shape[0]
     a = tokens
     # The common case in one reduction: int64 ids, whose unsigned view puts the negative
     # ones above every vocabulary; anything else gets check_tokens's own checks and messages.
@@ -372,7 +373,7 @@ def check_step_inputs(config: Seq2SeqConfig, tokens: Any, feed: Any, B: int
     tokens = a
     if len(tokens) != B:
         raise ShapeError(f"memory must have shape (B={len(tokens)}, S >= 1, "
-                         f"H={config.hidden_size}), got B={B}")
+                         f"H={config.hidden_size}), got {memory_shape}")
     if not config.input_feeding:
         return tokens, None
     feed = check_array("feed", feed, np.dtype(config.dtype).type, (2,))
@@ -850,7 +851,7 @@ class Seq2Seq(TaskModel):
         B, S = source.shape
         ids = source.T                                           # (S, B)
         gx = [table[ids] for table in tables.source]             # (S, B, G*H/2) per direction
-        # No source is padded (a single word always): no step needs masking.
+        # Where no source is padded (a single word never is), no step needs masking.
         padded = lengths if int(lengths.min()) < S else None
         memory, finals = self.encoder.forward_projected(gx, padded)
         out = np.ascontiguousarray(memory.transpose(1, 0, 2))
@@ -917,7 +918,7 @@ class Seq2Seq(TaskModel):
                                                                  memory, lengths)
             session = self._start_session(memory, lengths, checked, lengths_ok)
         else:
-            tokens, fed = check_step_inputs(self.config, tokens, feed, len(session.memory))
+            tokens, fed = check_step_inputs(self.config, tokens, feed, session.memory.shape)
         tables = session.tables
         gx = tables.target[tokens]                         # (B, G*H): y_{t-1}'s share, + b
         if fed is not None:                                # + f_{t-1} W_f^T (input feeding)
