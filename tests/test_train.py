@@ -221,6 +221,8 @@ def test_run_writes_metrics_checkpoints_and_plot(plants, tmp_path):
     assert summary.val_loss == records[-1]["val_loss"]
     assert summary.best_val_loss == min(r["val_loss"] for r in records if "val_loss" in r)
     assert summary.chars_per_s > 0
+    elapsed = [r["elapsed_s"] for r in records]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[0] <= elapsed[-1] <= summary.wall_time_s
 
     _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["step"] == 25 and meta["data"] == "plants"

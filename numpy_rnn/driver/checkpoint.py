@@ -450,7 +450,7 @@ _TRAIN_TYPES: dict[str, tuple[type, ...]] = {
     "config": (dict,), "backend": (str,), "batches": (dict,), "dropout_rng": (dict,),
     "data_rng": (dict,), "batcher": (dict,), "carried": (list,),
     "best_val_loss": (int, float), "best_step": (int,), "processes": (int,),
-    "micro_batches": (int,), "ema": (dict,),
+    "micro_batches": (int,), "ema": (dict,), "elapsed_s": (int, float),
 }
 
 

@@ -121,7 +121,8 @@ def train(config: TrainConfig, *, log: Callable[[str], None] | None = None) -> T
 
     Writes to ``config.out``: ``checkpoint.npz`` (the latest state, every ``eval_every`` steps
     and at the end), ``best.npz`` (the best value of the task's metric so far),
-    ``metrics.jsonl`` (one JSON object per step: ``step``, ``loss``, ``lr``, ``grad_norm``,
+    ``metrics.jsonl`` (one JSON object per step: ``step``, ``loss``, ``lr``, ``elapsed_s`` (the
+    run's wall-clock seconds so far, those of the runs it resumes included), ``grad_norm``,
     ``chars_per_s``, plus the validation metrics where validation ran, and ``allreduce_s``
     with several processes) and ``loss.png``.
 
@@ -194,6 +195,9 @@ class Run:
         self.step_time = 0.0                 # seconds in those steps
         self.timing: dict[str, float] = {}   # the last step's speed (and all-reduce time)
         self.summary = TrainSummary(out=str(config.out), start_step=0, step=0)
+        # Wall-clock seconds of the run: this process's, after those of the runs it resumes.
+        self.t_start = time.perf_counter()
+        self.elapsed_before = 0.0
 
     # -- set up ---------------------------------------------------------------------------------
 
@@ -251,6 +255,7 @@ class Run:
             **self.best.state_dict(),
             "processes": self.engine.size,
             "micro_batches": self.stepper.micro_batches,
+            "elapsed_s": self.elapsed_s,
         }
 
     def load_state_dict(self, weights: dict[str, np.ndarray],
@@ -285,6 +290,7 @@ class Run:
                 raise CheckpointError(f"{path}: bad moving average of the weights ({why})"
                                       ) from exc
         self.best.load_state_dict(state)
+        self.elapsed_before = float(state.get("elapsed_s") or 0.0)
         self.step = self.start_step = self.last_saved = int(meta["step"])
         self.summary.start_step = self.summary.step = self.step
         self.resumed = True
@@ -376,11 +382,18 @@ class Run:
             self.first_loss = result.loss
         return result, stop
 
+    @property
+    def elapsed_s(self) -> float:
+        """Wall-clock seconds of the whole run so far (set-up, steps, validation and
+        checkpoints; a resumed run's include those of the runs before it)."""
+        return self.elapsed_before + time.perf_counter() - self.t_start
+
     def record(self, step: int, result: StepResult) -> dict[str, Any]:
         """The step's line of ``metrics.jsonl`` (and the summary's loss)."""
         self.summary.step = step
         self.summary.losses.append(result.loss)
         return {"step": step, "loss": result.loss, "lr": lr_at(step, self.config),
+                "elapsed_s": round(self.elapsed_s, 3),
                 "grad_norm": result.grad_norm, **self.timing}
 
     def validate(self, step: int) -> dict[str, float]:
