@@ -1,7 +1,12 @@
 """Checkpoints written before the tasks owned their options and vocabularies (format 1, by
 numpy_rnn at commit 2a06450; ``tests/data/legacy/README.md`` says how each was made) still load,
-validate and evaluate to the numbers their run logged, and resume to exactly the losses that
-numpy_rnn logged when it resumed them."""
+validate and evaluate to the numbers their run logged, and resume to the losses that numpy_rnn
+logged when it resumed them.
+
+The runs are float32 and were written on one machine: another BLAS (another CPU, another
+thread count) sums the same products in another order, so the numbers agree to float32
+rounding (a relative 1e-6), not to the bit; on the machine that wrote them they agree exactly.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from numpy_rnn.driver.checkpoint import backend_from_checkpoint, read_checkpoint
 from numpy_rnn.driver.cli import main
 
 LEGACY = Path(__file__).resolve().parent / "data" / "legacy"
+#: float32 rounding of a loss summed in another order (see the module's docstring)
+FLOAT32 = 1e-6
 #: Each task's vocabularies as its record names them, and a setting of its own options that
 #: came out of the old flat config.
 EXPECTED = {
@@ -63,7 +70,7 @@ def test_a_format_1_checkpoint_validates_to_the_numbers_its_run_logged(legacy):
     got = checkpoint.task.validate(model, data)
     logged = records(folder / "metrics.jsonl")[-1]
     for key, value in got.items():
-        assert value == pytest.approx(logged[key], rel=1e-12, abs=1e-12), key
+        assert value == pytest.approx(logged[key], rel=FLOAT32, abs=FLOAT32), key
 
 
 def test_a_format_1_checkpoint_evaluates_from_the_command_line(legacy, capsys):
@@ -84,8 +91,9 @@ def test_a_format_1_checkpoint_resumes_to_the_losses_it_resumed_to_before(legacy
     got, want = records(out / "metrics.jsonl"), records(folder / "resumed.jsonl")
     assert [r["step"] for r in got] == [1, 2, 3, 4, 5]
     for mine, theirs in zip(got[3:], want[3:]):
-        assert mine["loss"] == theirs["loss"] and mine["grad_norm"] == theirs["grad_norm"]
-    assert got[-1]["val_loss"] == pytest.approx(want[-1]["val_loss"], rel=1e-12)
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=FLOAT32)
+        assert mine["grad_norm"] == pytest.approx(theirs["grad_norm"], rel=10 * FLOAT32)
+    assert got[-1]["val_loss"] == pytest.approx(want[-1]["val_loss"], rel=FLOAT32)
     resumed = read_checkpoint(out / "checkpoint.npz")
     assert resumed.meta["format_version"] == 2 and resumed.meta["step"] == 5
     assert resumed.record.vocabularies == read_checkpoint(folder / "checkpoint.npz"

@@ -52,6 +52,20 @@ def _check_weight_decay(weight_decay: Any) -> float:
     return weight_decay
 
 
+def _check_params(params: Any, who: str, not_a_mapping: str) -> None:
+    """``TypeError`` (``not_a_mapping``) unless ``params`` is a non-empty mapping (else a
+    ``ValueError`` naming ``who``) of float32/float64 arrays (else a ``TypeError`` naming the
+    parameter)."""
+    if not isinstance(params, Mapping):
+        raise TypeError(not_a_mapping)
+    if len(params) == 0:
+        raise ValueError(f"{who} got an empty params mapping")
+    for name, p in params.items():
+        if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
+            raise TypeError(f"param {name!r} must be a float32 or float64 ndarray, got "
+                            f"{getattr(p, 'dtype', type(p).__name__)}")
+
+
 class Optimizer:
     """Common machinery: the held dicts, per-parameter ``state``, ``zero_grad``, state dicts.
 
@@ -63,15 +77,12 @@ class Optimizer:
 
     def __init__(self, params: Mapping[str, np.ndarray],
                  grads: Mapping[str, np.ndarray | None]) -> None:
-        if not isinstance(params, Mapping) or not isinstance(grads, Mapping):
+        if not isinstance(grads, Mapping):
             raise TypeError("params and grads must be mappings of name -> ndarray (a Module's "
                             ".params and .grads)")
-        if len(params) == 0:
-            raise ValueError("optimizer got an empty params mapping")
+        _check_params(params, "optimizer", "params and grads must be mappings of name -> "
+                                           "ndarray (a Module's .params and .grads)")
         for name, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"param {name!r} must be a float32 or float64 ndarray, got "
-                                f"{getattr(p, 'dtype', type(p).__name__)}")
             if not p.flags.writeable:
                 raise ValueError(f"param {name!r} is read-only; the optimizer updates it in place")
         self.params = params
@@ -503,15 +514,9 @@ class ExponentialMovingAverage:
     """
 
     def __init__(self, params: Mapping[str, np.ndarray], decay: float = 0.999) -> None:
-        if not isinstance(params, Mapping):
-            raise TypeError("params must be a mapping of name -> ndarray (a Module's .params), "
-                            f"got {type(params).__name__}")
-        if len(params) == 0:
-            raise ValueError("ExponentialMovingAverage got an empty params mapping")
-        for name, p in params.items():
-            if not isinstance(p, np.ndarray) or p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"param {name!r} must be a float32 or float64 ndarray, got "
-                                f"{getattr(p, 'dtype', type(p).__name__)}")
+        _check_params(params, "ExponentialMovingAverage",
+                      "params must be a mapping of name -> ndarray (a Module's .params), got "
+                      f"{type(params).__name__}")
         self.params = params
         self._decay = _check_decay(decay)
         self.averaged: dict[str, np.ndarray] = {name: p.copy() for name, p in params.items()}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, NamedTuple
@@ -42,16 +42,14 @@ from .base import (
     Predictor,
     Rows,
     State,
-    Task,
     TaskModel,
     TrainedModel,
-    labels_problem,
 )
 from .commands import PREDICT, Services, png_file, positive_int, read_names
 from .corpus import Corpus, Vocabulary, load_labelled_corpus
 from .metrics import label_average_precisions, micro_average_precision
 from .model import ModelConfig, expose, make_rnn
-from .names import NameBatches, longest_name, names_advice, pad
+from .names import LabelledTask, NameBatches, longest_name, names_advice, pad
 from .options import (
     RecurrentOptions,
     TaskOptions,
@@ -459,7 +457,7 @@ def predict(args: Namespace, services: Services) -> int:
     return 0
 
 
-class ClassifyTask(Task):
+class ClassifyTask(LabelledTask):
     """Many-to-one: a name's labels (``train --task classify``)."""
 
     name = "classify"
@@ -544,18 +542,6 @@ class ClassifyTask(Task):
 
     def load(self, data: str, options: TaskOptions | None = None) -> Corpus:
         return load_labelled_corpus(data)
-
-    def vocabularies(self, corpus: Corpus) -> dict[str, Vocabulary | tuple[str, ...]]:
-        assert corpus.labels is not None
-        return {"characters": corpus.vocab, "labels": corpus.labels}
-
-    def vocabulary_names(self) -> tuple[str, ...]:
-        return ("characters", "labels")
-
-    def record_problem(self, config: ModelConfig,
-                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
-        return super().record_problem(config, vocabularies) or labels_problem(
-            config, vocabularies)
 
     def model_config(self, settings: TrainConfig, corpus: Corpus) -> ClassifierConfig:
         assert corpus.labels is not None

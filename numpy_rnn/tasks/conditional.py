@@ -22,7 +22,7 @@ model's (``encoder``, ``rnn``, ``decoder``) and ``condition.weight``, ``conditio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -31,7 +31,7 @@ import numpy as np
 from ..nn.dense import Linear
 from ..nn.losses import IGNORE_INDEX, cross_entropy, log_softmax
 from ..nn.recurrent import Recurrent
-from .base import Batch, Predictor, Rows, State, Task, labels_problem
+from .base import Batch, Predictor, Rows, State
 from .commands import (
     SAMPLE,
     Services,
@@ -40,10 +40,10 @@ from .commands import (
     positive_int,
     run_sample,
 )
-from .corpus import Corpus, Vocabulary, load_labelled_corpus
+from .corpus import Corpus, load_labelled_corpus
 from .lm import CharRNN, Generator
 from .model import ModelConfig, expose
-from .names import NameBatches, longest_name, names_advice, pad
+from .names import LabelledTask, NameBatches, longest_name, names_advice, pad
 from .options import (
     RecurrentOptions,
     TaskOptions,
@@ -291,7 +291,7 @@ class ConditionalGenerator(Generator):
                                          "seed": None, **options})
 
 
-class ConditionalTask(Task):
+class ConditionalTask(LabelledTask):
     """One-to-many: a plant name from the regions where it grows (``train --task
     conditional``)."""
 
@@ -384,18 +384,6 @@ class ConditionalTask(Task):
         T = longest_name(corpus.train_names) + 1
         return training_estimate(config, self.parameter_count(config), settings.batch_size, T,
                                  masked=True, advice=names_advice(T - 1))
-
-    def vocabularies(self, corpus: Corpus) -> dict[str, Vocabulary | tuple[str, ...]]:
-        assert corpus.labels is not None
-        return {"characters": corpus.vocab, "labels": corpus.labels}
-
-    def vocabulary_names(self) -> tuple[str, ...]:
-        return ("characters", "labels")
-
-    def record_problem(self, config: ModelConfig,
-                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
-        return super().record_problem(config, vocabularies) or labels_problem(
-            config, vocabularies)
 
     def parameter_count(self, config: ModelConfig) -> int:
         return ConditionalCharRNN.parameter_count(config)

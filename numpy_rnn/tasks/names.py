@@ -1,4 +1,5 @@
-"""Batches of whole names, for the two tasks that read one name per sequence.
+"""Batches of whole names, for the two tasks that read one name per sequence, and what those
+two tasks share as tasks of a labelled corpus (:class:`LabelledTask`).
 
 The classifier (many-to-one) and the conditional generator (one-to-many) both train on batches
 of whole names of different lengths, padded to the longest of the batch and run with their
@@ -11,12 +12,18 @@ of the epoch are shuffled. The whole state is the number of batches handed out.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["POOL", "NameBatches", "pad", "longest_name", "names_advice"]
+from .base import Task, labels_problem
+from .corpus import Corpus, Vocabulary
+
+if TYPE_CHECKING:
+    from .model import ModelConfig
+
+__all__ = ["POOL", "LabelledTask", "NameBatches", "longest_name", "names_advice", "pad"]
 
 #: Batches per length-sorted pool: names of similar length share a batch, but each pool is a
 #: random slice of the epoch, so batch composition still changes from epoch to epoch.
@@ -119,3 +126,22 @@ class NameBatches:
 
     def describe(self) -> str:
         return self._describe
+
+
+class LabelledTask(Task):
+    """What the tasks of a labelled corpus (a name and its labels a line) share: their models
+    read the characters and know the labels, so a checkpoint keeps both vocabularies,
+    ``characters`` and ``labels``, and refuses labels that are not the model's (sorted,
+    distinct, ``num_labels`` of them)."""
+
+    def vocabularies(self, corpus: Corpus) -> dict[str, Vocabulary | tuple[str, ...]]:
+        assert corpus.labels is not None
+        return {"characters": corpus.vocab, "labels": corpus.labels}
+
+    def vocabulary_names(self) -> tuple[str, ...]:
+        return ("characters", "labels")
+
+    def record_problem(self, config: ModelConfig,
+                       vocabularies: Mapping[str, Vocabulary | tuple[str, ...]]) -> str | None:
+        return super().record_problem(config, vocabularies) or labels_problem(
+            config, vocabularies)
