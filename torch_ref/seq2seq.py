@@ -45,7 +45,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from numpy_rnn.nn.losses import IGNORE_INDEX
 from numpy_rnn.tasks.base import State
-from numpy_rnn.tasks.seq2seq.model import (
+from numpy_rnn.tasks.seq2seq.config import (
     KeyCache,
     Seq2SeqMasks,
     check_decode_step,
@@ -279,7 +279,7 @@ class Seq2Seq(TorchTaskModel):
         unchecked, without input feeding), ``memory (B, S, H)``, ``lengths (B,)`` -> float64
         ``log_probs (B, Vt)``, the new state, ``ã_t (B, H)`` and float64 ``alpha (B, S)``
         (None without attention). The memory's key side is computed once per memory, by the
-        rule of the NumPy model's general step (:class:`~numpy_rnn.tasks.seq2seq.model.KeyCache`:
+        rule of the NumPy model's general step (:class:`~numpy_rnn.tasks.seq2seq.config.KeyCache`:
         the same memory object, lengths and key weights; the NumPy model's fast step reuses
         its keys while the memory and lengths objects and its weights' version are the
         same)."""

@@ -1,8 +1,10 @@
 """Sequence to sequence with attention: read one sequence, write another (grapheme to phoneme on
 the CMU Pronouncing Dictionary, or any ``source<TAB>target`` file). One idea per module:
 
-* :mod:`.model`: the encoder-decoder with Luong's global attention (:class:`Seq2Seq`), its
-  config and inputs, the forward and the hand-written backward;
+* :mod:`.model`: the encoder-decoder with Luong's global attention (:class:`Seq2Seq`), the
+  forward and the hand-written backward;
+* :mod:`.config`: its config and inputs, and the checks and rules its torch twin shares;
+* :mod:`.inference`: decoding's per-token tables and the session of one memory;
 * :mod:`.data`: a paired corpus as the driver reads one, the encoding of sources and targets
   into token ids, and the training batches;
 * :mod:`.translate`: from sources to outputs (greedy and beam search) and their scores (loss,
