@@ -95,7 +95,7 @@ def load(path: "str | os.PathLike[str]", backend: str = "numpy",
         names = numpy_rnn.load("runs/plants/best.npz")
         names.sample(5, temperature=0.8, seed=0)        # five plant names
         g2p = numpy_rnn.load("runs/g2p/best.npz")
-        g2p.translate("hello")                          # ['HH', 'AH', 'L', 'OW']
+        g2p.translate("hello")                          # ['HH', 'EH', 'L', 'OW']
 
     Args:
         path: a checkpoint written by training (``best.npz``, ``checkpoint.npz``), by the

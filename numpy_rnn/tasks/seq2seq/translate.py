@@ -96,7 +96,7 @@ class Translator(TrainedModel):
     pronunciation)::
 
         g2p = numpy_rnn.load("runs/g2p/best.npz")
-        g2p.translate("Hello")            # its phonemes, a list of strings: HH AH L OW
+        g2p.translate("Hello")            # its phonemes, a list of strings: HH EH L OW
         g2p.translate(["read", "live"], beam=5, nbest=2)
         # for each word its 2 best pronunciations, (phonemes, score) pairs, best first
 
