@@ -380,8 +380,8 @@ def test_config_validation_and_mask_shapes():
     assert config.seq2seq_mask_shapes(5, 4, 3) == [(5, 3, 4)] * 2 + [(4, 3, 4)] * 2
     assert make_config(layers=1).seq2seq_mask_shapes(5, 4, 3) == []
     assert make_config(dropout=0.0).seq2seq_mask_shapes(5, 4, 3) == []
-    with pytest.raises(NotImplementedError, match="seq2seq_mask_shapes"):
-        config.dropout_mask_shapes(4, 3)
+    # the one-sequence form every config answers: sources and targets both T long
+    assert config.dropout_mask_shapes(4, 3) == config.seq2seq_mask_shapes(4, 4, 3)
     assert Seq2SeqConfig.from_json(config.to_json()) == config
     assert config.task == "seq2seq"
 

@@ -140,10 +140,11 @@ class Seq2SeqConfig(ModelConfig):
     # -- the dropout masks of a training step --------------------------------------------------
 
     def dropout_mask_shapes(self, T: int, B: int) -> list[tuple[int, ...]]:
-        """Not defined for two sequences: use :meth:`dropout_masks` (or
-        :meth:`seq2seq_mask_shapes`)."""
-        raise NotImplementedError("a seq2seq step reads two sequences: its dropout masks are "
-                                  "dropout_masks(S, T, B), shaped seq2seq_mask_shapes(S, T, B)")
+        """The shapes of the masks of a step over ``B`` pairs whose sources and targets are
+        both ``T`` long (the one-sequence form every model config answers); a step reads two
+        sequences, so the seq2seq task declares its masks with :meth:`dropout_masks`
+        ``(S, T, B)``."""
+        return [m.shape for m in self.dropout_masks(T, T, B)]
 
     def _mask_layout(self, S: int, T: int, B: int) -> list[tuple[str, DropoutMask]]:
         """Each mask of a step with the :class:`Seq2SeqMasks` field it belongs to, in order."""
