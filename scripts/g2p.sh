@@ -36,8 +36,6 @@ start=$(date +%s)
 trained=$(date +%s)
 echo "training: $((trained - start)) s on $PROCESSES processes" | tee -a "$OUT/train.log"
 "$PYTHON" -m numpy_rnn evaluate --checkpoint "$OUT/best.npz" --split test --beam 5 --json \
-    > "$OUT/test.json"
-"$PYTHON" -m numpy_rnn evaluate --checkpoint "$OUT/best.npz" --split test --beam 5 \
-    | tee -a "$OUT/train.log"
+    | tee "$OUT/test.json" | tee -a "$OUT/train.log"
 echo "evaluation: $(( $(date +%s) - trained )) s; the scores are in $OUT/test.json" \
     | tee -a "$OUT/train.log"
