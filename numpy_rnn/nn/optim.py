@@ -500,8 +500,8 @@ class ExponentialMovingAverage:
     parameter's dtype. Torch's lerp has the two branches above, and its vectorised CPU kernels
     (AVX2, AVX512) evaluate each as one fused multiply-add: ``θ − θ̄`` is rounded, then
     ``w·(θ − θ̄) + θ̄`` (or ``(w − 1)·(θ − θ̄) + θ``) is rounded once. NumPy has no fused
-    multiply-add, so here the product and the sum are rounded separately: an average may differ
-    from torch's by an ulp after an update (a fused one built from float64 would cost some 20
+    multiply-add, so here the product and the sum are rounded separately: an average may be an
+    ulp away from torch's after an update (a fused one built from float64 would cost some 20
     times as much, 50 ms per step for a 3-million-weight model, for no gain in what the average
     is worth). The update is three passes over the weights, in place, with one scratch buffer
     per parameter allocated at the first update (about 1 ms per million float32 weights).
