@@ -99,17 +99,19 @@ def test_forward_step_with_projected_input_is_forward_step_to_the_bit(kind, dtyp
 
 @pytest.mark.parametrize("kind,dtype,layers", list(product(CELLS, ("float32", "float64"),
                                                           (1, 2))))
-def test_a_stack_step_is_forward_step_to_the_bit_and_follows_the_weights(kind, dtype, layers):
+def test_a_kept_stack_step_is_a_step_of_forward_and_follows_the_weights(kind, dtype, layers):
     layer = random_layer(kind, 5, 4, dtype, num_layers=layers)
     stepper = layer.stepper()
     rng = np.random.default_rng(4)
-    for _ in range(2):
-        x = rng.standard_normal((3, 5)).astype(dtype)
-        hx = tuple(rng.standard_normal((layers, 3, n)).astype(dtype)
+    layer.eval()
+    for B in (3, 1, 3):              # a kept stepper keeps its scratch buffers per batch size
+        x = rng.standard_normal((B, 5)).astype(dtype)
+        hx = tuple(rng.standard_normal((layers, B, n)).astype(dtype)
                    for n in layer.step.state_sizes())
-        for got, want in [(stepper(x, hx), layer.forward_step(x, hx)),
-                          (stepper(None, hx, projected=projection(layer, x)),
-                           layer.forward_step(x, hx))]:
+        out, finals = Recurrent.forward(layer, x[None], hx)     # one step of the sequence loop
+        want = (out[0], finals)
+        for got in (stepper(x, hx), stepper(None, hx, projected=projection(layer, x)),
+                    layer.forward_step(x, hx)):
             np.testing.assert_array_equal(got[0], want[0])
             for a, b in zip(got[1], want[1]):
                 np.testing.assert_array_equal(a, b)

@@ -737,10 +737,11 @@ class Recurrent(Module):
             The top layer's output ``h (B, Ho)`` and the states after the step, shaped like
             ``hx`` (views of the buffers the step ran in, never of ``hx``).
 
-        The arithmetic of :meth:`forward` over one time step (each layer a :class:`StepRunner`
-        of ``T = 1``), so the results are the same to the bit, without what a sequence needs
-        (lengths, dropout, ``batch_first``, what backward reads): nothing is kept and nothing
-        is dropped, whatever the mode.
+        The arithmetic of :meth:`forward` over one time step (each layer's step as a
+        :class:`StepRunner` of ``T = 1`` runs it), so the results are the same to the bit,
+        without what a sequence needs (lengths, dropout, ``batch_first``, what backward reads):
+        nothing is kept and nothing is dropped, whatever the mode. The inputs are checked here,
+        then a :class:`StackStep` runs the step; :meth:`stepper` keeps one for many steps.
         """
         if self.bidirectional:
             raise ValueError("forward_step runs a unidirectional stack: a bidirectional layer "
@@ -750,37 +751,13 @@ class Recurrent(Module):
             if x.shape[1] != self.input_size:
                 raise ShapeError(f"input has {x.shape[1]} features, expected input_size="
                                  f"{self.input_size}")
-            B = x.shape[0]
         else:
             projected = check_array("projected", projected, self.dtype, (2,))
             width = self.step.num_gates * self.hidden_size
             if projected.shape[1] != width:
                 raise ShapeError(f"projected has {projected.shape[1]} columns, expected "
                                  f"num_gates * hidden_size = {width}")
-            B = projected.shape[0]
-        L = self.num_layers
-        states = check_states(self.step.state_names, self.step.state_sizes(), hx, (L, B),
-                              self.dtype)
-        # One buffer per state kind for the whole stack, (L, 2, B, size): layer l runs in
-        # rows [l], reading slot 0 (the states before the step, copied in once for all
-        # layers) and writing slot 1, which is returned as it is (a view).
-        buffers = [np.empty((L, 2, B, size), self.dtype) for size in self.step.state_sizes()]
-        for buffer, s in zip(buffers, states):
-            buffer[:, 0] = s
-        with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
-            for layer in range(L):
-                slots = tuple([b[layer] for b in buffers])
-                if layer == 0 and projected is not None:      # gx given: no projection
-                    run = StepRunner(self.step, self.step_params(0), None, None, states=slots,
-                                     projected=projected[None])
-                else:
-                    assert x is not None
-                    run = StepRunner(self.step, self.step_params(layer), x[None], None,
-                                     states=slots)
-                    run.project()
-                x = run.forward_step(0)
-        assert x is not None
-        return x, tuple(b[:, 1] for b in buffers)
+        return StackStep(self)(x, hx, projected=projected)
 
     def stepper(self) -> StackStep:
         """:meth:`forward_step` prepared once for the many steps of a search: a
@@ -910,9 +887,10 @@ class Recurrent(Module):
 class StackStep:
     """One time step of a unidirectional stack, prepared once and called at every step of a
     search (one-step decoding at batch 1, where each small call counts): what
-    :meth:`Recurrent.forward_step` does, the same arithmetic to the bit, with each layer's
-    step parameters and input biases (:func:`input_biases`) looked up once instead of a
-    :class:`StepRunner` built per layer and step. The parameters are the layer's own arrays,
+    :meth:`Recurrent.forward_step` runs after its checks, the arithmetic of a
+    :class:`StepRunner` of ``T = 1`` to the bit, with each layer's step parameters and input
+    biases (:func:`input_biases`) looked up once and the step's scratch buffers kept per batch
+    size. The parameters are the layer's own arrays,
     so it follows their in-place updates; make a new one when the layer's arrays are
     replaced.
 
@@ -929,6 +907,8 @@ class StackStep:
             biases, p = input_biases(layer.step, layer.step_params(l), stepwise=False)
             p["weight_hh_T"] = p["weight_hh"].T            # a view, as a T = 1 run has it
             self.layers.append((biases, p))
+        # The step's scratch buffers by batch size: written and read within one step only.
+        self._caches: dict[int, list[Any]] = {}
 
     def __call__(self, x: np.ndarray | None, hx: Sequence[np.ndarray], *,
                  projected: np.ndarray | None = None) -> tuple[np.ndarray, State]:
@@ -939,6 +919,9 @@ class StackStep:
         B = given.shape[0]
         states = check_states(step.state_names, step.state_sizes(), hx, (L, B), dtype)
         new = [np.empty((L, B, size), dtype) for size in step.state_sizes()]
+        caches = self._caches.get(B)
+        if caches is None:
+            caches = self._caches[B] = [step.new_cache(1, B, dtype) for _ in range(L)]
         with np.errstate(over="ignore"):     # exp overflow in a sigmoid is harmless (σ = 0)
             for l, (biases, p) in enumerate(self.layers):
                 if l == 0 and projected is not None:
@@ -950,7 +933,7 @@ class StackStep:
                         gx += b
                 step.prepare_forward(p, gx[None], False)
                 step.forward(p, gx, tuple([s[l] for s in states]),
-                             tuple([n[l] for n in new]), step.new_cache(1, B, dtype), 0)
+                             tuple([n[l] for n in new]), caches[l], 0)
                 x = new[0][l]
         assert x is not None
         return x, tuple(new)
